@@ -1,0 +1,5 @@
+import sys
+
+from alara.cli import main
+
+sys.exit(main())
