@@ -1,0 +1,322 @@
+"""The component kinds users extend: dose policies, priors, simulators, reconstructors and
+image-quality metrics.
+
+Every component is an :class:`torch.nn.Module` with
+
+- a class attribute ``name``: the name a config file picks it by, and
+- a nested frozen dataclass ``Config``: its typed parameters with defaults.
+
+It is built from a config instance, ``Cls(Cls.Config(...))``, or from plain keyword
+parameters, ``Cls.from_params(...)``.  The registry (:mod:`alara.registry`) checks these
+rules when a plugin registers a class.
+
+Shapes (B = batch, C = channels, V = views, K = detector bins):
+
+==============  =====================================  ==========================
+kind            call                                   result
+==============  =====================================  ==========================
+prior           ``prior(x, geometry)``                 :class:`PriorInfo`
+dose_policy     ``policy(prior_info, geometry)``       ``n0`` [B, V], > 0
+simulator       ``simulator(sinogram, n0)``            ``y`` like ``sinogram``
+reconstructor   ``reconstructor(y, geometry)``         ``x_hat`` [B, C, H, W]
+iq_metric       ``metric(x_hat, x)``                   [B], unreduced
+==============  =====================================  ==========================
+
+Units follow LoDoPaB-CT: images are ``x = mu / mu_max``; sinograms are normalised line
+integrals ``A x`` (so ``mu_max * A x`` is the attenuation); ``n0`` is the mean photon
+count per detector bin of each view.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar, Optional
+
+import torch
+from torch import nn
+
+from alara.geometry import LODOPAB_N0, Geometry
+
+__all__ = [
+    "Component",
+    "PriorInfo",
+    "Prior",
+    "DosePolicy",
+    "DosePolicyConfig",
+    "Simulator",
+    "Reconstructor",
+    "IQMetric",
+    "KINDS",
+    "total_dose",
+    "relative_dose",
+    "scale_to_budget",
+]
+
+
+@dataclass(frozen=True)
+class _NoParams:
+    """Parameters of a component that has none."""
+
+
+class Component(nn.Module):
+    """Base of every pluggable component: a module with a ``name`` and a ``Config``."""
+
+    #: The registered name a config file uses (set by each concrete subclass).
+    name: ClassVar[str] = ""
+    #: Frozen dataclass of the component's parameters (override in subclasses).
+    Config: ClassVar[type] = _NoParams
+    #: The kind this base class stands for (``"dose_policy"``...); set on the five bases.
+    kind: ClassVar[str] = ""
+
+    def __init__(self, config: Any = None) -> None:
+        super().__init__()
+        cfg_cls = type(self).Config
+        if config is None:
+            config = cfg_cls()
+        elif not isinstance(config, cfg_cls):
+            raise TypeError(
+                f"{type(self).__name__} expects a {type(self).__name__}.Config instance, got "
+                f"{type(config).__name__}; build it with {type(self).__name__}.Config(...) or "
+                f"use {type(self).__name__}.from_params(**params)"
+            )
+        self.config = config
+
+    @classmethod
+    def from_params(cls, **params: Any):
+        """Build the component from keyword parameters (those of ``cls.Config``)."""
+        return cls(cls.Config(**params))
+
+    def extra_repr(self) -> str:
+        fields = dataclasses.fields(self.config) if dataclasses.is_dataclass(self.config) else ()
+        return ", ".join(f"{f.name}={getattr(self.config, f.name)!r}" for f in fields)
+
+
+# ----------------------------------------------------------------------------- dose helpers
+
+
+def total_dose(n0: torch.Tensor) -> torch.Tensor:
+    """Dose ``D = sum_views n0(view)`` (photons per detector bin), shape [B]."""
+    if n0.dim() != 2:
+        raise ValueError(f"n0 must have shape [B, views], got {tuple(n0.shape)}")
+    return n0.sum(dim=-1)
+
+
+def relative_dose(
+    n0: torch.Tensor,
+    prior_dose: Optional[torch.Tensor] = None,
+    n_ref: float = LODOPAB_N0,
+) -> torch.Tensor:
+    """Dose relative to LoDoPaB's, ``(D + D_prior) / (n_ref * views)``, shape [B].
+
+    1.0 means ``n_ref`` (4096) photons per bin on every view.  ``prior_dose`` is the dose
+    already spent acquiring the prior (e.g. a pre-scan), in the same units as ``D``.
+    """
+    dose = total_dose(n0)
+    if prior_dose is not None:
+        dose = dose + prior_dose.to(dose)
+    return dose / (float(n_ref) * n0.shape[-1])
+
+
+def scale_to_budget(
+    n0: torch.Tensor,
+    budget: float,
+    prior_dose: Optional[torch.Tensor] = None,
+    n_ref: float = LODOPAB_N0,
+) -> torch.Tensor:
+    """Rescale each patient's ``n0`` so that its relative dose (prior included) equals
+    ``budget``: ``n0 * (budget * n_ref * V - D_prior) / sum_v n0``.  Keeps the angular
+    shape and stays differentiable in ``n0``."""
+    if n0.dim() != 2:
+        raise ValueError(f"n0 must have shape [B, views], got {tuple(n0.shape)}")
+    target = torch.full_like(n0[:, 0], float(budget) * float(n_ref) * n0.shape[-1])
+    if prior_dose is not None:
+        target = target - prior_dose.to(target)
+    if bool((target <= 0).any()):
+        raise ValueError(
+            f"dose budget {budget} (relative) is used up by the prior acquisition alone; "
+            "raise the budget or lower the prior's dose"
+        )
+    return n0 * (target / n0.sum(dim=-1)).unsqueeze(-1)
+
+
+# ----------------------------------------------------------------------------------- priors
+
+
+@dataclass
+class PriorInfo:
+    """What a dose policy knows about a patient before the scan.
+
+    - ``image``: a prior image ``z`` [B, 1, H, W] in ``x`` units (FBP of a pre-scan, or a
+      prior exam), or ``None``;
+    - ``scouts``: normalised line integrals of scout views [B, S, K] at ``scout_angles``
+      (rad), or ``None``;
+    - ``dose``: photons per bin, summed over views, already spent on the prior [B]
+      (zero for a prior exam); it counts in the patient's total dose.
+    """
+
+    image: Optional[torch.Tensor] = None
+    scouts: Optional[torch.Tensor] = None
+    scout_angles: Optional[torch.Tensor] = None
+    dose: Optional[torch.Tensor] = None
+
+    def __post_init__(self) -> None:
+        if self.image is None and self.scouts is None:
+            raise ValueError("PriorInfo needs an image or scouts (both are None)")
+        if self.image is not None and self.image.dim() != 4:
+            raise ValueError(f"PriorInfo.image must be [B, 1, H, W], got {tuple(self.image.shape)}")
+        if self.scouts is not None:
+            if self.scouts.dim() != 3:
+                raise ValueError(f"PriorInfo.scouts must be [B, S, K], got {tuple(self.scouts.shape)}")
+            if self.scout_angles is None or self.scout_angles.numel() != self.scouts.shape[1]:
+                raise ValueError("PriorInfo.scout_angles must give one angle per scout view")
+        if self.dose is None:
+            ref = self.image if self.image is not None else self.scouts
+            self.dose = torch.zeros(ref.shape[0], dtype=ref.dtype, device=ref.device)
+
+    @property
+    def batch_size(self) -> int:
+        return (self.image if self.image is not None else self.scouts).shape[0]
+
+    def network_input(self) -> torch.Tensor:
+        """A one-channel image for a CNN policy: the prior image, else the scouts stacked
+        as rows ([B, 1, S, K])."""
+        if self.image is not None:
+            return self.image
+        return self.scouts.unsqueeze(1)
+
+
+class Prior(Component):
+    """Acquires prior information about a patient, ``prior(x, geometry) -> PriorInfo``.
+
+    ``x`` is the true image [B, 1, H, W] (the simulation's patient); implementations may
+    only use it the way a scanner could (by simulating an acquisition), and must report
+    the dose they spent in ``PriorInfo.dose``.
+    """
+
+    kind = "prior"
+
+    def forward(self, x: torch.Tensor, geometry: Geometry) -> PriorInfo:  # pragma: no cover
+        raise NotImplementedError
+
+
+# ----------------------------------------------------------------------------- dose policy
+
+
+@dataclass(frozen=True)
+class DosePolicyConfig:
+    """Parameters every dose policy has.
+
+    ``budget``: if set, each patient's relative dose (prior included) is held to this value
+    (1.0 = LoDoPaB's 4096 photons per bin on every view).
+    """
+
+    budget: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        if self.budget is not None and not self.budget > 0:
+            raise ValueError(f"budget must be a positive relative dose, got {self.budget!r}")
+
+
+class DosePolicy(Component):
+    """Chooses photons per view, ``policy(prior, geometry) -> n0`` [B, views], ``n0 > 0``.
+
+    Subclasses implement :meth:`propose`; :meth:`forward` checks the result and, when
+    ``config.budget`` is set, rescales it to the budget.  Must be differentiable in its
+    parameters for learned policies.
+    """
+
+    kind = "dose_policy"
+    Config: ClassVar[type] = DosePolicyConfig
+
+    def propose(self, prior: PriorInfo, geometry: Geometry) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def forward(self, prior: PriorInfo, geometry: Geometry) -> torch.Tensor:
+        n0 = self.propose(prior, geometry)
+        expected = (prior.batch_size, geometry.n_views)
+        if tuple(n0.shape) != expected:
+            raise ValueError(
+                f"dose policy {self.name!r} returned n0 of shape {tuple(n0.shape)}, "
+                f"expected [B, views] = {list(expected)}"
+            )
+        budget = getattr(self.config, "budget", None)
+        if budget is not None:
+            n0 = scale_to_budget(n0, budget, prior.dose)
+        return n0
+
+
+# ------------------------------------------------------------------------------- simulator
+
+
+class Simulator(Component):
+    """Noisy measurement, ``simulator(sinogram, n0) -> y``.
+
+    ``sinogram``: normalised line integrals ``A x`` [B, C, V, K] (or [B, V, K]);
+    ``n0``: photons per bin per view [B, V].  ``y`` has the sinogram's shape and units
+    (post-log, divided by ``mu_max``, as LoDoPaB's observations).  In training mode the
+    sample must be differentiable in ``n0``; in eval mode it is the exact noise model.
+    """
+
+    kind = "simulator"
+
+    def forward(
+        self, sinogram: torch.Tensor, n0: torch.Tensor, generator: Optional[torch.Generator] = None
+    ) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+
+# --------------------------------------------------------------------------- reconstructor
+
+
+class Reconstructor(Component):
+    """Image from a post-log sinogram, ``reconstructor(y, geometry) -> x_hat``.
+
+    ``y``: [B, C, V, K]; ``x_hat``: [B, C, H, W] on ``geometry.grid``, in ``x`` units.
+    """
+
+    kind = "reconstructor"
+
+    def forward(self, y: torch.Tensor, geometry: Geometry) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+
+# ------------------------------------------------------------------------------- IQ metric
+
+
+class IQMetric(Component):
+    """Image quality, ``metric(x_hat, x) -> [B]`` (one unreduced value per image).
+
+    ``x_hat`` and ``x`` are [B, C, H, W] (or [B, H, W]) of equal shape; ``x`` is the
+    reference.  ``higher_is_better`` says which way is good (True for PSNR and SSIM).
+    Implementations should be differentiable in ``x_hat``.
+    """
+
+    kind = "iq_metric"
+    #: Whether larger values mean better images.
+    higher_is_better: ClassVar[bool] = True
+    #: Unit for reports ("dB", "" ...).
+    unit: ClassVar[str] = ""
+
+    @staticmethod
+    def check_pair(x_hat: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Validate shapes; return both as [B, C, H, W]."""
+        if x_hat.shape != x.shape:
+            raise ValueError(
+                f"x_hat and x must have the same shape, got {tuple(x_hat.shape)} and {tuple(x.shape)}"
+            )
+        if x.dim() == 3:
+            return x_hat.unsqueeze(1), x.unsqueeze(1)
+        if x.dim() != 4:
+            raise ValueError(f"images must be [B, C, H, W] or [B, H, W], got {tuple(x.shape)}")
+        return x_hat, x
+
+
+#: The component kinds, mapped to their base classes (also the config section names).
+KINDS: dict[str, type[Component]] = {
+    "prior": Prior,
+    "dose_policy": DosePolicy,
+    "simulator": Simulator,
+    "reconstructor": Reconstructor,
+    "iq_metric": IQMetric,
+}

@@ -1,0 +1,44 @@
+"""Input validation for the operators: clear errors that name the argument and the fix."""
+
+from __future__ import annotations
+
+import torch
+
+from alara.geometry import FanBeam, Geometry, ParallelBeam
+
+_FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
+def check_geometry(geometry: object, name: str = "geometry") -> Geometry:
+    if not isinstance(geometry, (ParallelBeam, FanBeam)):
+        raise TypeError(
+            f"{name} must be an alara.geometry.ParallelBeam or FanBeam, "
+            f"got {type(geometry).__name__}"
+        )
+    return geometry
+
+
+def check_tensor(t: object, name: str, trailing: tuple[int, int], what: str,
+                 check_finite: bool = True) -> torch.Tensor:
+    """Check a ``[B, C, *trailing]`` floating-point tensor; ``what`` names the trailing dims."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dim() != 4:
+        raise ValueError(
+            f"{name} must have 4 dimensions [batch, channels, {what}], got shape "
+            f"{tuple(t.shape)}; add missing dimensions with {name}[None, None] or "
+            f"{name}.unsqueeze(1)"
+        )
+    if t.dtype not in _FLOAT_DTYPES:
+        raise TypeError(
+            f"{name} must be a floating-point tensor (float32 or float64), got {t.dtype}; "
+            f"convert it with {name}.float()"
+        )
+    if tuple(t.shape[-2:]) != tuple(trailing):
+        raise ValueError(
+            f"{name} has {what} {tuple(t.shape[-2:])} but the geometry expects "
+            f"{tuple(trailing)}"
+        )
+    if check_finite and not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return t
