@@ -130,7 +130,7 @@ class LoDoPaBDataset(Dataset):
     # -- lifetime -----------------------------------------------------------------------
     def close(self) -> None:
         """Close the HDF5 files this process opened."""
-        if self._pid == os.getpid():
+        if getattr(self, "_pid", None) == os.getpid():
             for f, _ in self._handles.values():
                 try:
                     f.close()

@@ -1,0 +1,254 @@
+"""Synthetic thorax / upper-abdomen patients in Hounsfield units.
+
+A patient is a set of continuous shapes (metres), so the same slice can be rasterised on
+any grid: the ground truth on the data set's grid and, for the observations, on a finer
+grid (avoiding the "inverse crime" of simulating data with the reconstruction's own
+discretisation).  All randomness comes from explicit ``torch.Generator`` seeds, so a
+patient and its slices are reproducible and independent of the grid.
+
+Conventions: array axis 0 is world ``x`` (the patient's lateral axis, +x is the
+patient's left as in a radiological display), axis 1 is world ``y`` (antero-posterior,
++y anterior).  Bodies are wider laterally than antero-posteriorly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from alara.geometry import ImageGrid
+
+__all__ = ["Lesion", "Patient", "sample_patient", "render_slice", "slice_positions", "HU"]
+
+#: Typical tissue values (HU) used by the generator.
+HU = {
+    "air": -1000.0, "lung": -850.0, "fat": -100.0, "soft": 40.0, "blood": 45.0,
+    "liver": 60.0, "spleen": 50.0, "csf": 15.0, "cancellous": 250.0, "cortical": 1000.0,
+    "rib": 750.0, "sternum": 550.0, "gas": -900.0,
+}
+
+# Craniocaudal length (m) spanned by slice positions t in [0, 1]; sets how far a lesion
+# centred at t0 reaches into neighbouring slices.
+_Z_EXTENT = 0.30
+
+
+@dataclass(frozen=True)
+class Lesion:
+    """A small spherical lesion: centre ``(x, y)`` in metres, slice position ``t``,
+    radius (m) and HU contrast added to the soft tissue (or lung) it lies in."""
+
+    x: float
+    y: float
+    t: float
+    radius: float
+    contrast: float
+    in_lung: bool = False
+
+
+@dataclass(frozen=True)
+class Patient:
+    """Anatomy parameters of one synthetic patient (lengths in metres)."""
+
+    pid: int
+    seed: int
+    half_width: float           # lateral body semi-axis
+    half_depth: float           # antero-posterior body semi-axis (< half_width)
+    centre_y: float             # table offset of the body centre
+    fat: float                  # subcutaneous fat thickness
+    harmonics: tuple[tuple[float, float], ...]  # body-outline (amplitude, phase), k = 2, 3, 4
+    lung_width: float           # lung semi-axis as a fraction of the inner body
+    lung_depth: float
+    lung_hu: float
+    heart_size: float
+    liver_start: float          # slice position where the liver appears
+    rib_count: int
+    t_range: tuple[float, float]  # slice positions covered by this patient's scan
+    lesions: tuple[Lesion, ...] = field(default_factory=tuple)
+
+
+def _u(gen: torch.Generator, lo: float = 0.0, hi: float = 1.0) -> float:
+    return lo + (hi - lo) * float(torch.rand((), generator=gen, dtype=torch.float64))
+
+
+def sample_patient(seed: int, pid: int = 0) -> Patient:
+    """Draw a patient from ``seed``: from a small child to a large adult."""
+    gen = torch.Generator().manual_seed(int(seed))
+    # Body size: lateral semi-axis from 7.5 cm (child) to 15 cm (large adult; the widest
+    # are truncated by LoDoPaB's 26 cm field of view, as real LIDC slices often are).
+    size = _u(gen) ** 0.8
+    half_width = 0.075 + 0.075 * size
+    # Children are rounder; adults flatter (AP / lateral from ~0.9 down to ~0.6).
+    ratio = _u(gen, 0.78, 0.92) - 0.18 * size * _u(gen, 0.5, 1.0)
+    half_depth = half_width * ratio
+    fat = half_width * _u(gen, 0.04, 0.16)
+    harmonics = tuple((_u(gen, 0.0, 0.025), _u(gen, 0.0, 2 * math.pi)) for _ in range(3))
+    start = _u(gen, 0.0, 0.7)
+    span = _u(gen, 0.15, 0.3)
+    inner_w, inner_d = half_width - fat, half_depth - fat
+
+    lesions = []
+    for _ in range(int(torch.randint(1, 5, (), generator=gen))):
+        in_lung = _u(gen) < 0.25
+        ang = _u(gen, 0, 2 * math.pi)
+        rad = math.sqrt(_u(gen, 0.0, 1.0))
+        if in_lung:  # inside a lung: lateral third of the inner body
+            side = 1.0 if _u(gen) < 0.5 else -1.0
+            cx = side * inner_w * (0.5 + 0.2 * rad * math.cos(ang))
+            cy = inner_d * 0.35 * rad * math.sin(ang)
+            contrast = _u(gen, 700.0, 880.0)  # a solid nodule against -850 HU lung
+        else:
+            cx = inner_w * 0.6 * rad * math.cos(ang)
+            cy = inner_d * 0.6 * rad * math.sin(ang)
+            contrast = (1.0 if _u(gen) < 0.5 else -1.0) * _u(gen, 10.0, 40.0)
+        lesions.append(Lesion(cx, cy + 0.0, _u(gen, start, start + span),
+                              _u(gen, 0.003, 0.010), contrast, in_lung))
+    return Patient(
+        pid=int(pid), seed=int(seed), half_width=half_width, half_depth=half_depth,
+        centre_y=_u(gen, -0.012, 0.012), fat=fat, harmonics=harmonics,
+        lung_width=_u(gen, 0.34, 0.42), lung_depth=_u(gen, 0.62, 0.78),
+        lung_hu=_u(gen, -880.0, -800.0), heart_size=_u(gen, 0.8, 1.15),
+        liver_start=_u(gen, 0.6, 0.75), rib_count=int(torch.randint(9, 14, (), generator=gen)),
+        t_range=(start, min(start + span, 1.0)), lesions=tuple(lesions),
+    )
+
+
+def slice_positions(patient: Patient, n: int) -> list[float]:
+    """``n`` equally spaced slice positions within the patient's scan range."""
+    lo, hi = patient.t_range
+    if n == 1:
+        return [(lo + hi) / 2]
+    return [lo + (hi - lo) * k / (n - 1) for k in range(n)]
+
+
+class _Canvas:
+    """HU image on a grid with shape painting helpers (coordinates in metres)."""
+
+    def __init__(self, grid: ImageGrid) -> None:
+        xs, ys = grid.coordinates(dtype=torch.float64)
+        self.X, self.Y = torch.meshgrid(xs, ys, indexing="ij")
+        self.hu = torch.full(grid.shape, HU["air"], dtype=torch.float64)
+
+    def ellipse(self, cx: float, cy: float, a: float, b: float, angle: float = 0.0) -> torch.Tensor:
+        dx, dy = self.X - cx, self.Y - cy
+        c, s = math.cos(angle), math.sin(angle)
+        return ((dx * c + dy * s) / a) ** 2 + ((-dx * s + dy * c) / b) ** 2 <= 1.0
+
+    def paint(self, mask: torch.Tensor, value: float) -> None:
+        self.hu[mask] = value
+
+
+def _bump(t: float, lo: float, hi: float) -> float:
+    """Smooth 0 -> 1 -> 0 profile over ``[lo, hi]`` (organ size along the body axis)."""
+    if t <= lo or t >= hi:
+        return 0.0
+    return math.sin(math.pi * (t - lo) / (hi - lo)) ** 0.7
+
+
+def _smooth_field(gen: torch.Generator, canvas: _Canvas, extent: float, cells: int = 12) -> torch.Tensor:
+    """A smooth random field in [-1, 1], defined in world coordinates (grid independent)."""
+    coarse = torch.rand((1, 1, cells, cells), generator=gen, dtype=torch.float64) * 2 - 1
+    # grid_sample's last axis is (width, height) = (axis 1, axis 0) of the coarse field.
+    g = torch.stack((canvas.Y / extent, canvas.X / extent), dim=-1).unsqueeze(0)
+    return F.grid_sample(coarse, g, mode="bicubic", padding_mode="border",
+                         align_corners=False)[0, 0].clamp(-1, 1)
+
+
+def render_slice(patient: Patient, t: float, grid: ImageGrid) -> torch.Tensor:
+    """Rasterise the patient's slice at position ``t`` in ``[0, 1]`` (apex -> upper
+    abdomen) onto ``grid``; returns HU as float32 ``grid.shape``."""
+    # Slice details (vessels, texture) come from their own generator, seeded by patient
+    # and slice only, and are drawn before rasterising: the same on every grid.
+    gen = torch.Generator().manual_seed((patient.seed * 1_000_003 + int(round(t * 1e6))) % (2 ** 63 - 1))
+    c = _Canvas(grid)
+    p = patient
+    cy = p.centre_y
+
+    # Body outline with a few low harmonics: not a perfect ellipse.
+    theta = torch.atan2((c.Y - cy) / p.half_depth, c.X / p.half_width)
+    wobble = 1.0 + sum(amp * torch.cos((k + 2) * theta + ph) for k, (amp, ph) in enumerate(p.harmonics))
+    r = torch.sqrt((c.X / p.half_width) ** 2 + ((c.Y - cy) / p.half_depth) ** 2)
+    c.paint(r <= wobble, HU["fat"])
+    wi, di = p.half_width - p.fat, p.half_depth - p.fat
+    inner = torch.sqrt((c.X / wi) ** 2 + ((c.Y - cy) / di) ** 2) <= wobble
+    c.paint(inner, HU["soft"])
+    # Gentle texture in soft tissue (+-8 HU).
+    texture = 8.0 * _smooth_field(gen, c, max(wi, di))
+    c.hu[inner] += texture[inner]
+
+    thorax = t < 0.85
+    # Liver (patient's right = -x) and spleen/stomach (patient's left) low in the scan.
+    liver = _bump(t, p.liver_start, 1.6)
+    if liver > 0:
+        c.paint(c.ellipse(-0.25 * wi, cy - 0.05 * di, 0.6 * wi * liver, 0.75 * di * liver, 0.3),
+                HU["liver"])
+    if t > 0.75:
+        s = _bump(t, 0.75, 1.4)
+        c.paint(c.ellipse(0.55 * wi, cy - 0.35 * di, 0.22 * wi * s, 0.3 * di * s, -0.5), HU["spleen"])
+        c.paint(c.ellipse(0.35 * wi, cy + 0.3 * di, 0.22 * wi * s, 0.2 * di * s), HU["gas"])
+
+    # Lungs: small at the apex, largest mid-thorax, pushed up by the diaphragm below.
+    lung = _bump(t, -0.15, 0.92)
+    if lung > 0.05:
+        for side in (-1.0, 1.0):
+            lx = side * wi * 0.5
+            c.paint(c.ellipse(lx, cy + 0.05 * di, p.lung_width * wi * lung,
+                              p.lung_depth * di * lung, side * 0.15), p.lung_hu)
+        # Vessels: small soft-tissue dots inside the lungs.
+        for _ in range(int(24 * lung)):
+            side = 1.0 if _u(gen) < 0.5 else -1.0
+            ang, rad = _u(gen, 0, 2 * math.pi), math.sqrt(_u(gen)) * 0.85
+            vx = side * wi * 0.5 + rad * p.lung_width * wi * lung * math.cos(ang)
+            vy = cy + 0.05 * di + rad * p.lung_depth * di * lung * math.sin(ang)
+            vr = _u(gen, 0.0008, 0.0025)
+            c.paint(c.ellipse(vx, vy, vr, vr) & (c.hu < -500), _u(gen, -100.0, 40.0))
+
+    # Mediastinum: heart (patient's left of centre) and aorta.
+    heart = _bump(t, 0.3, 0.85) * p.heart_size
+    if heart > 0.05:
+        c.paint(c.ellipse(0.12 * wi, cy + 0.2 * di, 0.3 * wi * heart, 0.38 * di * heart, 0.5),
+                HU["soft"])
+        c.paint(c.ellipse(0.13 * wi, cy + 0.2 * di, 0.2 * wi * heart, 0.26 * di * heart, 0.5),
+                HU["blood"])
+    aorta_r = 0.06 * di
+    c.paint(c.ellipse(0.12 * wi, cy - 0.55 * di, aorta_r, aorta_r), HU["blood"])
+    if 0.2 < t < 0.55:
+        c.paint(c.ellipse(-0.03 * wi, cy + 0.15 * di, aorta_r, aorta_r), HU["blood"])
+
+    # Spine: vertebral body (cortical shell, cancellous core), canal, spinous process.
+    vy, vr = cy - di + 0.33 * di, 0.17 * di
+    c.paint(c.ellipse(0.0, vy, vr * 1.1, vr), HU["cortical"])
+    c.paint(c.ellipse(0.0, vy, vr * 0.85, vr * 0.78), HU["cancellous"])
+    canal_y = vy - vr - 0.07 * di
+    c.paint(c.ellipse(0.0, canal_y, 0.09 * di, 0.07 * di) & ~c.ellipse(0.0, canal_y, 0.06 * di, 0.045 * di),
+            HU["cortical"] * 0.8)
+    c.paint(c.ellipse(0.0, canal_y, 0.06 * di, 0.045 * di), HU["csf"])
+    c.paint(c.ellipse(0.0, canal_y - 0.16 * di, 0.025 * di, 0.1 * di), HU["cortical"] * 0.8)
+    for side in (-1.0, 1.0):  # transverse processes
+        c.paint(c.ellipse(side * 0.16 * di, canal_y, 0.1 * di, 0.025 * di, side * 0.3),
+                HU["cortical"] * 0.8)
+
+    # Ribs along the inner body wall and the sternum (thorax only).
+    if thorax:
+        for k in range(p.rib_count):
+            # Spread over both flanks, leaving the front (sternum) and back (spine) free.
+            frac = (k + 0.5) / p.rib_count
+            ang = -math.pi / 2 + 0.35 + frac * (2 * math.pi - 0.7)
+            ang += _u(gen, -0.05, 0.05)
+            rx, ry = 0.93 * wi * math.cos(ang), cy + 0.9 * di * math.sin(ang)
+            rr = 0.012 + 0.02 * p.half_width
+            c.paint(c.ellipse(rx, ry, rr * 0.45, rr * 0.25, ang), HU["rib"])
+        c.paint(c.ellipse(0.0, cy + 0.9 * di, 0.09 * wi, 0.05 * di), HU["sternum"])
+
+    # Lesions: spheres; the cross-section shrinks with distance from the lesion centre.
+    for les in p.lesions:
+        dz = (t - les.t) * _Z_EXTENT
+        if abs(dz) >= les.radius:
+            continue
+        rr = math.sqrt(les.radius ** 2 - dz ** 2)
+        m = c.ellipse(les.x, cy + les.y, rr, rr)
+        host = (c.hu < -500) if les.in_lung else (c.hu > -200) & (c.hu < 200)
+        c.hu[m & host] += les.contrast
+    return c.hu.to(torch.float32)
