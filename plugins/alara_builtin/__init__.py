@@ -1,0 +1,48 @@
+"""alara's built-in components, registered through the ``alara`` entry-point group exactly
+as a third-party plugin is (entry point ``builtin = "alara_builtin"``)."""
+
+from __future__ import annotations
+
+from alara.hookspecs import hookimpl
+from alara.registry import Registry
+
+from alara_builtin.metrics import PSNR, SSIM
+from alara_builtin.policies import FixedPolicy, TCMPolicy
+from alara_builtin.priors import PreScanPrior, PriorExamPrior, ScoutPrior
+from alara_builtin.reconstructors import FBPReconstructor, FBPUNetReconstructor
+from alara_builtin.resnet_policy import ResNet18Policy
+from alara_builtin.simulator import PoissonSimulator
+
+__all__ = [
+    "FBPReconstructor", "FBPUNetReconstructor", "FixedPolicy", "PSNR", "PoissonSimulator",
+    "PreScanPrior", "PriorExamPrior", "ResNet18Policy", "SSIM", "ScoutPrior", "TCMPolicy",
+]
+
+
+@hookimpl
+def alara_register_prior(registry: Registry) -> None:
+    for cls in (PreScanPrior, ScoutPrior, PriorExamPrior):
+        registry.add(cls)
+
+
+@hookimpl
+def alara_register_dose_policy(registry: Registry) -> None:
+    for cls in (FixedPolicy, TCMPolicy, ResNet18Policy):
+        registry.add(cls)
+
+
+@hookimpl
+def alara_register_simulator(registry: Registry) -> None:
+    registry.add(PoissonSimulator)
+
+
+@hookimpl
+def alara_register_reconstructor(registry: Registry) -> None:
+    for cls in (FBPReconstructor, FBPUNetReconstructor):
+        registry.add(cls)
+
+
+@hookimpl
+def alara_register_iq_metric(registry: Registry) -> None:
+    for cls in (PSNR, SSIM):
+        registry.add(cls)

@@ -1,0 +1,93 @@
+"""Hand-designed dose policies: ``fixed`` (one n0 on every view) and ``tcm``, conventional
+angular tube-current modulation by the square-root-of-attenuation rule."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from alara import ops
+from alara.geometry import LODOPAB_MU_MAX, LODOPAB_N0, Geometry
+from alara.interfaces import DosePolicy, DosePolicyConfig, PriorInfo
+
+__all__ = ["FixedPolicy", "TCMPolicy", "max_line_integrals"]
+
+
+def _dtype(prior: PriorInfo) -> torch.dtype:
+    ref = prior.image if prior.image is not None else prior.scouts
+    return ref.dtype
+
+
+class FixedPolicy(DosePolicy):
+    """The same ``n0`` on every view and patient (LoDoPaB: 4096)."""
+
+    name = "fixed"
+
+    @dataclass(frozen=True)
+    class Config(DosePolicyConfig):
+        #: Photons per detector bin and view (ignored when ``budget`` is set).
+        n0: float = LODOPAB_N0
+
+        def __post_init__(self) -> None:
+            super().__post_init__()
+            if not self.n0 > 0:
+                raise ValueError(f"n0 must be positive, got {self.n0}")
+
+    def propose(self, prior: PriorInfo, geometry: Geometry) -> torch.Tensor:
+        ref = prior.dose
+        return torch.full((prior.batch_size, geometry.n_views), self.config.n0, dtype=_dtype(prior),
+                          device=ref.device)
+
+
+def max_line_integrals(prior: PriorInfo, geometry: Geometry) -> torch.Tensor:
+    """Largest normalised line integral of each view, ``p_max`` [B, V], from the prior.
+
+    From a prior image: its projection on ``geometry``, maximised over bins.  From two
+    orthogonal scouts: the elliptical patient model, exact for a uniform ellipse,
+    ``1 / p(theta)^2 = cos^2(theta - theta_a) / p_a^2 + sin^2(theta - theta_a) / p_b^2``.
+    """
+    if prior.image is not None:
+        return ops.project(prior.image, geometry)[:, 0].amax(dim=-1)
+    scouts, angles = prior.scouts, prior.scout_angles
+    if scouts.shape[1] != 2:
+        raise ValueError(f"tcm from scouts needs exactly 2 orthogonal scout views, got {scouts.shape[1]}")
+    p = scouts.amax(dim=-1).clamp(min=1e-6)  # [B, 2]
+    theta = geometry.angles.to(device=p.device, dtype=p.dtype) - float(angles[0])
+    c2, s2 = torch.cos(theta) ** 2, torch.sin(theta) ** 2
+    return torch.rsqrt(c2 / p[:, :1] ** 2 + s2 / p[:, 1:] ** 2)
+
+
+class TCMPolicy(DosePolicy):
+    """Tube-current modulation: ``n0(view) ∝ exp(strength * mu_max * p_max(view))``.
+
+    ``strength = 1/2`` is the square-root-of-attenuation rule (the detected counts
+    ``n0 exp(-mu_max p_max)`` then vary as the square root of the attenuation); 0 turns
+    modulation off.  The mean ``n0`` over views is ``n0_mean``, or set by ``budget``.
+    """
+
+    name = "tcm"
+
+    @dataclass(frozen=True)
+    class Config(DosePolicyConfig):
+        #: Mean photons per bin over the views (ignored when ``budget`` is set).
+        n0_mean: float = LODOPAB_N0
+        #: Exponent of the attenuation (1/2: square-root rule).
+        strength: float = 0.5
+        mu_max: float = LODOPAB_MU_MAX
+
+        def __post_init__(self) -> None:
+            super().__post_init__()
+            if not self.n0_mean > 0:
+                raise ValueError(f"n0_mean must be positive, got {self.n0_mean}")
+            if not math.isfinite(self.strength) or self.strength < 0:
+                raise ValueError(f"strength must be >= 0, got {self.strength}")
+
+    def propose(self, prior: PriorInfo, geometry: Geometry) -> torch.Tensor:
+        c = self.config
+        p_max = max_line_integrals(prior, geometry)
+        log_w = c.strength * c.mu_max * p_max
+        # Normalise in log space: exp of a large attenuation would overflow.
+        w = torch.softmax(log_w, dim=-1)
+        return c.n0_mean * geometry.n_views * w

@@ -1,0 +1,97 @@
+"""Reconstructors: ``fbp`` and ``fbp_unet`` (FBP followed by DIVal's LoDoPaB U-Net)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+import torch
+
+from alara import ops
+from alara.geometry import Geometry
+from alara.interfaces import Reconstructor
+
+from alara_builtin.unet import UNet
+
+__all__ = ["FBPReconstructor", "FBPUNetReconstructor"]
+
+Filter = Literal["ram-lak", "shepp-logan", "cosine", "hamming", "hann"]
+
+
+def _check_fbp(filter: str, frequency_scaling: float) -> None:
+    if filter not in ops.FILTERS:
+        raise ValueError(f"filter must be one of {ops.FILTERS}, got {filter!r}")
+    if not 0 < frequency_scaling <= 1:
+        raise ValueError(f"frequency_scaling must be in (0, 1], got {frequency_scaling}")
+
+
+def _check_sinogram(y: torch.Tensor) -> None:
+    if y.dim() != 4:
+        raise ValueError(f"y must be a sinogram batch [B, C, views, bins], got shape {tuple(y.shape)}")
+
+
+class FBPReconstructor(Reconstructor):
+    """Filtered backprojection (default: DIVal's LoDoPaB reference, Hann at 0.641)."""
+
+    name = "fbp"
+
+    @dataclass(frozen=True)
+    class Config:
+        filter: Filter = "hann"
+        #: Cut-off as a fraction of the Nyquist frequency.
+        frequency_scaling: float = 0.641
+        #: Clip the image to [0, 1] (the range of x).
+        clip: bool = False
+
+        def __post_init__(self) -> None:
+            _check_fbp(self.filter, self.frequency_scaling)
+
+    def forward(self, y: torch.Tensor, geometry: Geometry) -> torch.Tensor:
+        _check_sinogram(y)
+        c = self.config
+        x = ops.fbp(y, geometry, filter=c.filter, frequency_scaling=c.frequency_scaling)
+        return x.clamp(0.0, 1.0) if c.clip else x
+
+
+class FBPUNetReconstructor(Reconstructor):
+    """FBP, then a U-Net post-processing network (DIVal's LoDoPaB FBP+U-Net)."""
+
+    name = "fbp_unet"
+
+    @dataclass(frozen=True)
+    class Config:
+        filter: Filter = "hann"
+        frequency_scaling: float = 0.641
+        #: Depth: number of U-Net scales (uses the first ``scales`` entries of channels).
+        scales: int = 5
+        #: Width: channels per scale.
+        channels: tuple[int, ...] = (32, 32, 64, 64, 128, 128)
+        #: Channels of each skip connection (0 disables skips).
+        skip_channels: int = 4
+        use_sigmoid: bool = True
+        use_norm: bool = True
+
+        def __post_init__(self) -> None:
+            _check_fbp(self.filter, self.frequency_scaling)
+            if self.scales < 1:
+                raise ValueError(f"scales must be >= 1, got {self.scales}")
+            if len(self.channels) < self.scales:
+                raise ValueError(f"channels needs at least `scales` = {self.scales} entries, got {self.channels}")
+            if any(ch < 1 for ch in self.channels) or self.skip_channels < 0:
+                raise ValueError("channels must be positive and skip_channels >= 0")
+
+    def __init__(self, config: Optional[Config] = None) -> None:
+        super().__init__(config)
+        c = self.config
+        self.unet = UNet(1, 1, c.channels[: c.scales], [c.skip_channels] * c.scales,
+                         use_sigmoid=c.use_sigmoid, use_norm=c.use_norm)
+
+    def forward(self, y: torch.Tensor, geometry: Geometry) -> torch.Tensor:
+        _check_sinogram(y)
+        c = self.config
+        x = ops.fbp(y, geometry, filter=c.filter, frequency_scaling=c.frequency_scaling)
+        b, ch, h, w = x.shape
+        param = next(self.unet.parameters())
+        # Channels as batch: the U-Net is single-channel, like DIVal's.
+        out = self.unet(x.reshape(b * ch, 1, h, w).to(param.dtype))
+        return out.reshape(b, ch, h, w).to(x.dtype)
