@@ -12,6 +12,8 @@ from typing import Sequence
 COMMAND_MODULES: tuple[str, ...] = (
     "alara.cli.info",
     "alara.cli.demo",
+    "alara.cli.plugins",
+    "alara.cli.data",
 )
 
 

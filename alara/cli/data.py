@@ -1,0 +1,132 @@
+"""``alara data synth | check | import-dicom``: build and validate LoDoPaB-layout data."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from alara.data.lodopab import SPLITS
+
+
+def _geometry(args: argparse.Namespace):
+    from alara.data.synth import small_geometry
+    from alara.geometry import lodopab
+
+    if args.lodopab:
+        return lodopab()
+    return small_geometry(args.image_size, args.n_angles, args.n_bins)
+
+
+def _add_geometry_args(p: argparse.ArgumentParser, default_size: int, default_angles: int) -> None:
+    g = p.add_argument_group("geometry (LoDoPaB's 0.26 m field of view, parallel beam)")
+    g.add_argument("--image-size", type=int, default=default_size, metavar="N",
+                   help=f"image size N x N (default {default_size})")
+    g.add_argument("--n-angles", type=int, default=default_angles, metavar="V",
+                   help=f"number of views over [0, pi) (default {default_angles})")
+    g.add_argument("--n-bins", type=int, default=None, metavar="K",
+                   help="detector bins (default: odd number nearest N * sqrt(2))")
+    g.add_argument("--lodopab", action="store_true",
+                   help="full LoDoPaB geometry: 362 x 362, 1000 views, 513 bins "
+                        "(overrides the three options above)")
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from alara.data.synth import generate_dataset
+
+    result = generate_dataset(
+        args.out, patients=(args.train, args.validation, args.test),
+        slices_per_patient=args.slices, geometry=_geometry(args), upsample=args.upsample,
+        n0=args.n0, seed=args.seed, samples_per_file=args.samples_per_file,
+        observations=not args.no_observations, overwrite=args.overwrite,
+        progress=not args.quiet)
+    lengths = ", ".join(f"{k} {v}" for k, v in result.info.lengths.items())
+    print(f"wrote {result.root}: {lengths} samples from {result.n_patients} patients "
+          f"({result.seconds_per_patient:.2f} s per patient)")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from alara.data.check import check_dataset
+
+    show = None if args.quiet else (lambda name: print(f"checking {name}", file=sys.stderr))
+    problems = check_dataset(args.dir, args.split or None, scan_values=not args.headers_only,
+                             progress=show)
+    if problems:
+        print(f"{args.dir}: {len(problems)} problem(s):")
+        for p in problems:
+            print(f"  - {p}")
+        return 1
+    print(f"{args.dir}: OK")
+    return 0
+
+
+def _import_dicom(args: argparse.Namespace) -> int:
+    from alara.data.dicom import import_dicom
+
+    info = import_dicom(
+        args.inputs, args.out, split=args.split, geometry=_geometry(args),
+        observations=args.observations, upsample=args.upsample, n0=args.n0, seed=args.seed,
+        samples_per_file=args.samples_per_file, overwrite=args.overwrite,
+        progress=not args.quiet)
+    print(f"wrote {args.out}: {info.lengths[args.split]} {args.split} slices from "
+          f"{info.extra['n_patients']} patient(s)")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``alara data`` and its sub-commands."""
+    data = sub.add_parser("data", help="create and validate LoDoPaB-layout data sets",
+                          description="Create (synthetic or from DICOM) and validate data "
+                                      "sets in the LoDoPaB-CT file layout.")
+    data.set_defaults(func=lambda args: (data.print_help(), 2)[1])
+    dsub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
+
+    p = dsub.add_parser("synth", help="write a synthetic data set",
+                        description="Write synthetic patients (child to large adult; lungs, "
+                                    "spine, ribs, organs, small lesions) in the LoDoPaB layout, "
+                                    "with observations simulated at n0 photons per bin.")
+    p.add_argument("out", help="output directory")
+    p.add_argument("--train", type=int, default=8, help="training patients (default 8)")
+    p.add_argument("--validation", type=int, default=2, help="validation patients (default 2)")
+    p.add_argument("--test", type=int, default=2, help="test patients (default 2)")
+    p.add_argument("--slices", type=int, default=4, help="slices per patient (default 4)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--upsample", type=int, default=2,
+                   help="render observations on an UPSAMPLE-times finer grid (default 2)")
+    p.add_argument("--n0", type=float, default=4096.0, help="photons per bin (default 4096)")
+    p.add_argument("--samples-per-file", type=int, default=128, help="default 128 (LoDoPaB)")
+    p.add_argument("--no-observations", action="store_true", help="ground truth only")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing data set")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_geometry_args(p, 128, 180)
+    p.set_defaults(func=_synth)
+
+    p = dsub.add_parser("check", help="validate a data set directory",
+                        description="Validate a LoDoPaB-CT download or an alara data set: file "
+                                    "names and counts, keys, shapes, dtypes, NaN/inf and value "
+                                    "ranges.  Exits 1 and lists every problem found.")
+    p.add_argument("dir", help="data set directory")
+    p.add_argument("--split", action="append", choices=SPLITS,
+                   help="check only this split (repeatable; default: all)")
+    p.add_argument("--headers-only", action="store_true",
+                   help="skip reading the values (fast)")
+    p.add_argument("-q", "--quiet", action="store_true", help="do not print file names")
+    p.set_defaults(func=_check)
+
+    p = dsub.add_parser("import-dicom", help="convert CT DICOM slices to LoDoPaB layout",
+                        description="Convert CT DICOM slices (files or directories) into "
+                                    "LoDoPaB-layout ground truth: rescale to HU, HU -> mu -> "
+                                    "mu/mu_max, resample onto the grid by PixelSpacing.")
+    p.add_argument("out", help="output directory")
+    p.add_argument("inputs", nargs="+", help="DICOM files or directories")
+    p.add_argument("--split", choices=SPLITS, default="test", help="split to write (default test)")
+    p.add_argument("--observations", action="store_true",
+                   help="also simulate observations (LoDoPaB protocol)")
+    p.add_argument("--upsample", type=int, default=2, help="fine-grid factor for observations")
+    p.add_argument("--n0", type=float, default=4096.0, help="photons per bin (default 4096)")
+    p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    p.add_argument("--samples-per-file", type=int, default=128, help="default 128 (LoDoPaB)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing data set")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_geometry_args(p, 362, 1000)
+    p.set_defaults(func=_import_dicom)
