@@ -13,6 +13,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "alara.cli.info",
     "alara.cli.demo",
     "alara.cli.plugins",
+    "alara.cli.plugins",
     "alara.cli.data",
 )
 
