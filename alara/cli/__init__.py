@@ -13,7 +13,6 @@ COMMAND_MODULES: tuple[str, ...] = (
     "alara.cli.info",
     "alara.cli.demo",
     "alara.cli.plugins",
-    "alara.cli.plugins",
     "alara.cli.data",
 )
 
