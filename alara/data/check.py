@@ -85,7 +85,8 @@ def check_dataset(root: PathLike, splits: Optional[Sequence[str]] = None, *,
     kinds = ("ground_truth", "observation") if with_obs else ("ground_truth",)
     obs_hi = observation_max(info.n0, info.mu_max) + 1e-4
     for split in splits:
-        layout, split_problems = inspect_split(root, split, kinds, info=info)
+        layout, split_problems = inspect_split(root, split, kinds, info=info,
+                                               has_metadata=from_file)
         problems += split_problems
         if not scan_values:
             continue

@@ -98,15 +98,16 @@ def _header(path: Path, problems: list[str]) -> Optional[tuple[tuple[int, ...], 
 
 
 def inspect_split(root: PathLike, split: str, kinds: Sequence[str], *,
-                  info: Optional[DatasetInfo] = None, length: Optional[int] = None,
-                  ) -> tuple[SplitLayout, list[str]]:
+                  info: Optional[DatasetInfo] = None, has_metadata: bool = True,
+                  length: Optional[int] = None) -> tuple[SplitLayout, list[str]]:
     """Check names, counts, keys, shapes and dtypes of one split; returns problems found.
 
     ``length`` overrides the split length (else metadata, else LoDoPaB's).  Samples per file
-    come from the metadata, else from the first file's leading dimension.
+    come from the metadata, else from the first file's leading dimension.  Pass ``info``
+    and ``has_metadata`` from :func:`resolve_info` to avoid reading the metadata again.
     """
     root = Path(root)
-    from_file = True
+    from_file = has_metadata
     if info is None:
         info, from_file = resolve_info(root)
     problems: list[str] = []

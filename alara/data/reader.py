@@ -53,7 +53,8 @@ class LoDoPaBDataset(Dataset):
         if observations is None:
             observations = any(self.root.glob(f"observation_{split}_*.hdf5"))
         kinds = ("ground_truth", "observation") if observations else ("ground_truth",)
-        layout, problems = inspect_split(self.root, split, kinds, info=self.info, length=length)
+        layout, problems = inspect_split(self.root, split, kinds, info=self.info,
+                                         has_metadata=self.has_metadata, length=length)
         if problems:
             what = "alara data set" if self.has_metadata else "LoDoPaB-CT data set (no metadata)"
             listing = "\n  - ".join(problems)
