@@ -1,0 +1,125 @@
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from alara.cli import main
+from alara.data.check import check_dataset
+from alara.data.layout import DataError
+from alara.data.lodopab import data_filename, observation_max
+from alara.data.metadata import read_metadata
+from alara.data.reader import LoDoPaBDataset
+from alara.data.synth import fine_geometry, generate_dataset, simulate_observation, small_geometry
+from alara.geometry import LODOPAB_MU_MAX
+from alara.ops import fbp, project
+
+
+def test_small_geometry_matches_lodopab_fov():
+    g = small_geometry(128)
+    assert g.grid.shape == (128, 128) and g.grid.min_pt == (-0.13, -0.13)
+    assert g.n_bins == 181 and g.n_views == 180
+    f = fine_geometry(g, 2)
+    assert f.grid.shape == (256, 256) and f.grid.max_pt == g.grid.max_pt
+    assert f.n_bins == g.n_bins and torch.equal(f.angles, g.angles)
+
+
+def test_split_by_patient_and_layout(synth_dir):
+    info = read_metadata(synth_dir)
+    assert info.lengths == {"train": 9, "validation": 3, "test": 3}
+    assert info.samples_per_file == 4 and info.image_shape == (32, 32)
+    assert info.sinogram_shape == (24, 45) and info.get_geometry() == small_geometry(32, 24)
+    ids = {s: LoDoPaBDataset(synth_dir, s).patient_ids for s in info.lengths}
+    sets = {s: set(v.tolist()) for s, v in ids.items()}
+    assert sets["train"] == {0, 1, 2} and sets["validation"] == {3} and sets["test"] == {4}
+    assert all(np.bincount(v)[sorted(set(v))].tolist() == [3] * len(set(v)) for v in ids.values())
+    assert (synth_dir / data_filename("ground_truth", "train", 2)).exists()
+
+
+def test_deterministic_and_seed_dependent(tmp_path, tiny_geometry):
+    kw = dict(patients=(1, 0, 1), slices_per_patient=2, geometry=tiny_geometry, progress=False)
+    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+        generate_dataset(tmp_path / name, seed=seed, **kw)
+
+    def read(name):
+        with h5py.File(tmp_path / name / "observation_test_000.hdf5", "r") as f:
+            return f["data"][()]
+
+    np.testing.assert_array_equal(read("a"), read("b"))
+    assert not np.array_equal(read("a"), read("c"))
+    assert read_metadata(tmp_path / "a").lengths == {"train": 2, "validation": 0, "test": 2}
+    assert check_dataset(tmp_path / "a") == []
+
+
+def test_observation_noise_model(tiny_geometry):
+    x = torch.zeros(1, 1, 32, 32, dtype=torch.float64)
+    x[..., 8:24, 10:22] = 0.3
+    clean = project(x, tiny_geometry)
+    gen = torch.Generator().manual_seed(0)
+    ys = torch.cat([simulate_observation(x, tiny_geometry, generator=gen) for _ in range(200)])
+    # Post-log mean is close to the line integral; the variance is 1/(n0 mu_max^2 e^-p).
+    lam = 4096 * torch.exp(-LODOPAB_MU_MAX * clean[0, 0])
+    torch.testing.assert_close(ys.mean(0)[0], clean[0, 0], atol=3e-4, rtol=0)
+    var = 1 / (lam * LODOPAB_MU_MAX ** 2)
+    ratio = (ys.var(0)[0] / var).mean()
+    assert 0.9 < ratio < 1.1
+    # A bin with no photons is set to 0.1 counts: y at its documented maximum.
+    opaque = torch.ones(1, 1, 32, 32) * 1.0
+    y = simulate_observation(opaque * 40, tiny_geometry, generator=gen)
+    assert y.max() == pytest.approx(observation_max(), rel=1e-6)
+    assert torch.isfinite(y).all()
+
+
+def test_observations_reconstruct_ground_truth(synth_dir):
+    ds = LoDoPaBDataset(synth_dir, "train")
+    item = ds[0]
+    rec = fbp(item["observation"][None], ds.geometry)[0]
+    gt = item["ground_truth"]
+    mse = ((rec - gt) ** 2).mean()
+    psnr = 10 * torch.log10(1 / mse)
+    assert psnr > 22, psnr  # upright, same scale: the data set is self-consistent
+
+
+def test_refuses_to_overwrite_and_cleans_stale_files(tmp_path, tiny_geometry):
+    kw = dict(geometry=tiny_geometry, slices_per_patient=2, samples_per_file=2, progress=False)
+    generate_dataset(tmp_path, patients=(3, 1, 1), **kw)
+    before = (tmp_path / "ground_truth_train_000.hdf5").read_bytes()
+    with pytest.raises(DataError, match="already holds a data set"):
+        generate_dataset(tmp_path, patients=(1, 1, 1), **kw)
+    assert (tmp_path / "ground_truth_train_000.hdf5").read_bytes() == before
+    generate_dataset(tmp_path, patients=(1, 1, 1), overwrite=True, **kw)
+    assert not (tmp_path / "ground_truth_train_002.hdf5").exists()
+    assert check_dataset(tmp_path) == []
+
+
+def test_ground_truth_only(tmp_path, tiny_geometry):
+    generate_dataset(tmp_path, patients=(1, 1, 1), slices_per_patient=1, geometry=tiny_geometry,
+                     observations=False, progress=False)
+    assert not list(tmp_path.glob("observation_*"))
+    assert check_dataset(tmp_path) == []
+    assert "observation" not in LoDoPaBDataset(tmp_path, "test")[0]
+
+
+def test_cli_synth_check_and_read(tmp_path, capsys):
+    out = tmp_path / "set"
+    argv = ["data", "synth", str(out), "--train", "2", "--validation", "1", "--test", "1",
+            "--slices", "2", "--image-size", "32", "--n-angles", "16", "-q"]
+    assert main(argv) == 0
+    assert "train 4, validation 2, test 2 samples from 4 patients" in capsys.readouterr().out
+    assert main(["data", "check", "-q", str(out)]) == 0
+    ds = LoDoPaBDataset(out, "validation")
+    assert ds[1]["observation"].shape == (1, 16, 45)
+    assert main(argv) == 1  # exists: refused with a message, not a traceback
+    assert "already holds a data set" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_full_lodopab_geometry_one_slice(tmp_path):
+    from alara.geometry import lodopab
+
+    generate_dataset(tmp_path, patients=(0, 0, 1), slices_per_patient=1, geometry=lodopab(),
+                     progress=False)
+    ds = LoDoPaBDataset(tmp_path, "test")
+    item = ds[0]
+    assert item["ground_truth"].shape == (1, 362, 362)
+    assert item["observation"].shape == (1, 1000, 513)
+    assert check_dataset(tmp_path) == []
