@@ -1,0 +1,31 @@
+"""Shared small geometries and phantoms for the built-in plugin tests (CPU, 2 cores)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from alara import phantom
+from alara.geometry import ImageGrid, ParallelBeam, uniform_angles
+
+
+def small_geometry(n: int = 32, views: int = 30) -> ParallelBeam:
+    bins = int(round(n * 1.42))
+    return ParallelBeam(ImageGrid.square(n, 0.26), uniform_angles(views), bins, 0.26 * 1.42 / bins)
+
+
+@pytest.fixture(scope="session")
+def geom() -> ParallelBeam:
+    return small_geometry()
+
+
+@pytest.fixture(scope="session")
+def shepp(geom) -> torch.Tensor:
+    """Modified Shepp-Logan, x in [0, 0.3], [2, 1, 32, 32] float64 (second one flipped)."""
+    img = phantom.rasterize(phantom.shepp_logan(0.12, scale=0.3), geom.grid)
+    return torch.stack([img, img.flip(0)])[:, None]
+
+
+def ellipse_image(grid: ImageGrid, a: float, b: float, value: float = 0.25) -> torch.Tensor:
+    """A uniform ellipse with semi-axes a (world x) and b (world y), [1, 1, H, W]."""
+    return phantom.rasterize([phantom.Ellipse(value, a, b, 0.0, 0.0)], grid, supersample=4)[None, None]
