@@ -91,6 +91,7 @@ def resample_to_grid(hu: np.ndarray, spacing: tuple[float, float], grid: ImageGr
 
     Each grid pixel averages ``k x k`` bilinear samples, ``k`` the ratio of grid to DICOM
     pixel size, so down-sampling does not alias; outside the slice is ``fill`` (air).
+    Returns float64 ``grid.shape``.
     """
     rows, cols = hu.shape
     row_sp, col_sp = spacing
@@ -109,8 +110,8 @@ def resample_to_grid(hu: np.ndarray, spacing: tuple[float, float], grid: ImageGr
     # Sampling (HU - fill) with zero padding puts exactly `fill` outside the slice.
     out = F.grid_sample(src, torch.stack((GX, GY), -1)[None], mode="bilinear",
                         padding_mode="zeros", align_corners=True)
-    out = F.avg_pool2d(out, k)[0, 0] + fill
-    return out.to(torch.float32)
+    # float64 so that the HU -> x conversion adds no rounding before the float32 write.
+    return F.avg_pool2d(out, k)[0, 0] + fill
 
 
 def collect_dicom_files(inputs: Iterable[PathLike]) -> list[Path]:
