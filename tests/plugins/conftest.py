@@ -26,6 +26,12 @@ def shepp(geom) -> torch.Tensor:
     return torch.stack([img, img.flip(0)])[:, None]
 
 
-def ellipse_image(grid: ImageGrid, a: float, b: float, value: float = 0.25) -> torch.Tensor:
-    """A uniform ellipse with semi-axes a (world x) and b (world y), [1, 1, H, W]."""
-    return phantom.rasterize([phantom.Ellipse(value, a, b, 0.0, 0.0)], grid, supersample=4)[None, None]
+@pytest.fixture(scope="session")
+def ellipse(geom):
+    """``ellipse(a, b)``: a uniform ellipse (x = 0.25) with semi-axes a (world x) and b
+    (world y) on the small grid, [1, 1, H, W] float64."""
+
+    def make(a: float, b: float, value: float = 0.25) -> torch.Tensor:
+        return phantom.rasterize([phantom.Ellipse(value, a, b, 0.0, 0.0)], geom.grid)[None, None]
+
+    return make
