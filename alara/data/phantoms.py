@@ -127,14 +127,23 @@ class _Canvas:
     """HU image on a grid with shape painting helpers (coordinates in metres)."""
 
     def __init__(self, grid: ImageGrid) -> None:
-        xs, ys = grid.coordinates(dtype=torch.float64)
-        self.X, self.Y = torch.meshgrid(xs, ys, indexing="ij")
+        self.xs, self.ys = grid.coordinates(dtype=torch.float64)
+        self.X, self.Y = torch.meshgrid(self.xs, self.ys, indexing="ij")
         self.hu = torch.full(grid.shape, HU["air"], dtype=torch.float64)
 
+    def _window(self, coords: torch.Tensor, lo: float, hi: float) -> slice:
+        # Index range of pixel centres in [lo, hi] (coords are sorted ascending).
+        return slice(int(torch.searchsorted(coords, lo)), int(torch.searchsorted(coords, hi, right=True)))
+
     def ellipse(self, cx: float, cy: float, a: float, b: float, angle: float = 0.0) -> torch.Tensor:
-        dx, dy = self.X - cx, self.Y - cy
+        # Evaluate only inside the bounding box: most shapes are a few pixels wide.
+        r = max(a, b)
+        win = (self._window(self.xs, cx - r, cx + r), self._window(self.ys, cy - r, cy + r))
+        mask = torch.zeros(self.hu.shape, dtype=torch.bool)
+        dx, dy = self.X[win] - cx, self.Y[win] - cy
         c, s = math.cos(angle), math.sin(angle)
-        return ((dx * c + dy * s) / a) ** 2 + ((-dx * s + dy * c) / b) ** 2 <= 1.0
+        mask[win] = ((dx * c + dy * s) / a) ** 2 + ((-dx * s + dy * c) / b) ** 2 <= 1.0
+        return mask
 
     def paint(self, mask: torch.Tensor, value: float) -> None:
         self.hu[mask] = value
