@@ -15,6 +15,7 @@ error is a :class:`ConfigError` that names the file, the section and the key.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import sys
 import types
 import typing
@@ -265,6 +266,12 @@ def load_components(
     else:
         doc, file = read_toml(source), str(source)
     out: dict[str, Component] = {}
+    # Other sections belong to other parts of alara, but a near miss of a kind is a typo.
+    for section in doc:
+        if section not in KINDS:
+            near = difflib.get_close_matches(section, list(KINDS), n=1, cutoff=0.85)
+            if near:
+                raise ConfigError(f"unknown section; did you mean [{near[0]}]?", file=file, section=section)
     for kind in required:
         if kind not in doc:
             raise ConfigError(f"missing section [{kind}]", file=file)

@@ -159,6 +159,8 @@ def test_section_structure_errors(tmp_path):
         load_components(write(tmp_path, '[simulator]\nparams = {}\n'))
     with pytest.raises(ConfigError, match=r"\[simulator\] key 'params': must be a table"):
         load_components(write(tmp_path, '[simulator]\nname = "poisson"\nparams = 3\n'))
+    with pytest.raises(ConfigError, match=r"\[iq_metrics\]: unknown section; did you mean \[iq_metric\]"):
+        load_components(write(tmp_path, '[iq_metrics]\nname = "psnr"\n'))
     with pytest.raises(ConfigError, match=r"missing section \[reconstructor\]"):
         load_components(write(tmp_path, '[simulator]\nname = "poisson"\n'), required=["reconstructor"])
 
