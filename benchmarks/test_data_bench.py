@@ -58,16 +58,23 @@ def test_loader_throughput(benchmark, data_dir, workers):
     benchmark.extra_info["data"] = name
 
 
+@pytest.mark.parametrize("backend", ["torch", "native"])
 @pytest.mark.parametrize("size", [64, 128])
-def test_synthesis_time_per_patient(benchmark, tmp_path, size):
+def test_synthesis_time_per_patient(benchmark, tmp_path, size, backend):
+    from alara.ops import native_available
+
+    if backend == "native" and not native_available():
+        pytest.skip("alara._C not built")
     geometry = small_geometry(size)
     slices = 4
     counter = iter(range(1000))
 
     def one_patient():
         generate_dataset(tmp_path / str(next(counter)), patients=(1, 0, 0),
-                         slices_per_patient=slices, geometry=geometry, progress=False)
+                         slices_per_patient=slices, geometry=geometry, progress=False,
+                         backend=backend)
 
+    one_patient()  # warm-up
     benchmark.pedantic(one_patient, rounds=3, iterations=1)
     benchmark.extra_info["slices_per_patient"] = slices
     benchmark.extra_info["geometry"] = f"{size}x{size}, {geometry.n_views} views x {geometry.n_bins} bins"
