@@ -36,9 +36,10 @@ def check_tensor(t: object, name: str, trailing: tuple[int, int], what: str,
         )
     if tuple(t.shape[-2:]) != tuple(trailing):
         raise ValueError(
-            f"{name} has {what} {tuple(t.shape[-2:])} but the geometry expects "
-            f"{tuple(trailing)}"
+            f"{name} has {what.split(' (')[0]} {tuple(t.shape[-2:])} but the geometry "
+            f"expects {tuple(trailing)} ({what.split(' (')[-1].rstrip(')')})"
         )
-    if check_finite and not bool(torch.isfinite(t).all()):
+    # detach: isfinite decomposes into abs(), which would save the input for autograd
+    if check_finite and not bool(torch.isfinite(t.detach()).all()):
         raise ValueError(f"{name} contains NaN or infinite values")
     return t
