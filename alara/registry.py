@@ -133,9 +133,12 @@ class Registry(Generic[T]):
         return self.entry(name).cls
 
     def create(self, name: str, params: Optional[Mapping[str, Any]] = None) -> T:
-        """Instantiate ``name`` with keyword ``params`` (checked by its ``Config``)."""
+        """Instantiate ``name`` with keyword ``params``, validated like a config file's
+        (unknown or missing keys and wrong types are :class:`alara.config.ConfigError`)."""
+        from alara.config import make_config  # config builds on this module
+
         cls = self.get(name)
-        return cls(cls.Config(**dict(params or {})))
+        return cls(make_config(cls.Config, dict(params or {}), section=f"{self.kind} {name!r}"))
 
     def names(self) -> list[str]:
         return sorted(self._entries)

@@ -49,6 +49,8 @@ def test_add_get_create():
     metric = reg.create("mae", {"scale": 2.0})
     assert metric.config.scale == 2.0
     assert torch.allclose(metric(torch.ones(2, 1, 4, 4), torch.zeros(2, 1, 4, 4)), torch.full((2,), 2.0))
+    with pytest.raises(ValueError, match=r"\[iq_metric 'mae'.params\] key 'scael': unknown parameter; did you mean 'scale'"):
+        reg.create("mae", {"scael": 2.0})
 
 
 def test_duplicate_names_who_was_first():

@@ -39,3 +39,21 @@ def test_hook_is_typed_and_documented(name):
 def test_hook_is_in_the_docs(name):
     headings = re.findall(r"^### (\w+)\(", DOC.read_text(), flags=re.M)
     assert name in headings, f"docs/plugins.md has no '### {name}(registry)' section"
+
+
+def test_the_docs_example_runs():
+    """The component and hook in docs/plugins.md work as written."""
+    import torch
+
+    from alara.geometry import ImageGrid, ParallelBeam, uniform_angles
+    from alara.interfaces import Reconstructor
+    from alara.registry import Registry
+
+    blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
+    namespace: dict = {}
+    exec(blocks[0] + blocks[1], namespace)
+    reg = Registry("reconstructor", Reconstructor)
+    namespace["alara_register_reconstructor"](reg)
+    rec = reg.create("backprojection", {"scale": 2.0})
+    g = ParallelBeam(ImageGrid.square(8, 0.1), uniform_angles(4), 12, 0.012)
+    assert rec(torch.ones(1, 1, 4, 12), g).shape == (1, 1, 8, 8)
