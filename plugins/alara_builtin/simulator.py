@@ -52,14 +52,17 @@ def postlog_noise(
     if bool((n0b <= 0).any()):
         raise ValueError("n0 must be positive on every view")
     lam = n0b * torch.exp(-mu_max * sinogram)
-    eps = torch.randn(lam.shape, generator=generator, dtype=lam.dtype, device=lam.device)
+
+    def normal() -> torch.Tensor:
+        return torch.randn(lam.shape, generator=generator, dtype=lam.dtype, device=lam.device)
+
     if differentiable:
-        counts = lam + torch.sqrt(lam + electronic_std**2) * eps
+        counts = lam + torch.sqrt(lam + electronic_std**2) * normal()
     else:
         with torch.no_grad():
             counts = torch.poisson(lam.detach(), generator=generator)
             if electronic_std > 0:
-                counts = counts + electronic_std * eps
+                counts = counts + electronic_std * normal()
         n0b = n0b.detach()
     # clamp, not where: keeps a (zero) gradient path and maps 0 -> min_count as LoDoPaB.
     counts = counts.clamp(min=min_count)
@@ -67,8 +70,8 @@ def postlog_noise(
 
 
 class PoissonSimulator(Simulator):
-    """LoDoPaB's Poisson noise; exact in eval mode, reparameterised (differentiable in
-    ``n0``) in training mode."""
+    """LoDoPaB's Poisson noise: exact (and detached: not differentiable) in eval mode,
+    reparameterised and differentiable in ``n0`` in training mode."""
 
     name = "poisson"
 
