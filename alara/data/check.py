@@ -81,6 +81,19 @@ def check_dataset(root: PathLike, splits: Optional[Sequence[str]] = None, *,
         elif p.suffix == ".hdf5" and parse_data_filename(p.name) is None:
             problems.append(f"{p}: HDF5 file with a name outside the LoDoPaB layout")
 
+    if from_file and info.geometry is not None:
+        try:
+            geometry = info.get_geometry()
+        except (KeyError, TypeError, ValueError) as exc:
+            problems.append(f"{root}: metadata geometry is invalid: {exc}")
+        else:
+            if tuple(geometry.grid.shape) != tuple(info.image_shape):
+                problems.append(f"{root}: metadata geometry grid {geometry.grid.shape} differs "
+                                f"from image_shape {tuple(info.image_shape)}")
+            if info.sinogram_shape is not None and geometry.sinogram_shape != tuple(info.sinogram_shape):
+                problems.append(f"{root}: metadata geometry sinogram {geometry.sinogram_shape} "
+                                f"differs from sinogram_shape {tuple(info.sinogram_shape)}")
+
     with_obs = info.sinogram_shape is not None or not from_file
     kinds = ("ground_truth", "observation") if with_obs else ("ground_truth",)
     obs_hi = observation_max(info.n0, info.mu_max) + 1e-4

@@ -60,3 +60,17 @@ def test_cli_check_exit_codes(copy, capsys):
     assert main(["data", "check", "-q", str(copy)]) == 1
     out = capsys.readouterr().out
     assert "1 problem(s)" in out and str(path) in out and "truncated or corrupt" in out
+
+
+def test_metadata_problems(copy):
+    import json
+
+    meta = copy / "alara_dataset.json"
+    d = json.loads(meta.read_text())
+    d["sinogram_shape"] = [7, 7]
+    meta.write_text(json.dumps(d))
+    text = "\n".join(check_dataset(copy, scan_values=False))
+    assert "differs from sinogram_shape (7, 7)" in text
+    assert "sample shape (24, 45) but the metadata says (7, 7)" in text
+    meta.write_text("{not json")
+    assert "invalid alara metadata" in check_dataset(copy)[0]
