@@ -86,6 +86,12 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {c['name']}  ({c['origin']}{extra})  {c['class']}")
             for prm in c["params"]:
                 default = prm["default"]
-                shown = default if default == "<required>" else json.dumps(default)
+                # TOML spellings; None (no TOML literal) means "leave it out".
+                if default == "<required>":
+                    shown = default
+                elif default is None:
+                    shown = "unset"
+                else:
+                    shown = json.dumps(default)
                 print(f"      {prm['name']}: {prm['type']} = {shown}")
     return 0

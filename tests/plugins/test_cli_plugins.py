@@ -44,6 +44,7 @@ def test_lists_every_builtin_with_origin_and_defaults(parser, capsys):
     assert "frequency_scaling: float = 0.641" in out
     assert "channels: tuple[int, ...] = [32, 32, 64, 64, 128, 128]" in out
     assert "mode: 'scalar' | 'angular' = \"scalar\"" in out
+    assert "budget: float | None = unset" in out
 
 
 def test_json_and_kind_filter(parser, capsys):
