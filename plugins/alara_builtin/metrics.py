@@ -6,7 +6,6 @@ uses the reference image's max - min instead (DIVal's default).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal, Union
 

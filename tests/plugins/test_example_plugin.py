@@ -12,7 +12,6 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
-import torch
 
 from alara import ops, plugins
 from alara.config import load_components
