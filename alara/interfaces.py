@@ -87,6 +87,11 @@ class Component(nn.Module):
         """Build the component from keyword parameters (those of ``cls.Config``)."""
         return cls(cls.Config(**params))
 
+    def params(self) -> dict[str, Any]:
+        """The parameters as a plain dict (for checkpoints and reports);
+        ``type(self).from_params(**self.params())`` rebuilds an equal component."""
+        return dataclasses.asdict(self.config) if dataclasses.is_dataclass(self.config) else {}
+
     def extra_repr(self) -> str:
         fields = dataclasses.fields(self.config) if dataclasses.is_dataclass(self.config) else ()
         return ", ".join(f"{f.name}={getattr(self.config, f.name)!r}" for f in fields)

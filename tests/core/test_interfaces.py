@@ -60,6 +60,8 @@ def test_config_construction_and_errors():
     with pytest.raises(ValueError, match="budget must be a positive relative dose"):
         Constant.Config(budget=0.0)
     assert "value=3.0" in repr(Constant.from_params(value=3.0))
+    assert p.params() == {"budget": 0.5, "value": 3.0, "views": 0}
+    assert Constant.from_params(**p.params()).config == p.config
 
 
 def test_dose_helpers():
