@@ -140,6 +140,19 @@ def ray_table(p: GeometryParams, angles: torch.Tensor, dtype: torch.dtype,
                         jp.beta.to(device, dtype), jp.weight.to(device, dtype))
 
 
+def parallel_view_params(p: GeometryParams, angles: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Per-view ``(xdom, alpha_0, beta, weight, slope)`` of a parallel geometry (float64).
+
+    In a parallel view all rays share direction, so ``alpha`` is affine in the bin:
+    ``alpha_k = alpha_0 + slope * k`` (slope from the rays at ``s0`` and ``s0 + ds``).
+    """
+    a = angles.to(torch.float64).reshape(-1, 1)
+    s = torch.tensor([[p.s0, p.s0 + p.ds]], dtype=torch.float64)
+    jp = joseph(p, rays(p, torch.cos(a), torch.sin(a), s))
+    slope = jp.alpha[:, 1] - jp.alpha[:, 0]
+    return jp.xdom[:, 0], jp.alpha[:, 0], jp.beta[:, 0], jp.weight[:, 0], slope
+
+
 def diamond_bin_range(p: GeometryParams, cos: torch.Tensor, sin: torch.Tensor,
                       px: torch.Tensor, py: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Fractional bin range ``[k_lo, k_hi]`` of the rays that can touch pixel ``(px, py)``."""
