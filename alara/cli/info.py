@@ -1,8 +1,10 @@
-"""``alara info``: versions, built backends and threads."""
+"""``alara info``: versions, built backends (CPU, CUDA and its arch list), threads, and
+which operator backend ``backend="auto"`` picks."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 
 import torch
@@ -14,27 +16,47 @@ def collect() -> dict[str, str]:
     from alara.ops import backend
 
     mod = backend.native_module()
+    cuda_built = mod is not None and bool(mod.cuda_built())
+    archs = mod.cuda_arch_list() if cuda_built else ""
     info = {
         "alara": __version__,
         "python": platform.python_version(),
-        "torch": torch.__version__,
-        "threads": str(torch.get_num_threads()),
-        "native CPU": "built" if mod is not None else "not built",
-        "native CUDA": "built" if backend.native_available(torch.device("cuda")) else "not built",
-        "CUDA device": torch.cuda.get_device_name() if torch.cuda.is_available() else "none",
-        "backend auto (cpu)": backend.resolve("auto", torch.device("cpu")),
+        "torch": f"{torch.__version__} (CUDA {torch.version.cuda or 'none'})",
+        "threads": f"{torch.get_num_threads()} (interop {torch.get_num_interop_threads()})",
+        "native CPU": "built (alara._C)" if mod is not None else
+                      "not built (reinstall with `pip install --no-build-isolation -e .`)",
+        "native CUDA": f"built for {archs.replace(';', ', ')}" if cuda_built else "not built",
+        "CUDA device": (f"{torch.cuda.get_device_name()} (sm_"
+                        f"{''.join(map(str, torch.cuda.get_device_capability()))})"
+                        if torch.cuda.is_available() else "none"),
+        f"{backend.ENV_VAR}": os.environ.get(backend.ENV_VAR, "") or "(unset)",
     }
+    try:
+        info["backend auto (cpu)"] = backend.resolve("auto", torch.device("cpu"))
+        if torch.cuda.is_available():
+            info["backend auto (cuda)"] = backend.resolve("auto", torch.device("cuda"))
+    except ValueError as exc:  # a bad ALARA_BACKEND value
+        info["backend auto (cpu)"] = f"error: {exc}"
     return info
 
 
 def _run(args: argparse.Namespace) -> int:
     for key, value in collect().items():
         print(f"{key:>20}: {value}")
+    if args.verbose:
+        from alara.ops import backend
+
+        mod = backend.native_module()
+        if mod is not None:
+            print(mod.parallel_info().rstrip())
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="show versions, built backends and threads",
-                       description="Show versions, which operator backends are built, "
-                                   "the thread count and what backend='auto' picks.")
+                       description="Show versions, which operator backends are built (CPU, "
+                                   "CUDA and its architectures), the thread count and what "
+                                   "backend='auto' picks.")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="also print ATen's parallel configuration (OpenMP, MKL)")
     p.set_defaults(func=_run)

@@ -1,0 +1,363 @@
+// CPU kernels of alara::project and alara::backproject (Joseph's method).
+//
+// Forward projection is ray-driven: at::parallel_for over the rays, an inner loop over
+// the planes with the two pixel reads of the linear interpolation.  Backprojection is a
+// pixel-driven gather (the exact adjoint, no atomics): at::parallel_for over pixel rows,
+// for every view a loop over the two or three bins whose rays touch the pixel.
+//
+// Images are read from channels-last copies ([planes, other + 2 kPad, B*C], see ops.h)
+// so that a batch is processed inside each ray (contiguous channel loads) and so that the
+// interpolated axis is contiguous and zero padded: the plane loop has no branches.
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "../ops.h"
+
+namespace alara {
+namespace {
+
+// Channels processed together inside a ray (a full AVX register of floats).
+constexpr int kChannelBlock = 8;
+
+// Per-view constants of a parallel beam: every ray of a view has the same direction, so
+// the same dominance, slope and weight, and alpha is affine in the bin index.
+struct ViewParams {
+  bool xdom;
+  double alpha0, dalpha, beta, weight;
+};
+
+inline ViewParams parallel_view(const Geometry& g, double c, double sn) {
+  const Joseph j0 = ray_params(g, c, sn, 0);
+  ViewParams vp;
+  vp.xdom = j0.xdom;
+  vp.alpha0 = j0.alpha;
+  vp.beta = j0.beta;
+  vp.weight = j0.weight;
+  // d(alpha)/d(bin), differentiating joseph() along the detector axis u = (c, sn).
+  if (j0.xdom) {
+    vp.dalpha = g.ds * (sn - c * (c / -sn)) / g.dy;
+  } else {
+    vp.dalpha = g.ds * (c - sn * (-sn / c)) / g.dx;
+  }
+  return vp;
+}
+
+// floor() for values > -kFloorShift, as a truncation (cheaper, and branch-free).
+constexpr double kFloorShift = 8.0;
+inline int fast_floor(double v) { return static_cast<int>(v + kFloorShift) - static_cast<int>(kFloorShift); }
+
+// Sum over planes [p0, p1] of the interpolated pixels of channels [c0, c0 + CB).
+// Accumulators are locals (no aliasing with the image) so they stay in registers.
+template <typename scalar_t, int CB>
+inline void ray_sum(const scalar_t* __restrict__ img, int64_t stride, int64_t bc, int c0,
+                    double alpha, double beta, int p0, int p1, scalar_t* __restrict__ out) {
+  scalar_t acc[CB];
+  for (int b = 0; b < CB; ++b) acc[b] = 0;
+  for (int p = p0; p <= p1; ++p) {
+    const double pos = alpha + beta * p;
+    const int q = fast_floor(pos);
+    const scalar_t f = static_cast<scalar_t>(pos - q);
+    const scalar_t* a = img + (p * stride + q + kPad) * bc + c0;
+    for (int b = 0; b < CB; ++b) acc[b] += a[b] + f * (a[bc + b] - a[b]);
+  }
+  for (int b = 0; b < CB; ++b) out[b] = acc[b];
+}
+
+// One channel (batch 1): two independent accumulators hide the add latency.
+template <typename scalar_t>
+inline scalar_t ray_sum1(const scalar_t* __restrict__ img, int64_t stride, double alpha,
+                         double beta, int p0, int p1) {
+  scalar_t acc0 = 0, acc1 = 0;
+  const scalar_t* base = img + kPad;
+  int p = p0;
+  for (; p + 1 <= p1; p += 2) {
+    const double pos0 = alpha + beta * p, pos1 = pos0 + beta;
+    const int q0 = fast_floor(pos0), q1 = fast_floor(pos1);
+    const scalar_t f0 = static_cast<scalar_t>(pos0 - q0), f1 = static_cast<scalar_t>(pos1 - q1);
+    const scalar_t* a0 = base + p * stride + q0;
+    const scalar_t* a1 = base + (p + 1) * stride + q1;
+    acc0 += a0[0] + f0 * (a0[1] - a0[0]);
+    acc1 += a1[0] + f1 * (a1[1] - a1[0]);
+  }
+  if (p <= p1) {
+    const double pos = alpha + beta * p;
+    const int q = fast_floor(pos);
+    const scalar_t f = static_cast<scalar_t>(pos - q);
+    const scalar_t* a = base + p * stride + q;
+    acc0 += a[0] + f * (a[1] - a[0]);
+  }
+  return acc0 + acc1;
+}
+
+// The same with the fan-beam distance weight applied to every pixel.
+template <typename scalar_t>
+inline scalar_t ray_sum_dw(const Geometry& g, double c, double sn, bool xdom,
+                           const scalar_t* img, int64_t stride, int64_t bc, int ch,
+                           double alpha, double beta, int p0, int p1) {
+  scalar_t acc = 0;
+  const double pd = xdom ? g.dx : g.dy, od = xdom ? g.dy : g.dx;
+  const double pmin = xdom ? g.x0 : g.y0, omin = xdom ? g.y0 : g.x0;
+  for (int p = p0; p <= p1; ++p) {
+    const double pos = alpha + beta * p;
+    const int q = fast_floor(pos);
+    const scalar_t f = static_cast<scalar_t>(pos - q);
+    const scalar_t* a = img + (p * stride + q + kPad) * bc + ch;
+    const double pc = pmin + (p + 0.5) * pd;
+    const double oa = omin + (q + 0.5) * od, ob = oa + od;
+    const double wa = xdom ? distance_weight(g, c, sn, pc, oa) : distance_weight(g, c, sn, oa, pc);
+    const double wb = xdom ? distance_weight(g, c, sn, pc, ob) : distance_weight(g, c, sn, ob, pc);
+    acc += (1 - f) * static_cast<scalar_t>(wa) * a[0] + f * static_cast<scalar_t>(wb) * a[bc];
+  }
+  return acc;
+}
+
+template <typename scalar_t>
+void project_kernel(const Geometry& g, const std::vector<double>& cs,
+                    const std::vector<double>& sn, const scalar_t* xl, const scalar_t* yl,
+                    int64_t bc, bool dw, scalar_t* out) {
+  const int64_t n_views = static_cast<int64_t>(cs.size());
+  const int K = g.n_bins;
+  std::vector<ViewParams> views;
+  if (g.kind == PARALLEL) {
+    views.resize(n_views);
+    for (int64_t v = 0; v < n_views; ++v) views[v] = parallel_view(g, cs[v], sn[v]);
+  }
+  const int64_t n_rays = n_views * K;
+  at::parallel_for(0, n_rays, 64, [&](int64_t r0, int64_t r1) {
+    scalar_t acc[kChannelBlock];
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t v = r / K;
+      const int k = static_cast<int>(r - v * K);
+      Joseph jp;
+      if (g.kind == PARALLEL) {
+        const ViewParams& vp = views[v];
+        jp.xdom = vp.xdom;
+        jp.alpha = vp.alpha0 + k * vp.dalpha;
+        jp.beta = vp.beta;
+        jp.weight = vp.weight;
+      } else {
+        jp = ray_params(g, cs[v], sn[v], k);
+      }
+      const int n_planes = jp.xdom ? g.n0 : g.n1, n_other = jp.xdom ? g.n1 : g.n0;
+      const int64_t stride = n_other + 2 * kPad;
+      const scalar_t* img = jp.xdom ? xl : yl;
+      int p0, p1;
+      plane_range(jp.alpha, jp.beta, n_planes, n_other, p0, p1);
+      scalar_t* o = out + r * bc;
+      const scalar_t w = static_cast<scalar_t>(jp.weight);
+      if (dw) {
+        for (int ch = 0; ch < bc; ++ch)
+          o[ch] = w * ray_sum_dw(g, cs[v], sn[v], jp.xdom, img, stride, bc, ch, jp.alpha,
+                                 jp.beta, p0, p1);
+        continue;
+      }
+      if (bc == 1) {
+        o[0] = w * ray_sum1(img, stride, jp.alpha, jp.beta, p0, p1);
+        continue;
+      }
+      int c0 = 0;
+      for (; c0 + kChannelBlock <= bc; c0 += kChannelBlock) {
+        ray_sum<scalar_t, kChannelBlock>(img, stride, bc, c0, jp.alpha, jp.beta, p0, p1, acc);
+        for (int b = 0; b < kChannelBlock; ++b) o[c0 + b] = w * acc[b];
+      }
+      for (; c0 < bc; ++c0) {
+        ray_sum<scalar_t, 1>(img, stride, bc, c0, jp.alpha, jp.beta, p0, p1, acc);
+        o[c0] = w * acc[0];
+      }
+    }
+  });
+}
+
+// Adds w * y[k, :] to acc[:] (bc channels).
+template <typename scalar_t>
+inline void axpy(scalar_t w, const scalar_t* y, scalar_t* acc, int64_t bc) {
+  for (int64_t b = 0; b < bc; ++b) acc[b] += w * y[b];
+}
+
+template <typename scalar_t>
+void backproject_kernel(const Geometry& g, const std::vector<double>& cs,
+                        const std::vector<double>& sn, const scalar_t* y, int64_t bc, bool dw,
+                        scalar_t* out) {
+  const int64_t n_views = static_cast<int64_t>(cs.size());
+  const int K = g.n_bins, n0 = g.n0, n1 = g.n1;
+  std::vector<ViewParams> views;
+  std::vector<Joseph> table;
+  if (g.kind == PARALLEL) {
+    views.resize(n_views);
+    for (int64_t v = 0; v < n_views; ++v) views[v] = parallel_view(g, cs[v], sn[v]);
+  } else {
+    table.resize(n_views * K);
+    at::parallel_for(0, n_views * K, 1024, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t v = r / K;
+        table[r] = ray_params(g, cs[v], sn[v], static_cast<int>(r - v * K));
+      }
+    });
+  }
+  // Rows per block: the block's accumulators stay in the L2 cache while every view
+  // streams over them (the view's bins and sinogram row stay in L1).
+  const int64_t row_bytes = static_cast<int64_t>(n1) * bc * sizeof(scalar_t);
+  const int64_t block_rows = std::max<int64_t>(1, (192 * 1024) / std::max<int64_t>(row_bytes, 1));
+  at::parallel_for(0, n0, 1, [&](int64_t i_begin, int64_t i_end) {
+    for (int64_t ib = i_begin; ib < i_end; ib += block_rows) {
+      const int64_t ie = std::min(i_end, ib + block_rows);
+      scalar_t* acc_block = out + ib * n1 * bc;  // accumulate in place (zero-initialised)
+      for (int64_t v = 0; v < n_views; ++v) {
+        const double c = cs[v], s = sn[v];
+        const scalar_t* yv = y + v * K * bc;
+        if (g.kind == PARALLEL) {
+          const ViewParams& vp = views[v];
+          const double inv = 1.0 / std::fabs(vp.dalpha);
+          const double da = vp.dalpha;
+          // Bins with |L + k da| < 1 lie in (lo, lo + 2 / |da|): n_taps consecutive bins
+          // from floor(lo) + 1 cover them (extra taps get weight 0 from the hat).
+          const int n_taps = static_cast<int>(2.0 * inv) + 1;
+          const double shift = K + 16.0;
+          const scalar_t w0 = static_cast<scalar_t>(vp.weight);
+          for (int64_t i = ib; i < ie; ++i) {
+            scalar_t* acc_row = acc_block + (i - ib) * n1 * bc;
+            // L(j) = alpha0 + beta * plane - other: the position error of bin 0 at (i, j).
+            const double L0 = vp.xdom ? vp.alpha0 + vp.beta * i : vp.alpha0 - i;
+            const double dL = vp.xdom ? -1.0 : vp.beta;
+            for (int j = 0; j < n1; ++j) {
+              const double L = L0 + dL * j;
+              double lo = (da > 0 ? -1.0 - L : 1.0 - L) / da;  // = min((-1-L)/da, (1-L)/da)
+              lo = std::min(std::max(lo, -8.0), K + 8.0);
+              const int k0 = static_cast<int>(lo + shift) - static_cast<int>(shift) + 1;
+              scalar_t* a = acc_row + static_cast<int64_t>(j) * bc;
+              if (bc == 1) {
+                scalar_t sum = 0;
+                for (int t = 0; t < n_taps; ++t) {
+                  const int k = k0 + t;
+                  const double err = L + k * da;
+                  const scalar_t w = static_cast<scalar_t>(std::max(0.0, 1.0 - std::fabs(err)));
+                  const int kc = std::min(std::max(k, 0), K - 1);
+                  sum += (k == kc) ? w * yv[kc] : scalar_t(0);
+                }
+                a[0] += w0 * sum;
+              } else {
+                for (int t = 0; t < n_taps; ++t) {
+                  const int k = k0 + t;
+                  if (k < 0 || k >= K) continue;
+                  const double err = L + k * da;
+                  const scalar_t w = w0 * static_cast<scalar_t>(std::max(0.0, 1.0 - std::fabs(err)));
+                  if (w != 0) axpy(w, yv + static_cast<int64_t>(k) * bc, a, bc);
+                }
+              }
+            }
+          }
+        } else {
+          const Joseph* tv = table.data() + v * K;
+          for (int64_t i = ib; i < ie; ++i) {
+            scalar_t* acc_row = acc_block + (i - ib) * n1 * bc;
+            const double px = g.x0 + (i + 0.5) * g.dx;
+            for (int j = 0; j < n1; ++j) {
+              const double py = g.y0 + (j + 0.5) * g.dy;
+              double k_lo, k_hi;
+              diamond_bin_range(g, c, s, px, py, k_lo, k_hi);
+              const int k_first = static_cast<int>(std::max(0.0, std::ceil(k_lo)));
+              const int k_last = static_cast<int>(std::min(K - 1.0, std::floor(k_hi)));
+              const double dwt = dw ? distance_weight(g, c, s, px, py) : 1.0;
+              scalar_t* a = acc_row + static_cast<int64_t>(j) * bc;
+              for (int k = k_first; k <= k_last; ++k) {
+                const Joseph& t = tv[k];
+                const double err = t.xdom ? t.alpha + t.beta * i - j : t.alpha + t.beta * j - i;
+                const double wd = t.weight * std::max(0.0, 1.0 - std::fabs(err)) * dwt;
+                if (wd == 0.0) continue;
+                axpy(static_cast<scalar_t>(wd), yv + static_cast<int64_t>(k) * bc, a, bc);
+              }
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
+std::vector<double> cpu_doubles(const at::Tensor& t) {
+  auto c = t.to(at::kCPU, at::kDouble).contiguous();
+  return std::vector<double>(c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
+}
+
+void cos_sin(const at::Tensor& angles, std::vector<double>& cs, std::vector<double>& sn) {
+  cs = cpu_doubles(angles);
+  sn.resize(cs.size());
+  for (size_t v = 0; v < cs.size(); ++v) {
+    const double a = cs[v];
+    cs[v] = std::cos(a);
+    sn[v] = std::sin(a);
+  }
+}
+
+bool is_half(const at::Tensor& t) {
+  return t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16;
+}
+
+at::Tensor project_cpu(const at::Tensor& image, const at::Tensor& angles, int64_t kind,
+                       int64_t n_bins, double x0, double y0, double dx, double dy, double s0,
+                       double ds, double src_radius, double src_det, bool distance_weight) {
+  check_data(image, "image");
+  check_angles(angles, image);
+  check_distance_weight(kind, distance_weight);
+  if (is_half(image)) {
+    return project_cpu(image.to(at::kFloat), angles, kind, n_bins, x0, y0, dx, dy, s0, ds,
+                       src_radius, src_det, distance_weight)
+        .to(image.scalar_type());
+  }
+  const int64_t B = image.size(0), C = image.size(1), n0 = image.size(2), n1 = image.size(3);
+  const Geometry g = make_geometry(kind, n0, n1, x0, y0, dx, dy, n_bins, s0, ds, src_radius, src_det);
+  std::vector<double> cs, sn;
+  cos_sin(angles, cs, sn);
+  const int64_t V = static_cast<int64_t>(cs.size()), bc = B * C;
+  auto out = at::empty({V, n_bins, bc}, image.options());
+  if (bc == 0) return out.permute({2, 0, 1}).reshape({B, C, V, n_bins});
+  auto layouts = plane_layouts(image);
+  AT_DISPATCH_FLOATING_TYPES(image.scalar_type(), "alara_project_cpu", [&] {
+    project_kernel<scalar_t>(g, cs, sn, layouts.first.data_ptr<scalar_t>(),
+                             layouts.second.data_ptr<scalar_t>(), bc, distance_weight,
+                             out.data_ptr<scalar_t>());
+  });
+  return out.permute({2, 0, 1}).reshape({B, C, V, n_bins}).contiguous();
+}
+
+at::Tensor backproject_cpu(const at::Tensor& sino, const at::Tensor& angles, int64_t kind,
+                           int64_t n0, int64_t n1, double x0, double y0, double dx, double dy,
+                           double s0, double ds, double src_radius, double src_det,
+                           bool distance_weight) {
+  check_data(sino, "sinogram");
+  check_angles(angles, sino);
+  check_distance_weight(kind, distance_weight);
+  TORCH_CHECK(sino.size(2) == angles.size(0), "alara: sinogram has ", sino.size(2),
+              " views but ", angles.size(0), " angles were given");
+  if (is_half(sino)) {
+    return backproject_cpu(sino.to(at::kFloat), angles, kind, n0, n1, x0, y0, dx, dy, s0, ds,
+                           src_radius, src_det, distance_weight)
+        .to(sino.scalar_type());
+  }
+  const int64_t B = sino.size(0), C = sino.size(1), K = sino.size(3);
+  const Geometry g = make_geometry(kind, n0, n1, x0, y0, dx, dy, K, s0, ds, src_radius, src_det);
+  std::vector<double> cs, sn;
+  cos_sin(angles, cs, sn);
+  const int64_t bc = B * C;
+  auto out = at::zeros({n0, n1, bc}, sino.options());
+  if (bc == 0) return out.permute({2, 0, 1}).reshape({B, C, n0, n1});
+  auto y = sino.reshape({bc, -1, K}).permute({1, 2, 0}).contiguous();  // [V, K, bc]
+  AT_DISPATCH_FLOATING_TYPES(sino.scalar_type(), "alara_backproject_cpu", [&] {
+    backproject_kernel<scalar_t>(g, cs, sn, y.data_ptr<scalar_t>(), bc, distance_weight,
+                                 out.data_ptr<scalar_t>());
+  });
+  return out.permute({2, 0, 1}).reshape({B, C, n0, n1}).contiguous();
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(alara, CPU, m) {
+  m.impl("project", &project_cpu);
+  m.impl("backproject", &backproject_cpu);
+}
+
+}  // namespace alara

@@ -1,0 +1,260 @@
+"""Native operators (alara._C) on CPU: agreement with the pure-torch oracle, adjointness,
+gradients, torch.library.opcheck and torch.compile."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+import torch
+
+from alara import ops
+from alara.geometry import FanBeam, ImageGrid, ParallelBeam, lodopab, uniform_angles
+from alara.ops import backend, torch_backend
+from alara.ops.raymath import GeometryParams
+
+if backend.native_module() is None:
+    if os.environ.get("ALARA_REQUIRE_NATIVE", "").strip() in ("1", "true", "yes"):
+        pytest.fail("ALARA_REQUIRE_NATIVE is set but alara._C is not built", pytrace=False)
+    pytest.skip("alara._C is not built", allow_module_level=True)
+
+from alara.ops import native  # noqa: E402  (needs alara._C)
+
+DEVICE = torch.device("cpu")
+
+
+def geometries() -> dict[str, object]:
+    """Small geometries of every kind; non-square grids and offsets catch index bugs."""
+    grid = ImageGrid((24, 20), (-0.12, -0.10), (0.12, 0.10))
+    angles_fan = uniform_angles(19, 0, 2 * math.pi)
+    return {
+        "parallel": ParallelBeam(grid, uniform_angles(17), 31, 0.011, bin_offset=0.003),
+        # ds < pixel size: more than three bins per pixel (the generic tap count)
+        "parallel-fine": ParallelBeam(grid, uniform_angles(13, 0.1, 3.0), 97, 0.0031),
+        "parallel-45": ParallelBeam(grid, torch.tensor([0.0, math.pi / 4, math.pi / 2,
+                                                        3 * math.pi / 4, 2.0]), 31, 0.011),
+        "fan-flat": FanBeam(grid, angles_fan, 33, 0.016, src_radius=0.4, det_radius=0.3),
+        "fan-curved": FanBeam(grid, angles_fan, 33, 0.016, src_radius=0.4, det_radius=0.3,
+                              detector="curved"),
+    }
+
+
+GEOMETRIES = geometries()
+FAN = [k for k in GEOMETRIES if k.startswith("fan")]
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.double() - b.double()).abs().max() / b.double().abs().max()).item()
+
+
+@pytest.fixture(params=list(GEOMETRIES))
+def geometry(request):
+    return GEOMETRIES[request.param]
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
+@pytest.mark.parametrize("batch", [(1, 1), (2, 3), (3, 4)])  # 12 channels: block of 8 + 4
+def test_matches_torch_backend(geometry, dtype, tol, batch):
+    p, angles = GeometryParams.of(geometry), geometry.angles
+    x = torch.rand(*batch, *geometry.grid.shape, dtype=dtype, device=DEVICE)
+    y = torch.rand(*batch, *geometry.sinogram_shape, dtype=dtype, device=DEVICE)
+    fp = native.project(x, p, angles)
+    bp = native.backproject(y, p, angles)
+    assert fp.shape == (*batch, *geometry.sinogram_shape) and fp.dtype == dtype
+    assert bp.shape == (*batch, *geometry.grid.shape) and bp.dtype == dtype
+    # the float64 oracle: the float32 oracle itself is only good to ~1e-5 (grid_sample
+    # coordinates in float32), the native kernels compute positions in float64
+    assert _rel(fp, torch_backend.project(x.cpu().double(), p, angles)) < tol
+    assert _rel(bp, torch_backend.backproject(y.cpu().double(), p, angles)) < tol
+
+
+@pytest.mark.parametrize("kind", FAN)
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
+def test_distance_weighted_backprojection_matches_torch(kind, dtype, tol):
+    g = GEOMETRIES[kind]
+    p = GeometryParams.of(g)
+    y = torch.rand(2, 1, *g.sinogram_shape, dtype=dtype, device=DEVICE)
+    ref = torch_backend.backproject(y.cpu().double(), p, g.angles, distance_weight=True)
+    assert _rel(native.backproject(y, p, g.angles, distance_weight=True), ref) < tol
+
+
+def test_distance_weight_is_rejected_for_parallel_beams():
+    g = GEOMETRIES["parallel"]
+    with pytest.raises(RuntimeError, match="fan-beam weight"):
+        native.backproject(torch.rand(1, 1, *g.sinogram_shape, device=DEVICE),
+                           GeometryParams.of(g), g.angles, distance_weight=True)
+
+
+@pytest.mark.parametrize("distance_weight", [False, True])
+def test_adjoint(geometry, distance_weight):
+    """<A x, y> = <x, A^T y> to float64 rounding, also for the distance-weighted pair."""
+    p = GeometryParams.of(geometry)
+    if distance_weight and p.kind == 0:
+        pytest.skip("distance weighting is fan-beam only")
+    x = torch.rand(2, 3, *geometry.grid.shape, dtype=torch.float64, device=DEVICE)
+    y = torch.rand(2, 3, *geometry.sinogram_shape, dtype=torch.float64, device=DEVICE)
+    lhs = (native.project(x, p, geometry.angles, distance_weight) * y).sum().item()
+    rhs = (x * native.backproject(y, p, geometry.angles, distance_weight)).sum().item()
+    assert abs(lhs - rhs) <= 1e-12 * abs(lhs)
+
+
+def test_adjoint_float32(geometry):
+    p = GeometryParams.of(geometry)
+    x = torch.rand(1, 1, *geometry.grid.shape, device=DEVICE)
+    y = torch.rand(1, 1, *geometry.sinogram_shape, device=DEVICE)
+    lhs = (native.project(x, p, geometry.angles).double() * y.double()).sum().item()
+    rhs = (x.double() * native.backproject(y, p, geometry.angles).double()).sum().item()
+    assert abs(lhs - rhs) <= 1e-5 * abs(lhs)
+
+
+def test_public_api_native_equals_torch(geometry):
+    x = torch.rand(2, 1, *geometry.grid.shape, dtype=torch.float64, device=DEVICE)
+    a = ops.project(x, geometry, backend="native")
+    b = ops.project(x.cpu(), geometry, backend="torch")
+    assert _rel(a, b) < 1e-10
+
+
+def test_auto_picks_native():
+    """CI runs this with the extension built: `auto` must not fall back to pure torch."""
+    assert backend.native_available(DEVICE)
+    assert backend.resolve("auto", DEVICE) == "native"
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_inputs(dtype):
+    g = GEOMETRIES["parallel"]
+    p = GeometryParams.of(g)
+    x = torch.rand(2, 1, *g.grid.shape, device=DEVICE)
+    out = native.project(x.to(dtype), p, g.angles)
+    assert out.dtype == dtype
+    ref = native.project(x.to(dtype).float(), p, g.angles)
+    assert _rel(out.float(), ref) < 1e-2
+    y = torch.rand(2, 1, *g.sinogram_shape, device=DEVICE)
+    bp = native.backproject(y.to(dtype), p, g.angles)
+    assert bp.dtype == dtype
+    assert _rel(bp.float(), native.backproject(y.to(dtype).float(), p, g.angles)) < 1e-2
+
+
+def test_empty_batch():
+    g = GEOMETRIES["parallel"]
+    p = GeometryParams.of(g)
+    assert native.project(torch.rand(0, 1, *g.grid.shape, device=DEVICE), p,
+                          g.angles).shape == (0, 1, *g.sinogram_shape)
+    assert native.backproject(torch.rand(0, 2, *g.sinogram_shape, device=DEVICE), p,
+                              g.angles).shape == (0, 2, *g.grid.shape)
+
+
+def test_lodopab_geometry_matches_torch():
+    """Full-size LoDoPaB parallel beam (1000 x 513 rays over 362^2 pixels), float32."""
+    g = lodopab()
+    p = GeometryParams.of(g)
+    x = torch.rand(1, 1, 362, 362, device=DEVICE)
+    ref = torch_backend.project(x.cpu().double(), p, g.angles)
+    assert _rel(native.project(x, p, g.angles), ref) < 1e-5
+    y = torch.rand(1, 1, 1000, 513, device=DEVICE)
+    ref = torch_backend.backproject(y.cpu().double(), p, g.angles)
+    assert _rel(native.backproject(y, p, g.angles), ref) < 1e-5
+
+
+# ------------------------------------------------------------------ autograd and dispatcher
+
+TINY = {
+    "parallel": ParallelBeam(ImageGrid((6, 5), (-0.03, -0.025), (0.03, 0.025)),
+                             uniform_angles(5), 9, 0.009),
+    "fan-flat": FanBeam(ImageGrid((6, 5), (-0.03, -0.025), (0.03, 0.025)),
+                        uniform_angles(5, 0, 2 * math.pi), 9, 0.012, src_radius=0.1,
+                        det_radius=0.05),
+    "fan-curved": FanBeam(ImageGrid((6, 5), (-0.03, -0.025), (0.03, 0.025)),
+                          uniform_angles(5, 0, 2 * math.pi), 9, 0.012, src_radius=0.1,
+                          det_radius=0.05, detector="curved"),
+}
+
+
+def _op_args(g, t, op: str, distance_weight: bool = False):
+    p = GeometryParams.of(g)
+    angles = g.angles.to(t.device)
+    geo = (p.x0, p.y0, p.dx, p.dy, p.s0, p.ds, p.src_radius, p.src_det, distance_weight)
+    if op == "project":
+        return (t, angles, p.kind, p.n_bins, *geo)
+    return (t, angles, p.kind, p.n0, p.n1, *geo)
+
+
+@pytest.mark.parametrize("kind", list(TINY))
+def test_gradcheck_and_gradgradcheck(kind):
+    g = TINY[kind]
+    p = GeometryParams.of(g)
+    x = torch.rand(1, 2, *g.grid.shape, dtype=torch.float64, device=DEVICE, requires_grad=True)
+    y = torch.rand(1, 2, *g.sinogram_shape, dtype=torch.float64, device=DEVICE,
+                   requires_grad=True)
+    fp = lambda t: native.project(t, p, g.angles)  # noqa: E731
+    bp = lambda t: native.backproject(t, p, g.angles)  # noqa: E731
+    assert torch.autograd.gradcheck(fp, (x,))
+    assert torch.autograd.gradcheck(bp, (y,))
+    assert torch.autograd.gradgradcheck(fp, (x,))
+    assert torch.autograd.gradgradcheck(bp, (y,))
+    if p.kind != 0:
+        fpw = lambda t: native.project(t, p, g.angles, True)  # noqa: E731
+        bpw = lambda t: native.backproject(t, p, g.angles, True)  # noqa: E731
+        assert torch.autograd.gradcheck(fpw, (x,))
+        assert torch.autograd.gradcheck(bpw, (y,))
+
+
+@pytest.mark.parametrize("kind", list(TINY))
+@pytest.mark.parametrize("distance_weight", [False, True])
+def test_opcheck(kind, distance_weight):
+    g = TINY[kind]
+    if distance_weight and kind == "parallel":
+        pytest.skip("distance weighting is fan-beam only")
+    x = torch.rand(2, 1, *g.grid.shape, dtype=torch.float64, device=DEVICE, requires_grad=True)
+    y = torch.rand(2, 1, *g.sinogram_shape, dtype=torch.float64, device=DEVICE,
+                   requires_grad=True)
+    torch.library.opcheck(torch.ops.alara.project.default, _op_args(g, x, "project", distance_weight))
+    torch.library.opcheck(torch.ops.alara.backproject.default,
+                          _op_args(g, y, "backproject", distance_weight))
+    torch.library.opcheck(torch.ops.alara.project.default, _op_args(g, x.detach().float(), "project"))
+
+
+def test_autograd_saves_no_intermediates():
+    g = GEOMETRIES["parallel"]
+    p = GeometryParams.of(g)
+    x = torch.rand(1, 1, *g.grid.shape, device=DEVICE, requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        out = native.project(x, p, g.angles)
+    assert all(t.numel() == g.n_views and t.dtype == torch.float64 for t in saved), \
+        [tuple(t.shape) for t in saved]  # only the angles input
+    out.sum().backward()
+
+
+def test_torch_compile_fullgraph():
+    g = GEOMETRIES["fan-flat"]
+
+    def normal_op(x):
+        return ops.backproject(ops.project(x, g, backend="native"), g, backend="native")
+
+    p = GeometryParams.of(g)
+
+    def raw(x, angles):
+        y = torch.ops.alara.project(x, angles, p.kind, p.n_bins, p.x0, p.y0, p.dx, p.dy,
+                                    p.s0, p.ds, p.src_radius, p.src_det, False)
+        return torch.ops.alara.backproject(y * 2, angles, p.kind, p.n0, p.n1, p.x0, p.y0,
+                                           p.dx, p.dy, p.s0, p.ds, p.src_radius, p.src_det,
+                                           False)
+
+    x = torch.rand(2, 1, *g.grid.shape, device=DEVICE, requires_grad=True)
+    angles = g.angles.to(DEVICE)
+    compiled = torch.compile(raw, fullgraph=True, backend="aot_eager")
+    out = compiled(x, angles)
+    ref = raw(x, angles)
+    assert torch.allclose(out, ref, rtol=1e-5, atol=1e-6)
+    out.sum().backward()
+    grad = x.grad.clone()
+    x.grad = None
+    ref.sum().backward()
+    assert torch.allclose(grad, x.grad, rtol=1e-5, atol=1e-6)
+    # the whole public API path compiles too (the default inductor backend)
+    c2 = torch.compile(lambda t: native.backproject(native.project(t, p, g.angles), p, g.angles),
+                       fullgraph=True)
+    assert torch.allclose(c2(x.detach()), ref.detach() / 2, rtol=1e-5, atol=1e-6)
+    assert normal_op(x.detach()).shape == x.shape
