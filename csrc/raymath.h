@@ -96,6 +96,44 @@ HOST_DEVICE inline Joseph ray_params(const Geometry& g, double c, double sn, int
   return joseph(g, make_ray(g, c, sn, g.s0 + g.ds * k));
 }
 
+// Per-view constants of a parallel beam: every ray of a view has the same direction,
+// hence the same dominance, slope and weight, and alpha is affine in the bin index.
+struct ViewParams {
+  bool xdom;
+  double alpha0, dalpha, beta, weight;
+};
+
+HOST_DEVICE inline ViewParams parallel_view(const Geometry& g, double c, double sn) {
+  const Joseph j0 = ray_params(g, c, sn, 0);
+  ViewParams vp;
+  vp.xdom = j0.xdom;
+  vp.alpha0 = j0.alpha;
+  vp.beta = j0.beta;
+  vp.weight = j0.weight;
+  // d(alpha)/d(bin): joseph() differentiated along the detector axis u = (c, sn).
+  if (j0.xdom) {
+    vp.dalpha = g.ds * (sn - c * (c / -sn)) / g.dy;
+  } else {
+    vp.dalpha = g.ds * (c - sn * (-sn / c)) / g.dx;
+  }
+  return vp;
+}
+
+// The Joseph parameters of bin k that every kernel uses: for a parallel beam from the
+// view's affine form (equal to ray_params() to rounding), else ray_params().
+HOST_DEVICE inline Joseph kernel_ray(const Geometry& g, const ViewParams& vp, double c,
+                                     double sn, int k) {
+  if (g.kind == PARALLEL) {
+    Joseph j;
+    j.xdom = vp.xdom;
+    j.alpha = vp.alpha0 + k * vp.dalpha;
+    j.beta = vp.beta;
+    j.weight = vp.weight;
+    return j;
+  }
+  return ray_params(g, c, sn, k);
+}
+
 // Detector coordinate of the ray through the point (px, py).
 HOST_DEVICE inline double detector_coordinate(const Geometry& g, double c, double sn,
                                               double px, double py) {

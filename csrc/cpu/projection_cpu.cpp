@@ -12,39 +12,18 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <type_traits>
 #include <cmath>
 #include <vector>
 
 #include "../ops.h"
+#include "simd_avx2.h"
 
 namespace alara {
 namespace {
 
 // Channels processed together inside a ray (a full AVX register of floats).
 constexpr int kChannelBlock = 8;
-
-// Per-view constants of a parallel beam: every ray of a view has the same direction, so
-// the same dominance, slope and weight, and alpha is affine in the bin index.
-struct ViewParams {
-  bool xdom;
-  double alpha0, dalpha, beta, weight;
-};
-
-inline ViewParams parallel_view(const Geometry& g, double c, double sn) {
-  const Joseph j0 = ray_params(g, c, sn, 0);
-  ViewParams vp;
-  vp.xdom = j0.xdom;
-  vp.alpha0 = j0.alpha;
-  vp.beta = j0.beta;
-  vp.weight = j0.weight;
-  // d(alpha)/d(bin), differentiating joseph() along the detector axis u = (c, sn).
-  if (j0.xdom) {
-    vp.dalpha = g.ds * (sn - c * (c / -sn)) / g.dy;
-  } else {
-    vp.dalpha = g.ds * (c - sn * (-sn / c)) / g.dx;
-  }
-  return vp;
-}
 
 // floor() for values > -kFloorShift, as a truncation (cheaper, and branch-free).
 constexpr double kFloorShift = 8.0;
@@ -127,21 +106,15 @@ void project_kernel(const Geometry& g, const std::vector<double>& cs,
     for (int64_t v = 0; v < n_views; ++v) views[v] = parallel_view(g, cs[v], sn[v]);
   }
   const int64_t n_rays = n_views * K;
+#ifdef ALARA_HAVE_AVX2_PATH
+  const bool use_avx2 = avx2::supported();
+#endif
   at::parallel_for(0, n_rays, 64, [&](int64_t r0, int64_t r1) {
     scalar_t acc[kChannelBlock];
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t v = r / K;
       const int k = static_cast<int>(r - v * K);
-      Joseph jp;
-      if (g.kind == PARALLEL) {
-        const ViewParams& vp = views[v];
-        jp.xdom = vp.xdom;
-        jp.alpha = vp.alpha0 + k * vp.dalpha;
-        jp.beta = vp.beta;
-        jp.weight = vp.weight;
-      } else {
-        jp = ray_params(g, cs[v], sn[v], k);
-      }
+      const Joseph jp = kernel_ray(g, g.kind == PARALLEL ? views[v] : ViewParams{}, cs[v], sn[v], k);
       const int n_planes = jp.xdom ? g.n0 : g.n1, n_other = jp.xdom ? g.n1 : g.n0;
       const int64_t stride = n_other + 2 * kPad;
       const scalar_t* img = jp.xdom ? xl : yl;
@@ -155,6 +128,26 @@ void project_kernel(const Geometry& g, const std::vector<double>& cs,
                                  jp.beta, p0, p1);
         continue;
       }
+#ifdef ALARA_HAVE_AVX2_PATH
+      if constexpr (std::is_same_v<scalar_t, float>) {
+        if (use_avx2) {
+          if (bc == 1) {
+            o[0] = w * avx2::ray_sum1(img + kPad, stride, jp.alpha, jp.beta, p0, p1);
+            continue;
+          }
+          int c0 = 0;
+          for (; c0 + 8 <= bc; c0 += 8) {
+            avx2::ray_sum8(img + kPad * bc + c0, stride, bc, jp.alpha, jp.beta, p0, p1, acc);
+            for (int b = 0; b < 8; ++b) o[c0 + b] = w * acc[b];
+          }
+          for (; c0 < bc; ++c0) {
+            ray_sum<scalar_t, 1>(img, stride, bc, c0, jp.alpha, jp.beta, p0, p1, acc);
+            o[c0] = w * acc[0];
+          }
+          continue;
+        }
+      }
+#endif
       if (bc == 1) {
         o[0] = w * ray_sum1(img, stride, jp.alpha, jp.beta, p0, p1);
         continue;
@@ -181,7 +174,7 @@ inline void axpy(scalar_t w, const scalar_t* y, scalar_t* acc, int64_t bc) {
 template <typename scalar_t>
 void backproject_kernel(const Geometry& g, const std::vector<double>& cs,
                         const std::vector<double>& sn, const scalar_t* y, int64_t bc, bool dw,
-                        scalar_t* out) {
+                        scalar_t* out, const float* y_padded) {
   const int64_t n_views = static_cast<int64_t>(cs.size());
   const int K = g.n_bins, n0 = g.n0, n1 = g.n1;
   std::vector<ViewParams> views;
@@ -223,7 +216,17 @@ void backproject_kernel(const Geometry& g, const std::vector<double>& cs,
             // L(j) = alpha0 + beta * plane - other: the position error of bin 0 at (i, j).
             const double L0 = vp.xdom ? vp.alpha0 + vp.beta * i : vp.alpha0 - i;
             const double dL = vp.xdom ? -1.0 : vp.beta;
-            for (int j = 0; j < n1; ++j) {
+            int j_start = 0;
+#ifdef ALARA_HAVE_AVX2_PATH
+            if constexpr (std::is_same_v<scalar_t, float>) {
+              if (y_padded != nullptr && avx2::bp_row_fits(dL, da, n_taps)) {
+                j_start = n1 & ~7;
+                avx2::bp_row(acc_row, j_start, y_padded + v * (K + 2 * avx2::kBinPad) + avx2::kBinPad,
+                             K, L0, dL, da, n_taps, w0);
+              }
+            }
+#endif
+            for (int j = j_start; j < n1; ++j) {
               const double L = L0 + dL * j;
               double lo = (da > 0 ? -1.0 - L : 1.0 - L) / da;  // = min((-1-L)/da, (1-L)/da)
               lo = std::min(std::max(lo, -8.0), K + 8.0);
@@ -346,9 +349,15 @@ at::Tensor backproject_cpu(const at::Tensor& sino, const at::Tensor& angles, int
   auto out = at::zeros({n0, n1, bc}, sino.options());
   if (bc == 0) return out.permute({2, 0, 1}).reshape({B, C, n0, n1});
   auto y = sino.reshape({bc, -1, K}).permute({1, 2, 0}).contiguous();  // [V, K, bc]
+  at::Tensor y_padded;  // [V, K + 2 kBinPad] for the AVX2 parallel-beam rows
+#ifdef ALARA_HAVE_AVX2_PATH
+  if (kind == PARALLEL && bc == 1 && sino.scalar_type() == at::kFloat && avx2::supported())
+    y_padded = at::constant_pad_nd(y.reshape({-1, K}), {avx2::kBinPad, avx2::kBinPad}).contiguous();
+#endif
   AT_DISPATCH_FLOATING_TYPES(sino.scalar_type(), "alara_backproject_cpu", [&] {
     backproject_kernel<scalar_t>(g, cs, sn, y.data_ptr<scalar_t>(), bc, distance_weight,
-                                 out.data_ptr<scalar_t>());
+                                 out.data_ptr<scalar_t>(),
+                                 y_padded.defined() ? y_padded.data_ptr<float>() : nullptr);
   });
   return out.permute({2, 0, 1}).reshape({B, C, n0, n1}).contiguous();
 }

@@ -1,0 +1,170 @@
+// AVX2 + FMA inner loops of the float32 CPU kernels (selected at run time, so the
+// extension still runs on CPUs without AVX2 through the portable loops).
+//
+// They compute exactly the scalar formulas of projection_cpu.cpp: positions in double,
+// interpolation weights in float.
+#pragma once
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define ALARA_HAVE_AVX2_PATH 1
+#include <immintrin.h>
+
+#include <cstdint>
+
+namespace alara {
+namespace avx2 {
+
+#define ALARA_AVX2 __attribute__((target("avx2,fma")))
+
+inline bool supported() {
+  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return ok;
+}
+
+ALARA_AVX2 inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// Forward projection of one ray, one channel: planes [p0, p1] of img (row stride
+// `stride`, rows already offset by the padding), four planes per 64-bit gather: each
+// gathered element is the pixel pair (q, q + 1) of one plane.
+ALARA_AVX2 inline float ray_sum1(const float* base, int64_t stride, double alpha, double beta,
+                                 int p0, int p1) {
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  const __m256d va = _mm256_set1_pd(alpha), vb = _mm256_set1_pd(beta);
+  const __m256d ramp = _mm256_setr_pd(0.0, 1.0, 2.0, 3.0);
+  const int s32 = static_cast<int>(stride);
+  __m128i rows = _mm_setr_epi32(p0 * s32, (p0 + 1) * s32, (p0 + 2) * s32, (p0 + 3) * s32);
+  const __m128i step = _mm_set1_epi32(4 * s32);
+  const __m128 one = _mm_set1_ps(1.0f);
+  const long long* pairs = reinterpret_cast<const long long*>(base);
+  int p = p0;
+  for (; p + 7 <= p1; p += 8) {
+    const __m256d pv0 = _mm256_add_pd(_mm256_set1_pd(static_cast<double>(p)), ramp);
+    const __m256d pv1 = _mm256_add_pd(pv0, _mm256_set1_pd(4.0));
+    const __m256d pos0 = _mm256_fmadd_pd(vb, pv0, va), pos1 = _mm256_fmadd_pd(vb, pv1, va);
+    const __m256d fl0 = _mm256_floor_pd(pos0), fl1 = _mm256_floor_pd(pos1);
+    const __m128i idx0 = _mm_add_epi32(rows, _mm256_cvttpd_epi32(fl0));
+    rows = _mm_add_epi32(rows, step);
+    const __m128i idx1 = _mm_add_epi32(rows, _mm256_cvttpd_epi32(fl1));
+    rows = _mm_add_epi32(rows, step);
+    const __m256i g0 = _mm256_i32gather_epi64(pairs, idx0, 4);
+    const __m256i g1 = _mm256_i32gather_epi64(pairs, idx1, 4);
+    const __m128 f0 = _mm256_cvtpd_ps(_mm256_sub_pd(pos0, fl0));
+    const __m128 f1 = _mm256_cvtpd_ps(_mm256_sub_pd(pos1, fl1));
+    const __m128 m0 = _mm_sub_ps(one, f0), m1 = _mm_sub_ps(one, f1);
+    const __m256 w0 = _mm256_set_m128(_mm_unpackhi_ps(m0, f0), _mm_unpacklo_ps(m0, f0));
+    const __m256 w1 = _mm256_set_m128(_mm_unpackhi_ps(m1, f1), _mm_unpacklo_ps(m1, f1));
+    acc0 = _mm256_fmadd_ps(w0, _mm256_castsi256_ps(g0), acc0);
+    acc1 = _mm256_fmadd_ps(w1, _mm256_castsi256_ps(g1), acc1);
+  }
+  float acc = hsum(_mm256_add_ps(acc0, acc1));
+  for (; p <= p1; ++p) {
+    const double pos = alpha + beta * p;
+    const double fl = __builtin_floor(pos);
+    const float f = static_cast<float>(pos - fl);
+    const float* a = base + p * stride + static_cast<int>(fl);
+    acc += (1.0f - f) * a[0] + f * a[1];
+  }
+  return acc;
+}
+
+// Forward projection of one ray for 8 channels (channels-last image, bc channels).
+ALARA_AVX2 inline void ray_sum8(const float* base, int64_t stride, int64_t bc, double alpha,
+                                double beta, int p0, int p1, float* out) {
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  int p = p0;
+  for (; p + 1 <= p1; p += 2) {
+    const double pos0 = alpha + beta * p, pos1 = pos0 + beta;
+    const double fl0 = __builtin_floor(pos0), fl1 = __builtin_floor(pos1);
+    const float* a0 = base + (p * stride + static_cast<int64_t>(fl0)) * bc;
+    const float* a1 = base + ((p + 1) * stride + static_cast<int64_t>(fl1)) * bc;
+    const __m256 f0 = _mm256_set1_ps(static_cast<float>(pos0 - fl0));
+    const __m256 f1 = _mm256_set1_ps(static_cast<float>(pos1 - fl1));
+    const __m256 x0 = _mm256_loadu_ps(a0), y0 = _mm256_loadu_ps(a0 + bc);
+    const __m256 x1 = _mm256_loadu_ps(a1), y1 = _mm256_loadu_ps(a1 + bc);
+    acc0 = _mm256_add_ps(acc0, _mm256_fmadd_ps(f0, _mm256_sub_ps(y0, x0), x0));
+    acc1 = _mm256_add_ps(acc1, _mm256_fmadd_ps(f1, _mm256_sub_ps(y1, x1), x1));
+  }
+  if (p <= p1) {
+    const double pos = alpha + beta * p;
+    const double fl = __builtin_floor(pos);
+    const float* a = base + (p * stride + static_cast<int64_t>(fl)) * bc;
+    const __m256 f = _mm256_set1_ps(static_cast<float>(pos - fl));
+    const __m256 x = _mm256_loadu_ps(a), y = _mm256_loadu_ps(a + bc);
+    acc0 = _mm256_add_ps(acc0, _mm256_fmadd_ps(f, _mm256_sub_ps(y, x), x));
+  }
+  _mm256_storeu_ps(out, _mm256_add_ps(acc0, acc1));
+}
+
+// Padding (zeros) on each side of a view's bins in the sinogram copy bp_row reads.
+constexpr int kBinPad = 32;
+
+// Whether bp_row's 16-bin window covers every tap of 8 consecutive pixels.
+inline bool bp_row_fits(double dL, double dalpha, int n_taps) {
+  const double span = 7.0 * __builtin_fabs(dL) / __builtin_fabs(dalpha);
+  return span + 2.0 + n_taps <= 16.0;
+}
+
+// Parallel-beam backprojection of one view into pixels [0, n8) (a multiple of 8) of one
+// row, one channel: acc[j] += weight * sum_t hat(L(j) + k dalpha) y[k] over the n_taps
+// bins from k0(j) = floor(lo(j)) + 1, L(j) = L0 + dL j.  The bins of 8 pixels lie in a
+// window of 16 (bp_row_fits), loaded once and permuted: no gathers.  `y` points at bin 0
+// of a row padded with kBinPad zeros on both sides.
+ALARA_AVX2 inline void bp_row(float* acc, int n8, const float* y, int K, double L0, double dL,
+                              double dalpha, int n_taps, float weight) {
+  const __m256d ramp_lo = _mm256_setr_pd(0.0, 1.0, 2.0, 3.0);
+  const __m256d ramp_hi = _mm256_setr_pd(4.0, 5.0, 6.0, 7.0);
+  const __m256d vL0 = _mm256_set1_pd(L0), vdL = _mm256_set1_pd(dL);
+  const __m256d vda = _mm256_set1_pd(dalpha);
+  const __m256d vsgn = _mm256_set1_pd(dalpha > 0 ? -1.0 : 1.0);
+  const __m256d vmin = _mm256_set1_pd(-8.0), vmax = _mm256_set1_pd(K + 8.0);
+  const __m256d one_d = _mm256_set1_pd(1.0);
+  const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
+  const __m256 sign_mask = _mm256_set1_ps(-0.0f);
+  const __m256 vw = _mm256_set1_ps(weight);
+  const __m256i seven = _mm256_set1_epi32(7);
+  const float daf = static_cast<float>(dalpha);
+  for (int j0 = 0; j0 < n8; j0 += 8) {
+    const __m256d jb = _mm256_set1_pd(static_cast<double>(j0));
+    const __m256d L_lo = _mm256_fmadd_pd(vdL, _mm256_add_pd(jb, ramp_lo), vL0);
+    const __m256d L_hi = _mm256_fmadd_pd(vdL, _mm256_add_pd(jb, ramp_hi), vL0);
+    __m256d lo_lo = _mm256_div_pd(_mm256_sub_pd(vsgn, L_lo), vda);
+    __m256d lo_hi = _mm256_div_pd(_mm256_sub_pd(vsgn, L_hi), vda);
+    lo_lo = _mm256_min_pd(_mm256_max_pd(lo_lo, vmin), vmax);
+    lo_hi = _mm256_min_pd(_mm256_max_pd(lo_hi, vmin), vmax);
+    const __m256d k_lo = _mm256_add_pd(_mm256_floor_pd(lo_lo), one_d);
+    const __m256d k_hi = _mm256_add_pd(_mm256_floor_pd(lo_hi), one_d);
+    // error of the first tap, L + k0 dalpha, in double; later taps add t dalpha in float
+    const __m256 e0 = _mm256_set_m128(_mm256_cvtpd_ps(_mm256_fmadd_pd(k_hi, vda, L_hi)),
+                                      _mm256_cvtpd_ps(_mm256_fmadd_pd(k_lo, vda, L_lo)));
+    const __m256i k0 = _mm256_set_m128i(_mm256_cvttpd_epi32(k_hi), _mm256_cvttpd_epi32(k_lo));
+    // the smallest first bin of the 8 pixels
+    __m128i m = _mm_min_epi32(_mm256_castsi256_si128(k0), _mm256_extracti128_si256(k0, 1));
+    m = _mm_min_epi32(m, _mm_shuffle_epi32(m, _MM_SHUFFLE(1, 0, 3, 2)));
+    m = _mm_min_epi32(m, _mm_shuffle_epi32(m, _MM_SHUFFLE(2, 3, 0, 1)));
+    const int kmin = _mm_cvtsi128_si32(m);
+    const __m256 win_lo = _mm256_loadu_ps(y + kmin), win_hi = _mm256_loadu_ps(y + kmin + 8);
+    __m256i rel = _mm256_sub_epi32(k0, _mm256_set1_epi32(kmin));
+    __m256 sum = zero;
+    for (int t = 0; t < n_taps; ++t) {
+      const __m256 vlo = _mm256_permutevar8x32_ps(win_lo, rel);
+      const __m256 vhi = _mm256_permutevar8x32_ps(win_hi, rel);
+      const __m256 v = _mm256_blendv_ps(vlo, vhi, _mm256_castsi256_ps(_mm256_cmpgt_epi32(rel, seven)));
+      const __m256 err = _mm256_add_ps(e0, _mm256_set1_ps(t * daf));
+      const __m256 w = _mm256_max_ps(zero, _mm256_sub_ps(one, _mm256_andnot_ps(sign_mask, err)));
+      sum = _mm256_fmadd_ps(w, v, sum);
+      rel = _mm256_add_epi32(rel, _mm256_set1_epi32(1));
+    }
+    _mm256_storeu_ps(acc + j0, _mm256_fmadd_ps(vw, sum, _mm256_loadu_ps(acc + j0)));
+  }
+}
+
+#undef ALARA_AVX2
+
+}  // namespace avx2
+}  // namespace alara
+#endif
