@@ -5,10 +5,21 @@ Modes:
 - ``scalar``: one ``d`` per patient, the same ``n0`` on every view (End2end-ALARA);
 - ``angular``: ``log n0(theta)`` as a low-order Fourier series in ``2 theta`` (period pi,
   since opposite views see the same attenuation), so a smooth learned modulation.
+
+Normalisation layers (``norm``):
+
+- ``batch`` (default): torchvision's ResNet-18 with BatchNorm, as in the paper.  In training
+  mode BatchNorm normalises over the batch, so train on several patients per batch; a batch
+  that leaves one value per channel at the last stage (one patient with a prior of at most
+  32 x 32 pixels after resizing) cannot be normalised and is refused with a clear error.
+  In eval mode the running statistics are used and any batch size works.
+- ``group``: GroupNorm (32 groups) in place of BatchNorm: each patient's dose is
+  independent of the rest of the batch, and training works with a batch of one.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Literal, Optional
@@ -21,6 +32,9 @@ from alara.geometry import LODOPAB_N0, Geometry
 from alara.interfaces import DosePolicy, DosePolicyConfig, PriorInfo
 
 __all__ = ["ResNet18Policy", "fourier_basis"]
+
+#: GroupNorm groups for ``norm = "group"`` (divides every ResNet-18 width, 64 to 512).
+_GROUPS = 32
 
 
 def fourier_basis(angles: torch.Tensor, harmonics: int) -> torch.Tensor:
@@ -48,6 +62,9 @@ class ResNet18Policy(DosePolicy):
         input_size: int = 128
         #: |d - log(init_n0)| is bounded smoothly by this (tanh), so exp(d) cannot overflow.
         max_log_change: float = 8.0
+        #: Normalisation layers: "batch" (torchvision's BatchNorm, the paper) or "group"
+        #: (GroupNorm, 32 groups: independent of the batch, trains with batch size 1).
+        norm: Literal["batch", "group"] = "batch"
 
         def __post_init__(self) -> None:
             super().__post_init__()
@@ -59,6 +76,8 @@ class ResNet18Policy(DosePolicy):
                 raise ValueError(f"input_size must be 0 or >= 32 (ResNet-18 downsamples 32x), got {self.input_size}")
             if not self.max_log_change > 0:
                 raise ValueError(f"max_log_change must be positive, got {self.max_log_change}")
+            if self.norm not in ("batch", "group"):
+                raise ValueError(f"norm must be 'batch' or 'group', got {self.norm!r}")
 
     def __init__(self, config: Optional[Config] = None) -> None:
         super().__init__(config)
@@ -66,7 +85,8 @@ class ResNet18Policy(DosePolicy):
 
         c = self.config
         self.n_outputs = 1 if c.mode == "scalar" else 1 + 2 * c.harmonics
-        net = torchvision.models.resnet18(weights=None, num_classes=self.n_outputs)
+        norm_layer = functools.partial(nn.GroupNorm, _GROUPS) if c.norm == "group" else None
+        net = torchvision.models.resnet18(weights=None, num_classes=self.n_outputs, norm_layer=norm_layer)
         net.conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
         # Start from (almost) constant n0 = init_n0: small last layer, zero bias.
         with torch.no_grad():
@@ -81,6 +101,7 @@ class ResNet18Policy(DosePolicy):
         z = prior.network_input().to(dtype=param.dtype, device=param.device)
         if c.input_size:
             z = F.interpolate(z, size=(c.input_size, c.input_size), mode="bilinear", align_corners=False)
+        self._check_batch_norm(z)
         out = self.net(z)
         out = c.max_log_change * torch.tanh(out / c.max_log_change)
         base = math.log(c.init_n0)
@@ -88,6 +109,20 @@ class ResNet18Policy(DosePolicy):
             return (base + out).expand(-1, geometry.n_views)
         basis = fourier_basis(geometry.angles.to(device=out.device, dtype=out.dtype), c.harmonics)
         return base + out @ basis
+
+    def _check_batch_norm(self, z: torch.Tensor) -> None:
+        """Refuse, with the remedies, a training batch BatchNorm cannot normalise."""
+        if not self.training or self.config.norm != "batch":
+            return
+        # ResNet-18 halves the size five times (rounding up): the last stage is ceil(n / 32).
+        values = z.shape[0] * math.ceil(z.shape[-2] / 32) * math.ceil(z.shape[-1] / 32)
+        if values == 1:
+            raise ValueError(
+                f"resnet18 policy (norm='batch') cannot train on a batch of {z.shape[0]} prior of "
+                f"{z.shape[-2]}x{z.shape[-1]} pixels: BatchNorm would see one value per channel at "
+                "the last stage.  Train on 2 or more patients per batch, set input_size >= 64, use "
+                "norm = \"group\" (batch-independent), or call policy.eval() for inference"
+            )
 
     def propose(self, prior: PriorInfo, geometry: Geometry) -> torch.Tensor:
         return torch.exp(self.log_n0(prior, geometry))

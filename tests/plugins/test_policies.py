@@ -115,3 +115,29 @@ def test_resnet18_bounded_and_validated(geom):
         policy.net.fc.bias.fill_(100.0)  # a wild network output
     n0 = policy(PriorInfo(image=torch.rand(1, 1, 40, 40)), geom)
     assert torch.allclose(n0, torch.full_like(n0, 4096.0 * math.e), rtol=1e-4)
+
+
+def test_resnet18_batch_of_one(geom):
+    """BatchNorm cannot train on one small prior: a clear error naming the remedies; eval mode
+    and ``norm = "group"`` work with a single patient."""
+    torch.manual_seed(0)
+    one = PriorInfo(image=torch.rand(1, 1, 32, 32))
+    policy = ResNet18Policy.from_params(input_size=32)
+    with pytest.raises(ValueError, match=r"cannot train on a batch of 1 .*norm = \"group\".*eval\(\)"):
+        policy.train()(one, geom)
+    assert policy.eval()(one, geom).shape == (1, geom.n_views)
+    # Larger inputs leave BatchNorm several values per channel: batch 1 trains.
+    assert ResNet18Policy.from_params(input_size=64).train()(one, geom).shape == (1, geom.n_views)
+
+    group = ResNet18Policy.from_params(input_size=32, norm="group", mode="angular").train()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in group.modules())
+    assert sum(isinstance(m, torch.nn.GroupNorm) for m in group.modules()) == 20
+    n0 = group(one, geom)
+    assert n0.shape == (1, geom.n_views) and bool((n0 > 0).all())
+    torch.log(n0).sum().backward()
+    assert group.net.conv1.weight.grad.abs().sum() > 0
+    # Batch-independent: a patient's dose does not change with the other patients.
+    two = PriorInfo(image=torch.cat([one.image, torch.rand(1, 1, 32, 32)]))
+    assert torch.allclose(group(two, geom)[:1], n0, rtol=1e-5)
+    with pytest.raises(ValueError, match="norm must be"):
+        ResNet18Policy.Config(norm="layer")
