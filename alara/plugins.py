@@ -5,8 +5,11 @@ The built-in components are a plugin like any other (entry point ``builtin`` of 
 ``alara`` distribution); the core never imports them.
 
 - ``ALARA_BLOCK_PLUGINS=name1,name2`` blocks plugins by entry-point (or distribution) name.
-- A plugin that fails to import, or whose hooks do not match the specs, is skipped with a
-  :class:`PluginLoadWarning` naming it and the reason; the others still load.
+- A plugin that fails to import, whose hooks do not match the specs, or whose hooks fail
+  while registering (a name another plugin registered first, an invalid class, a bug) is
+  skipped with a :class:`PluginLoadWarning` naming it and the reason; the others still
+  load.  Plugins registered in-process with :meth:`AlaraPluginManager.register` raise
+  instead.
 """
 
 from __future__ import annotations
@@ -96,6 +99,8 @@ class AlaraPluginManager:
         self._load_entry_points = load_entry_points
         self._loaded = False
         self._registries: Optional[dict[str, Registry[Any]]] = None
+        #: In-process plugins: their registration failures raise instead of being skipped.
+        self._strict: set[str] = set()
 
     # ----------------------------------------------------------------------------- loading
 
@@ -127,7 +132,7 @@ class AlaraPluginManager:
                 continue
             try:
                 self.pm.register(plugin, name=ep.name)
-            except pluggy.PluginValidationError as exc:
+            except (pluggy.PluginValidationError, ValueError) as exc:  # ValueError: registered twice
                 self._skip(ep.name, origin, str(exc))
                 continue
             self._origins[ep.name] = origin
@@ -158,22 +163,31 @@ class AlaraPluginManager:
 
     def register(self, plugin: object, name: str, origin: Optional[str] = None) -> None:
         """Register an in-process plugin (a module or object with hook implementations),
-        e.g. from a test or a notebook.  Registries are rebuilt on next use."""
+        e.g. from a test or a notebook.
+
+        Strict, unlike entry-point plugins: a hook that does not match the specs is a
+        :class:`PluginError`, and a hook that fails while registering (a duplicate name is a
+        :class:`~alara.registry.DuplicateComponentError`) raises here, with the plugin
+        removed again.
+        """
         self.load()
         if self.pm.is_blocked(name):
             return
         try:
             self.pm.register(plugin, name=name)
-        except pluggy.PluginValidationError as exc:
+        except (pluggy.PluginValidationError, ValueError) as exc:
             raise PluginError(f"plugin {name!r}: {exc}") from None
         self._origins[name] = origin or f"plugin {name}"
+        self._strict.add(name)
         self.check_pending(strict=True)
         self._registries = None
+        self._registries = self._populate()  # now, so that a failing hook raises here
 
     def unregister(self, name: str) -> None:
         """Remove a plugin by name (registries are rebuilt on next use)."""
         self.pm.unregister(name=name)
         self._origins.pop(name, None)
+        self._strict.discard(name)
         self._registries = None
 
     # -------------------------------------------------------------------------- registries
@@ -183,16 +197,33 @@ class AlaraPluginManager:
         return [f"alara_register_{kind}" for kind in KINDS]
 
     def _populate(self) -> dict[str, Registry[Any]]:
-        regs: dict[str, Registry[Any]] = {}
-        for kind, base in KINDS.items():
-            reg: Registry[Any] = Registry(kind, base)
-            caller = getattr(self.pm.hook, f"alara_register_{kind}")
-            # One implementation at a time, in registration order, so each class is
-            # attributed to its plugin (a plain hook call would hide who added what).
-            for impl in caller.get_hookimpls():
-                with reg.registering_for(impl.plugin_name, self._origins.get(impl.plugin_name, "unknown")):
-                    impl.function(**{arg: reg for arg in impl.argnames})
-            regs[kind] = reg
+        """Fresh registries filled by every plugin's hooks, one plugin at a time (in load
+        order, built-ins first), so each class is attributed to its plugin.
+
+        A plugin whose hook raises (a duplicate name, an invalid class, a bug) has all its
+        classes taken out again and is skipped with a :class:`PluginLoadWarning`; the
+        exception propagates for in-process plugins (see :meth:`register`).
+        """
+        regs: dict[str, Registry[Any]] = {kind: Registry(kind, base) for kind, base in KINDS.items()}
+        for name, plugin in list(self.pm.list_name_plugin()):
+            if plugin is None:  # blocked
+                continue
+            origin = self._origins.get(name, "unknown")
+            try:
+                for kind, reg in regs.items():
+                    for impl in getattr(self.pm.hook, f"alara_register_{kind}").get_hookimpls():
+                        if impl.plugin is plugin:
+                            with reg.registering_for(name, origin):
+                                impl.function(**{arg: reg for arg in impl.argnames})
+            except Exception as exc:  # third-party code: report and skip, the others still load
+                for reg in regs.values():
+                    reg.discard_plugin(name)
+                self.pm.unregister(name=name)
+                self._origins.pop(name, None)
+                if name in self._strict:
+                    self._strict.discard(name)
+                    raise
+                self._skip(name, origin, f"registering its components failed: {type(exc).__name__}: {exc}")
         return regs
 
     def registry(self, kind: str) -> Registry[Any]:

@@ -115,6 +115,10 @@ class Registry(Generic[T]):
                 "of its parameters (with defaults)"
             )
 
+    def discard_plugin(self, plugin: str) -> None:
+        """Remove every class ``plugin`` registered (when the manager skips a failing plugin)."""
+        self._entries = {n: e for n, e in self._entries.items() if e.plugin != plugin}
+
     # ------------------------------------------------------------------------------ lookup
 
     def entry(self, name: str) -> RegistryEntry:

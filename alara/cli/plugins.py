@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import warnings
 from typing import Any
 
 __all__ = ["register", "run", "collect"]
@@ -65,8 +66,13 @@ def collect(kind: str | None = None) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print the listing; returns 0."""
-    data = collect(getattr(args, "kind", None))
+    """Print the listing; returns 0.  Skipped plugins are listed with their reason, so
+    their load warnings are not printed a second time."""
+    from alara.plugins import PluginLoadWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PluginLoadWarning)
+        data = collect(getattr(args, "kind", None))
     if getattr(args, "json", False):
         print(json.dumps(data, indent=2, default=str))
         return 0

@@ -221,6 +221,42 @@ def test_broken_plugin_is_reported_and_skipped(manager, site):
     assert "ImportError" in manager.failed[0].reason
 
 
+DUP_PLUGIN = GOOD_PLUGIN.replace('name = "l1"', 'name = "psnr"').replace(
+    "registry.add(L1)", "registry.add(L1)\n\n    @hookimpl\n    def alara_register_simulator(registry):\n"
+    "        registry.add(Sim)\n").replace("class L1(IQMetric):", """class Sim(Simulator):
+        name = "dup_sim"
+
+        def forward(self, sinogram, n0, generator=None):
+            return sinogram
+
+    class L1(IQMetric):""").replace("from alara.interfaces import IQMetric",
+                                     "from alara.interfaces import IQMetric, Simulator")
+
+
+def test_duplicate_from_a_distribution_is_reported_and_skipped(manager, site):
+    """A third-party name clash says who was first; that plugin is skipped as a whole (its
+    other components too) and everything else still loads."""
+    _make_distribution(site, "dup-alara-plugin", "dup_alara_plugin", DUP_PLUGIN, "dup")
+    _make_distribution(site, "good-alara-plugin", "good_alara_plugin", GOOD_PLUGIN, "good")
+    with pytest.warns(plugins.PluginLoadWarning,
+                      match=r"'dup' \(dup-alara-plugin 0.3\).*'psnr' is already registered by plugin "
+                            r"'builtin' \(built-in"):
+        metrics = manager.registry("iq_metric")
+    assert metrics.get("psnr").__module__ == "alara_builtin.metrics"
+    assert "l1" in metrics  # the good plugin loaded
+    assert manager.registry("simulator").names() == ["poisson"]  # dup's simulator rolled back
+    assert [f.name for f in manager.failed] == ["dup"]
+    assert "dup" not in [p.name for p in manager.plugins()]
+
+
+def test_a_hook_that_raises_is_reported_and_skipped(manager, site):
+    source = GOOD_PLUGIN.replace("registry.add(L1)", "registry.add(L1)\n        raise KeyError('oops')")
+    _make_distribution(site, "broken-alara-plugin", "broken_alara_plugin", source, "broken")
+    with pytest.warns(plugins.PluginLoadWarning, match=r"'broken'.*registering its components failed: KeyError"):
+        reg = manager.registry("iq_metric")
+    assert "l1" not in reg and {"psnr", "ssim"} <= set(reg.names())
+
+
 def test_check_pending_skips_a_misspelt_hook(manager, site):
     source = GOOD_PLUGIN.replace("def alara_register_iq_metric", "def alara_register_iq_metrc")
     _make_distribution(site, "typo-alara-plugin", "typo_alara_plugin", source, "typo")
@@ -264,9 +300,10 @@ def test_in_process_plugin_and_duplicate_with_builtin(manager):
         def alara_register_iq_metric(self, registry):
             registry.add(Clash)
 
-    manager.register(Clashing(), name="clashing")
     with pytest.raises(DuplicateComponentError, match=r"'psnr' is already registered by plugin 'builtin' \(built-in"):
-        manager.registry("iq_metric")
+        manager.register(Clashing(), name="clashing")
+    assert manager.pm.get_plugin("clashing") is None
+    assert manager.registry("iq_metric").get("psnr").__module__ == "alara_builtin.metrics"
 
 
 def test_hook_without_registry_argument_is_allowed(manager):
