@@ -6,9 +6,13 @@ grid (avoiding the "inverse crime" of simulating data with the reconstruction's 
 discretisation).  All randomness comes from explicit ``torch.Generator`` seeds, so a
 patient and its slices are reproducible and independent of the grid.
 
-Conventions: array axis 0 is world ``x`` (the patient's lateral axis, +x is the
-patient's left as in a radiological display), axis 1 is world ``y`` (antero-posterior,
-+y anterior).  Bodies are wider laterally than antero-posteriorly.
+Conventions (LoDoPaB's): LoDoPaB stores ``pixel_array.T`` of each LIDC-IDRI slice, so
+array axis 0 (world ``x``) runs along DICOM columns, towards the patient's left, and axis 1
+(world ``y``) along DICOM rows, from anterior to posterior; ``imshow(x.T)`` (DIVal's
+``plot_image``) shows the slice upright in radiological view.  A :class:`Patient` is
+described in anatomical coordinates (``x`` to the patient's left, ``y`` anterior, as on
+a display); :func:`render_slice` maps anatomical ``y`` to world ``-y``.  Bodies are wider
+laterally (axis 0) than antero-posteriorly (axis 1).
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ _Z_EXTENT = 0.30
 
 @dataclass(frozen=True)
 class Lesion:
-    """A small spherical lesion: centre ``(x, y)`` in metres, slice position ``t``,
+    """A small spherical lesion: centre ``(x, y)`` in metres (anatomical: ``y`` anterior,
+    relative to the body centre), slice position ``t``,
     radius (m) and HU contrast added to the soft tissue (or lung) it lies in."""
 
     x: float
@@ -50,7 +55,8 @@ class Lesion:
 
 @dataclass(frozen=True)
 class Patient:
-    """Anatomy parameters of one synthetic patient (lengths in metres)."""
+    """Anatomy parameters of one synthetic patient (lengths in metres; anatomical
+    coordinates: ``x`` towards the patient's left, ``y`` anterior)."""
 
     pid: int
     seed: int
@@ -167,7 +173,16 @@ def _smooth_field(gen: torch.Generator, canvas: _Canvas, extent: float, cells: i
 
 def render_slice(patient: Patient, t: float, grid: ImageGrid) -> torch.Tensor:
     """Rasterise the patient's slice at position ``t`` in ``[0, 1]`` (apex -> upper
-    abdomen) onto ``grid``; returns HU as float32 ``grid.shape``."""
+    abdomen) onto ``grid``; returns HU as float32 ``grid.shape``, oriented as LoDoPaB
+    (axis 1 from anterior to posterior: world ``y`` is anatomical ``-y``)."""
+    # Paint in anatomical coordinates on the grid mirrored in y, then flip axis 1: pixel
+    # j of the result is at world y_j, i.e. at anatomical -y_j.
+    mirrored = ImageGrid(grid.shape, (grid.min_pt[0], -grid.max_pt[1]),
+                         (grid.max_pt[0], -grid.min_pt[1]))
+    return _render_anatomical(patient, t, mirrored).flip(1)
+
+
+def _render_anatomical(patient: Patient, t: float, grid: ImageGrid) -> torch.Tensor:
     # Slice details (vessels, texture) come from their own generator, seeded by patient
     # and slice only, and are drawn before rasterising: the same on every grid.
     gen = torch.Generator().manual_seed((patient.seed * 1_000_003 + int(round(t * 1e6))) % (2 ** 63 - 1))
@@ -221,8 +236,9 @@ def render_slice(patient: Patient, t: float, grid: ImageGrid) -> torch.Tensor:
                 HU["soft"])
         c.paint(c.ellipse(0.13 * wi, cy + 0.2 * di, 0.2 * wi * heart, 0.26 * di * heart, 0.5),
                 HU["blood"])
+    # Descending aorta: left-anterior of the vertebral body (it used to sit inside it).
     aorta_r = 0.06 * di
-    c.paint(c.ellipse(0.12 * wi, cy - 0.55 * di, aorta_r, aorta_r), HU["blood"])
+    c.paint(c.ellipse(0.1 * wi, cy - 0.4 * di, aorta_r, aorta_r), HU["blood"])
     if 0.2 < t < 0.55:
         c.paint(c.ellipse(-0.03 * wi, cy + 0.15 * di, aorta_r, aorta_r), HU["blood"])
 

@@ -53,7 +53,8 @@ def test_lesions_are_small_and_low_contrast():
     diff = render_slice(p, les.t, grid) - render_slice(clean, les.t, grid)
     xs, ys = grid.coordinates(dtype=torch.float32)
     X, Y = torch.meshgrid(xs, ys, indexing="ij")
-    near = (X - les.x) ** 2 + (Y - p.centre_y - les.y) ** 2 <= (1.2 * les.radius) ** 2
+    # Anatomical y (anterior) is world -y in the rendered image.
+    near = (X - les.x) ** 2 + (-Y - p.centre_y - les.y) ** 2 <= (1.2 * les.radius) ** 2
     assert (diff[near] != 0).sum() > 0                    # visible in its own slice
     assert diff[near].abs().max() <= 40.0 + 1e-3          # low contrast
     assert near.sum() < 400                               # a few mm across
@@ -75,3 +76,26 @@ def test_slice_positions_within_range():
     ts = slice_positions(p, 5)
     assert ts[0] == pytest.approx(p.t_range[0]) and ts[-1] == pytest.approx(p.t_range[1])
     assert slice_positions(p, 1) == [pytest.approx(sum(p.t_range) / 2)]
+
+
+def test_lodopab_orientation():
+    # LoDoPaB stores DICOM pixel_array.T: axis 0 runs to the patient's left, axis 1 from
+    # anterior (sternum, low j) to posterior (spine, high j); imshow(x.T) is upright.
+    p = sample_patient(4, 0)
+    grid = ImageGrid.square(128, 0.26)
+    thorax = render_slice(p, 0.5, grid)
+    bone_j = torch.nonzero(thorax > 500)[:, 1].float()
+    body_j = torch.nonzero(thorax > -500)[:, 1].float()
+    centre_j = (body_j.min() + body_j.max()) / 2
+    vertebra = thorax[60:68] > 900                      # cortical bone near the midline
+    assert torch.nonzero(vertebra)[:, 1].float().mean() > centre_j + 10  # spine posterior
+    assert bone_j.max() > centre_j + 20
+    abdomen = render_slice(p, 0.95, grid)
+    liver = (abdomen - HU["liver"]).abs() < 1
+    i_liver = torch.nonzero(liver)[:, 0].float().mean()
+    assert i_liver < 64 - 5                              # liver on the patient's right
+    # The y mirror holds on off-centre grids too: shifting the grid by 10 pixels in +y
+    # shifts the image by 10 pixels.
+    d = 10 * grid.spacing[1]
+    shifted = render_slice(p, 0.5, ImageGrid((128, 128), (-0.13, -0.13 + d), (0.13, 0.13 + d)))
+    torch.testing.assert_close(shifted[:, :-10], thorax[:, 10:])
