@@ -14,16 +14,23 @@ import torch.nn.functional as F
 
 from alara.interfaces import IQMetric
 
-__all__ = ["PSNR", "SSIM", "gaussian_window"]
+__all__ = ["PSNR", "RangeConfig", "SSIM", "gaussian_window"]
 
 DataRange = Union[float, Literal["per_image"]]
 
 
-def _check_range(data_range: DataRange) -> None:
-    if data_range == "per_image":
-        return
-    if isinstance(data_range, str) or not data_range > 0:
-        raise ValueError(f"data_range must be a positive number or 'per_image', got {data_range!r}")
+@dataclass(frozen=True)
+class RangeConfig:
+    """The parameter both metrics have (their ``Config`` classes extend this one)."""
+
+    #: Peak value R: a number, or "per_image" for the reference's max - min.
+    data_range: DataRange = 1.0
+
+    def __post_init__(self) -> None:
+        if self.data_range == "per_image":
+            return
+        if isinstance(self.data_range, str) or not self.data_range > 0:
+            raise ValueError(f"data_range must be a positive number or 'per_image', got {self.data_range!r}")
 
 
 def _data_range(data_range: DataRange, x: torch.Tensor) -> torch.Tensor:
@@ -42,12 +49,8 @@ class PSNR(IQMetric):
     unit = "dB"
 
     @dataclass(frozen=True)
-    class Config:
-        #: Peak value R: a number, or "per_image" for the reference's max - min.
-        data_range: DataRange = 1.0
-
-        def __post_init__(self) -> None:
-            _check_range(self.data_range)
+    class Config(RangeConfig):
+        pass
 
     def forward(self, x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         x_hat, x = self.check_pair(x_hat, x)
@@ -78,15 +81,15 @@ class SSIM(IQMetric):
     unit = ""
 
     @dataclass(frozen=True)
-    class Config:
-        data_range: DataRange = 1.0
+    class Config(RangeConfig):
+        #: Side of the square Gaussian window (odd).
         window_size: int = 11
         sigma: float = 1.5
         k1: float = 0.01
         k2: float = 0.03
 
         def __post_init__(self) -> None:
-            _check_range(self.data_range)
+            super().__post_init__()
             if self.window_size < 1 or self.window_size % 2 == 0:
                 raise ValueError(f"window_size must be a positive odd number, got {self.window_size}")
             if not self.sigma > 0:

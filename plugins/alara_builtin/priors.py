@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -22,11 +22,10 @@ from alara import ops
 from alara.geometry import LODOPAB_MU_MAX, LODOPAB_N0, Geometry
 from alara.interfaces import Prior, PriorInfo
 
+from alara_builtin.reconstructors import FBPParams
 from alara_builtin.simulator import postlog_noise
 
 __all__ = ["PreScanPrior", "ScoutPrior", "PriorExamPrior", "with_angles"]
-
-Filter = Literal["ram-lak", "shepp-logan", "cosine", "hamming", "hann"]
 
 
 def with_angles(geometry: Geometry, angles: torch.Tensor) -> Geometry:
@@ -45,24 +44,21 @@ class PreScanPrior(Prior):
     name = "prescan"
 
     @dataclass(frozen=True)
-    class Config:
+    class Config(FBPParams):
         #: Dose of the pre-scan relative to a full LoDoPaB scan (4096 photons, all views).
         relative_dose: float = 0.05
         #: Use every n-th view of the scan geometry (fewer views, more photons each).
         view_step: int = 1
-        filter: Filter = "hann"
-        frequency_scaling: float = 0.641
         #: Clip the FBP image to [0, 1] (the x range).
         clip: bool = True
         mu_max: float = LODOPAB_MU_MAX
 
         def __post_init__(self) -> None:
+            super().__post_init__()
             if not self.relative_dose > 0:
                 raise ValueError(f"relative_dose must be positive, got {self.relative_dose}")
             if self.view_step < 1:
                 raise ValueError(f"view_step must be >= 1, got {self.view_step}")
-            if not 0 < self.frequency_scaling <= 1:
-                raise ValueError(f"frequency_scaling must be in (0, 1], got {self.frequency_scaling}")
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor, geometry: Geometry,
@@ -74,7 +70,7 @@ class PreScanPrior(Prior):
         n0_value = c.relative_dose * LODOPAB_N0 * geometry.n_views / g.n_views
         n0 = torch.full((x.shape[0], g.n_views), n0_value, dtype=x.dtype, device=x.device)
         y = postlog_noise(ops.project(x, g), n0, mu_max=c.mu_max, generator=generator)
-        z = ops.fbp(y, g, filter=c.filter, frequency_scaling=c.frequency_scaling)
+        z = c.fbp(y, g)
         if c.clip:
             z = z.clamp(0.0, 1.0)
         return PriorInfo(image=z, dose=n0.sum(dim=-1))

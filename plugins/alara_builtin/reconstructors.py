@@ -13,16 +13,30 @@ from alara.interfaces import Reconstructor
 
 from alara_builtin.unet import UNet
 
-__all__ = ["FBPReconstructor", "FBPUNetReconstructor"]
+__all__ = ["FBPParams", "FBPReconstructor", "FBPUNetReconstructor"]
 
 Filter = Literal["ram-lak", "shepp-logan", "cosine", "hamming", "hann"]
 
 
-def _check_fbp(filter: str, frequency_scaling: float) -> None:
-    if filter not in ops.FILTERS:
-        raise ValueError(f"filter must be one of {ops.FILTERS}, got {filter!r}")
-    if not 0 < frequency_scaling <= 1:
-        raise ValueError(f"frequency_scaling must be in (0, 1], got {frequency_scaling}")
+@dataclass(frozen=True)
+class FBPParams:
+    """The FBP parameters of ``fbp``, ``fbp_unet`` and the ``prescan`` prior (their
+    ``Config`` classes extend this one); defaults: DIVal's LoDoPaB reference."""
+
+    #: Filter window applied to the ramp filter.
+    filter: Filter = "hann"
+    #: Cut-off as a fraction of the Nyquist frequency.
+    frequency_scaling: float = 0.641
+
+    def __post_init__(self) -> None:
+        if self.filter not in ops.FILTERS:
+            raise ValueError(f"filter must be one of {ops.FILTERS}, got {self.filter!r}")
+        if not 0 < self.frequency_scaling <= 1:
+            raise ValueError(f"frequency_scaling must be in (0, 1], got {self.frequency_scaling}")
+
+    def fbp(self, y: torch.Tensor, geometry: Geometry) -> torch.Tensor:
+        """``alara.ops.fbp`` of ``y`` [B, C, views, bins] with these parameters."""
+        return ops.fbp(y, geometry, filter=self.filter, frequency_scaling=self.frequency_scaling)
 
 
 def _check_sinogram(y: torch.Tensor) -> None:
@@ -36,21 +50,14 @@ class FBPReconstructor(Reconstructor):
     name = "fbp"
 
     @dataclass(frozen=True)
-    class Config:
-        filter: Filter = "hann"
-        #: Cut-off as a fraction of the Nyquist frequency.
-        frequency_scaling: float = 0.641
+    class Config(FBPParams):
         #: Clip the image to [0, 1] (the range of x).
         clip: bool = False
 
-        def __post_init__(self) -> None:
-            _check_fbp(self.filter, self.frequency_scaling)
-
     def forward(self, y: torch.Tensor, geometry: Geometry) -> torch.Tensor:
         _check_sinogram(y)
-        c = self.config
-        x = ops.fbp(y, geometry, filter=c.filter, frequency_scaling=c.frequency_scaling)
-        return x.clamp(0.0, 1.0) if c.clip else x
+        x = self.config.fbp(y, geometry)
+        return x.clamp(0.0, 1.0) if self.config.clip else x
 
 
 class FBPUNetReconstructor(Reconstructor):
@@ -59,9 +66,7 @@ class FBPUNetReconstructor(Reconstructor):
     name = "fbp_unet"
 
     @dataclass(frozen=True)
-    class Config:
-        filter: Filter = "hann"
-        frequency_scaling: float = 0.641
+    class Config(FBPParams):
         #: Depth: number of U-Net scales (uses the first ``scales`` entries of channels).
         scales: int = 5
         #: Width: channels per scale.
@@ -72,7 +77,7 @@ class FBPUNetReconstructor(Reconstructor):
         use_norm: bool = True
 
         def __post_init__(self) -> None:
-            _check_fbp(self.filter, self.frequency_scaling)
+            super().__post_init__()
             if self.scales < 1:
                 raise ValueError(f"scales must be >= 1, got {self.scales}")
             if len(self.channels) < self.scales:
@@ -88,8 +93,7 @@ class FBPUNetReconstructor(Reconstructor):
 
     def forward(self, y: torch.Tensor, geometry: Geometry) -> torch.Tensor:
         _check_sinogram(y)
-        c = self.config
-        x = ops.fbp(y, geometry, filter=c.filter, frequency_scaling=c.frequency_scaling)
+        x = self.config.fbp(y, geometry)
         b, ch, h, w = x.shape
         param = next(self.unet.parameters())
         # Channels as batch: the U-Net is single-channel, like DIVal's.
