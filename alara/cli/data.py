@@ -67,7 +67,7 @@ def _import_dicom(args: argparse.Namespace) -> int:
         args.inputs, args.out, split=args.split, geometry=_geometry(args),
         observations=args.observations, upsample=args.upsample, n0=args.n0, seed=args.seed,
         samples_per_file=args.samples_per_file, overwrite=args.overwrite,
-        progress=not args.quiet)
+        mode="crop" if args.crop else "resample", progress=not args.quiet)
     print(f"wrote {args.out}: {info.lengths[args.split]} {args.split} slices from "
           f"{info.extra['n_patients']} patient(s)")
     return 0
@@ -116,12 +116,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = dsub.add_parser("import-dicom", help="convert CT DICOM slices to LoDoPaB layout",
                         description="Convert CT DICOM slices (files or directories) into "
                                     "LoDoPaB-layout ground truth: rescale to HU, HU -> mu -> "
-                                    "mu/mu_max, resample onto the grid by PixelSpacing.")
+                                    "mu/mu_max, resample onto the grid by PixelSpacing "
+                                    "(or --crop: LoDoPaB's central crop).  Stored as "
+                                    "LoDoPaB does (pixel_array transposed: axis 0 = DICOM "
+                                    "columns, axis 1 = rows), so imshow(x.T) is upright.")
     p.add_argument("out", help="output directory")
     p.add_argument("inputs", nargs="+", help="DICOM files or directories")
     p.add_argument("--split", choices=SPLITS, default="test", help="split to write (default test)")
     p.add_argument("--observations", action="store_true",
                    help="also simulate observations (LoDoPaB protocol)")
+    p.add_argument("--crop", action="store_true",
+                   help="LoDoPaB's exact recipe: the central N x N DICOM pixels "
+                        "(512 -> 362 is [75:-75]), PixelSpacing ignored, uniform [0, 1) HU "
+                        "dequantisation noise (default: resample by PixelSpacing)")
     p.add_argument("--upsample", type=int, default=2, help="fine-grid factor for observations")
     p.add_argument("--n0", type=float, default=4096.0, help="photons per bin (default 4096)")
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")

@@ -6,7 +6,7 @@ from pydicom.data import get_testdata_file
 
 from alara.cli import main
 from alara.data.check import check_dataset
-from alara.data.dicom import import_dicom, read_ct_slice, resample_to_grid
+from alara.data.dicom import crop_to_grid, import_dicom, read_ct_slice, resample_to_grid
 from alara.data.layout import DataError
 from alara.data.lodopab import hu_to_x
 from alara.data.reader import LoDoPaBDataset
@@ -28,9 +28,34 @@ def test_resample_same_spacing_is_exact_and_upright():
     s = read_ct_slice(CT)
     grid = ImageGrid.square(128, 128 * s.spacing[0])
     hu = resample_to_grid(s.hu, s.spacing, grid).double().numpy()
-    # Axis 0 = columns (lateral), axis 1 = rows flipped (anterior up): LoDoPaB's orientation.
-    np.testing.assert_allclose(hu, np.rot90(s.hu, -1), atol=1e-3)
-    np.testing.assert_allclose(hu, s.hu[::-1].T, atol=1e-3)
+    # LoDoPaB stores pixel_array.T: axis 0 = DICOM columns, axis 1 = rows (anterior first).
+    np.testing.assert_allclose(hu, s.hu.T, atol=1e-3)
+
+
+def test_crop_is_lodopabs_recipe():
+    s = read_ct_slice(CT)
+    out = crop_to_grid(s.hu, (100, 90))
+    # LoDoPaB: pixel_array[75:-75, 75:-75].T for 512 -> 362; here rows 19:109, cols 14:114.
+    np.testing.assert_array_equal(out.numpy(), s.hu[19:109, 14:114].T)
+    noisy = crop_to_grid(s.hu, (100, 90), generator=torch.Generator().manual_seed(0)) - out
+    assert 0 <= noisy.min() and noisy.max() < 1 and noisy.std() > 0.2  # uniform [0, 1) HU
+    with pytest.raises(ValueError, match="smaller than"):
+        crop_to_grid(s.hu, (130, 128))
+
+
+def test_import_crop_mode_ignores_spacing(tmp_path):
+    geometry = small_geometry(96, 16)
+    path = _broken(tmp_path, "spacing")
+    import_dicom([path], tmp_path / "out", geometry=geometry, mode="crop", observations=True,
+                 progress=False)
+    x = LoDoPaBDataset(tmp_path / "out", "test")[0]["ground_truth"][0].double()
+    s = read_ct_slice(CT)
+    want = hu_to_x(torch.from_numpy(s.hu[16:112, 16:112].T.copy()))
+    assert (x - want).abs().max() < 1.0 * 20 / 1000 / 81.35858 + 1e-6  # up to 1 HU of noise
+    assert check_dataset(tmp_path / "out") == []
+    with pytest.raises(DataError, match="smaller than the 362 x 362 crop") as e:
+        import_dicom([path], tmp_path / "o2", mode="crop", progress=False)
+    assert str(path) in str(e.value) and not (tmp_path / "o2").exists()
 
 
 def test_resample_area_average_and_air_outside():
@@ -85,6 +110,8 @@ def _broken(tmp_path, how):
         del ds.PixelData
     elif how == "spacing":
         del ds.PixelSpacing
+    elif how == "sagittal":
+        ds.ImageOrientationPatient = [0, 1, 0, 0, 0, -1]
     path = tmp_path / f"{how}.dcm"
     ds.save_as(path)
     return path
@@ -94,6 +121,7 @@ def _broken(tmp_path, how):
     ("modality", "modality is 'MR', not 'CT'"),
     ("pixels", "no pixel data"),
     ("spacing", "no PixelSpacing"),
+    ("sagittal", "not an axial slice"),
 ])
 def test_bad_dicom_clear_errors(tmp_path, how, match):
     path = _broken(tmp_path, how)
