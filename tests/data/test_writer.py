@@ -34,6 +34,23 @@ def test_failed_write_keeps_old_file_and_leaves_no_temp(tmp_path, monkeypatch):
     assert _files(tmp_path) == ["x.hdf5"]
 
 
+@pytest.mark.parametrize("exc", [RuntimeError, KeyboardInterrupt])
+def test_exception_mid_write_leaves_nothing(tmp_path, monkeypatch, exc):
+    real = h5py.Group.create_dataset
+
+    def half_then_fail(self, name, data=None, **kwargs):
+        real(self, name, data=data[: len(data) // 2], **kwargs)  # bytes are on disk...
+        raise exc("interrupted")                                  # ...then the write dies
+
+    monkeypatch.setattr(h5py.Group, "create_dataset", half_then_fail)
+    with pytest.raises(exc):
+        write_hdf5(tmp_path / "ground_truth_test_000.hdf5", np.ones((4, 2, 2)))
+    with pytest.raises(exc):
+        with SplitWriter(tmp_path, "test", "observation", samples_per_file=2) as w:
+            w.extend(np.ones((3, 2, 2)))
+    assert _files(tmp_path) == []  # no final name, no temporary file
+
+
 def test_nan_is_refused_before_anything_is_written(tmp_path):
     a = np.zeros((1, 2, 2))
     a[0, 1, 1] = np.nan
