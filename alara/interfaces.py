@@ -83,7 +83,7 @@ class Component(nn.Module):
         self.config = config
 
     @classmethod
-    def from_params(cls, **params: Any):
+    def from_params(cls, **params: Any) -> "Component":
         """Build the component from keyword parameters (those of ``cls.Config``)."""
         return cls(cls.Config(**params))
 
@@ -181,6 +181,7 @@ class PriorInfo:
 
     @property
     def batch_size(self) -> int:
+        """Number of patients B."""
         return (self.image if self.image is not None else self.scouts).shape[0]
 
     def network_input(self) -> torch.Tensor:
@@ -235,6 +236,7 @@ class DosePolicy(Component):
     Config: ClassVar[type] = DosePolicyConfig
 
     def propose(self, prior: PriorInfo, geometry: Geometry) -> torch.Tensor:  # pragma: no cover
+        """The policy's ``n0`` [B, views] before the budget is applied (implement this)."""
         raise NotImplementedError
 
     def forward(self, prior: PriorInfo, geometry: Geometry) -> torch.Tensor:

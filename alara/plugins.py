@@ -194,6 +194,7 @@ class AlaraPluginManager:
 
     @staticmethod
     def hook_names() -> list[str]:
+        """The names of the ``alara_register_<kind>`` hooks, one per kind."""
         return [f"alara_register_{kind}" for kind in KINDS]
 
     def _populate(self) -> dict[str, Registry[Any]]:

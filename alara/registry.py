@@ -47,6 +47,7 @@ class RegistryEntry:
 
     @property
     def qualname(self) -> str:
+        """``module.Class`` of the registered class."""
         return f"{self.cls.__module__}.{self.cls.__qualname__}"
 
 
@@ -145,9 +146,11 @@ class Registry(Generic[T]):
         return cls(make_config(cls.Config, dict(params or {}), section=f"{self.kind} {name!r}"))
 
     def names(self) -> list[str]:
+        """The registered names, sorted."""
         return sorted(self._entries)
 
     def entries(self) -> list[RegistryEntry]:
+        """The entries, sorted by name."""
         return [self._entries[n] for n in self.names()]
 
     def __contains__(self, name: object) -> bool:

@@ -21,28 +21,33 @@ __all__ = [
 
 @hookimpl
 def alara_register_prior(registry: Registry) -> None:
+    """Priors: ``prescan`` (default), ``scouts``, ``prior_exam``."""
     for cls in (PreScanPrior, ScoutPrior, PriorExamPrior):
         registry.add(cls)
 
 
 @hookimpl
 def alara_register_dose_policy(registry: Registry) -> None:
+    """Dose policies: ``fixed``, ``tcm``, ``resnet18``."""
     for cls in (FixedPolicy, TCMPolicy, ResNet18Policy):
         registry.add(cls)
 
 
 @hookimpl
 def alara_register_simulator(registry: Registry) -> None:
+    """Simulator: ``poisson`` (LoDoPaB's noise model)."""
     registry.add(PoissonSimulator)
 
 
 @hookimpl
 def alara_register_reconstructor(registry: Registry) -> None:
+    """Reconstructors: ``fbp``, ``fbp_unet``."""
     for cls in (FBPReconstructor, FBPUNetReconstructor):
         registry.add(cls)
 
 
 @hookimpl
 def alara_register_iq_metric(registry: Registry) -> None:
+    """Metrics: ``psnr``, ``ssim``."""
     for cls in (PSNR, SSIM):
         registry.add(cls)

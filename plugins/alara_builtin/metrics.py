@@ -7,7 +7,7 @@ uses the reference image's max - min instead (DIVal's default).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Union
+from typing import Literal, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -59,7 +59,8 @@ class PSNR(IQMetric):
         return 10 * torch.log10(r**2 / mse)
 
 
-def gaussian_window(size: int, sigma: float, dtype: torch.dtype = torch.float64, device=None) -> torch.Tensor:
+def gaussian_window(size: int, sigma: float, dtype: torch.dtype = torch.float64,
+                    device: Optional[torch.device] = None) -> torch.Tensor:
     """Normalised 1-D Gaussian of ``size`` taps (scipy's truncated ``gaussian_filter``)."""
     t = torch.arange(size, dtype=dtype, device=device) - (size - 1) / 2
     w = torch.exp(-0.5 * (t / sigma) ** 2)

@@ -36,6 +36,7 @@ class FixedPolicy(DosePolicy):
                 raise ValueError(f"n0 must be positive, got {self.n0}")
 
     def propose(self, prior: PriorInfo, geometry: Geometry) -> torch.Tensor:
+        """``n0`` [B, V] filled with ``config.n0``."""
         ref = prior.dose
         return torch.full((prior.batch_size, geometry.n_views), self.config.n0, dtype=_dtype(prior),
                           device=ref.device)
@@ -85,6 +86,7 @@ class TCMPolicy(DosePolicy):
                 raise ValueError(f"strength must be >= 0, got {self.strength}")
 
     def propose(self, prior: PriorInfo, geometry: Geometry) -> torch.Tensor:
+        """``n0`` [B, V] with mean ``n0_mean``, modulated by the prior's ``p_max``."""
         c = self.config
         p_max = max_line_integrals(prior, geometry)
         log_w = c.strength * c.mu_max * p_max

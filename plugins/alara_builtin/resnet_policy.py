@@ -125,4 +125,5 @@ class ResNet18Policy(DosePolicy):
             )
 
     def propose(self, prior: PriorInfo, geometry: Geometry) -> torch.Tensor:
+        """``n0 = exp(d)`` [B, V]."""
         return torch.exp(self.log_n0(prior, geometry))

@@ -15,6 +15,7 @@ from alara import ops
 from alara.geometry import Geometry
 from alara.hookspecs import hookimpl
 from alara.interfaces import Reconstructor
+from alara.registry import Registry
 
 __all__ = ["LandweberReconstructor", "operator_norm_sq"]
 
@@ -66,5 +67,6 @@ class LandweberReconstructor(Reconstructor):
 
 
 @hookimpl
-def alara_register_reconstructor(registry) -> None:
+def alara_register_reconstructor(registry: Registry) -> None:
+    """Register ``landweber``."""
     registry.add(LandweberReconstructor)
