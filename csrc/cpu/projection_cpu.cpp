@@ -191,11 +191,16 @@ void backproject_kernel(const Geometry& g, const std::vector<double>& cs,
       }
     });
   }
+#ifdef ALARA_HAVE_AVX2_PATH
+  const bool use_avx2 = avx2::supported();
+#endif
   // Rows per block: the block's accumulators stay in the L2 cache while every view
   // streams over them (the view's bins and sinogram row stay in L1).
   const int64_t row_bytes = static_cast<int64_t>(n1) * bc * sizeof(scalar_t);
   const int64_t block_rows = std::max<int64_t>(1, (192 * 1024) / std::max<int64_t>(row_bytes, 1));
   at::parallel_for(0, n0, 1, [&](int64_t i_begin, int64_t i_end) {
+    std::vector<float> scratch_w(8 * (n1 + 8));  // per-thread tap scratch (AVX2 rows)
+    std::vector<int> scratch_k(8 * (n1 + 8));
     for (int64_t ib = i_begin; ib < i_end; ib += block_rows) {
       const int64_t ie = std::min(i_end, ib + block_rows);
       scalar_t* acc_block = out + ib * n1 * bc;  // accumulate in place (zero-initialised)
@@ -219,6 +224,11 @@ void backproject_kernel(const Geometry& g, const std::vector<double>& cs,
             int j_start = 0;
 #ifdef ALARA_HAVE_AVX2_PATH
             if constexpr (std::is_same_v<scalar_t, float>) {
+              if (use_avx2 && bc >= 8 && n_taps <= avx2::kMaxTaps) {
+                avx2::bp_row_channels(acc_row, n1, bc, yv, K, L0, dL, da, n_taps, w0,
+                                      scratch_w.data(), scratch_k.data());
+                continue;
+              }
               if (y_padded != nullptr && avx2::bp_row_fits(dL, da, n_taps)) {
                 j_start = n1 & ~7;
                 avx2::bp_row(acc_row, j_start, y_padded + v * (K + 2 * avx2::kBinPad) + avx2::kBinPad,

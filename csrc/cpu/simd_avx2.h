@@ -163,6 +163,67 @@ ALARA_AVX2 inline void bp_row(float* acc, int n8, const float* y, int K, double 
   }
 }
 
+// Parallel-beam backprojection of one view into one row for bc >= 8 channels
+// (channels-last accumulators and sinogram row).  The taps of 8 pixels at a time are
+// found with the vector arithmetic of bp_row (weights and bin offsets into small
+// per-thread arrays), then applied to 8 channels per instruction.
+constexpr int kMaxTaps = 8;
+
+ALARA_AVX2 inline void bp_row_channels(float* acc, int n1, int64_t bc, const float* y, int K,
+                                       double L0, double dL, double dalpha, int n_taps,
+                                       float weight, float* wt, int* off) {
+  // wt, off: n_taps x round_up(n1, 8) scratch
+  const int n8 = (n1 + 7) & ~7;
+  const __m256d ramp_lo = _mm256_setr_pd(0.0, 1.0, 2.0, 3.0);
+  const __m256d ramp_hi = _mm256_setr_pd(4.0, 5.0, 6.0, 7.0);
+  const __m256d vL0 = _mm256_set1_pd(L0), vdL = _mm256_set1_pd(dL);
+  const __m256d vda = _mm256_set1_pd(dalpha);
+  const __m256d vsgn = _mm256_set1_pd(dalpha > 0 ? -1.0 : 1.0);
+  const __m256d vmin = _mm256_set1_pd(-8.0), vmax = _mm256_set1_pd(K + 8.0);
+  const __m256d one_d = _mm256_set1_pd(1.0);
+  const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
+  const __m256 sign_mask = _mm256_set1_ps(-0.0f);
+  const __m256 vw = _mm256_set1_ps(weight);
+  const __m256i kz = _mm256_setzero_si256(), kK = _mm256_set1_epi32(K - 1);
+  const __m256i vbc = _mm256_set1_epi32(static_cast<int>(bc));
+  const float daf = static_cast<float>(dalpha);
+  for (int j0 = 0; j0 < n8; j0 += 8) {
+    const __m256d jb = _mm256_set1_pd(static_cast<double>(j0));
+    const __m256d L_lo = _mm256_fmadd_pd(vdL, _mm256_add_pd(jb, ramp_lo), vL0);
+    const __m256d L_hi = _mm256_fmadd_pd(vdL, _mm256_add_pd(jb, ramp_hi), vL0);
+    __m256d lo_lo = _mm256_div_pd(_mm256_sub_pd(vsgn, L_lo), vda);
+    __m256d lo_hi = _mm256_div_pd(_mm256_sub_pd(vsgn, L_hi), vda);
+    lo_lo = _mm256_min_pd(_mm256_max_pd(lo_lo, vmin), vmax);
+    lo_hi = _mm256_min_pd(_mm256_max_pd(lo_hi, vmin), vmax);
+    const __m256d k_lo = _mm256_add_pd(_mm256_floor_pd(lo_lo), one_d);
+    const __m256d k_hi = _mm256_add_pd(_mm256_floor_pd(lo_hi), one_d);
+    const __m256 e0 = _mm256_set_m128(_mm256_cvtpd_ps(_mm256_fmadd_pd(k_hi, vda, L_hi)),
+                                      _mm256_cvtpd_ps(_mm256_fmadd_pd(k_lo, vda, L_lo)));
+    __m256i k = _mm256_set_m128i(_mm256_cvttpd_epi32(k_hi), _mm256_cvttpd_epi32(k_lo));
+    for (int t = 0; t < n_taps; ++t) {
+      const __m256 err = _mm256_add_ps(e0, _mm256_set1_ps(t * daf));
+      __m256 w = _mm256_mul_ps(vw, _mm256_max_ps(zero, _mm256_sub_ps(one, _mm256_andnot_ps(sign_mask, err))));
+      const __m256i kc = _mm256_min_epi32(_mm256_max_epi32(k, kz), kK);
+      w = _mm256_and_ps(w, _mm256_castsi256_ps(_mm256_cmpeq_epi32(kc, k)));
+      _mm256_storeu_ps(wt + t * n8 + j0, w);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(off + t * n8 + j0), _mm256_mullo_epi32(kc, vbc));
+      k = _mm256_add_epi32(k, _mm256_set1_epi32(1));
+    }
+  }
+  for (int j = 0; j < n1; ++j) {
+    float* a = acc + static_cast<int64_t>(j) * bc;
+    int64_t c = 0;
+    for (; c + 8 <= bc; c += 8) {
+      __m256 s = _mm256_loadu_ps(a + c);
+      for (int t = 0; t < n_taps; ++t)
+        s = _mm256_fmadd_ps(_mm256_set1_ps(wt[t * n8 + j]), _mm256_loadu_ps(y + off[t * n8 + j] + c), s);
+      _mm256_storeu_ps(a + c, s);
+    }
+    for (; c < bc; ++c)
+      for (int t = 0; t < n_taps; ++t) a[c] += wt[t * n8 + j] * y[off[t * n8 + j] + c];
+  }
+}
+
 #undef ALARA_AVX2
 
 }  // namespace avx2
