@@ -8,8 +8,6 @@ lengths, samples per file, shapes and geometry here, so the reader needs no gues
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -18,6 +16,7 @@ import torch
 
 from alara.geometry import LODOPAB_MU_MAX, LODOPAB_N0, FanBeam, Geometry, ImageGrid, ParallelBeam
 from alara.data.lodopab import LODOPAB_LENGTHS, SAMPLES_PER_FILE, SPLITS
+from alara.data.writer import atomic_file
 
 __all__ = ["METADATA_FILE", "DatasetInfo", "geometry_to_dict", "geometry_from_dict",
            "read_metadata", "write_metadata", "lodopab_info"]
@@ -136,23 +135,8 @@ def read_metadata(root: PathLike) -> Optional[DatasetInfo]:
 
 def write_metadata(root: PathLike, info: DatasetInfo) -> Path:
     """Write ``info`` atomically (temporary file in ``root``, then ``os.replace``)."""
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    path = root / METADATA_FILE
-    fd, tmp = tempfile.mkstemp(prefix=f".{METADATA_FILE}.", suffix=".tmp", dir=root)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(info.to_json(), f, indent=1)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        _unlink_quiet(tmp)
-        raise
+    path = Path(root) / METADATA_FILE
+    with atomic_file(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        json.dump(info.to_json(), f, indent=1)
+        f.write("\n")
     return path
-
-
-def _unlink_quiet(path: PathLike) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass

@@ -18,7 +18,6 @@ from torch.utils.data import Dataset
 
 from alara.data.layout import DataError, SplitLayout, inspect_split, open_data, resolve_info
 from alara.data.lodopab import SPLITS
-from alara.data.metadata import DatasetInfo
 from alara.geometry import Geometry
 
 __all__ = ["LoDoPaBDataset"]

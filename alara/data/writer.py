@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Optional, Sequence, Union
+from typing import Iterable, Iterator, Optional, Sequence, Union
 
 import h5py
 import numpy as np
@@ -18,7 +19,7 @@ import torch
 
 from alara.data.lodopab import KEY, SAMPLES_PER_FILE, data_filename, patient_ids_filename
 
-__all__ = ["write_hdf5", "write_patient_ids", "SplitWriter"]
+__all__ = ["atomic_file", "write_hdf5", "write_patient_ids", "SplitWriter"]
 
 PathLike = Union[str, Path]
 ArrayLike = Union[np.ndarray, torch.Tensor]
@@ -33,42 +34,42 @@ def _as_float32(array: ArrayLike, what: str) -> np.ndarray:
     return array
 
 
-def _atomic(path: Path):
-    """A temporary path next to ``path``; the caller moves it into place."""
+@contextmanager
+def atomic_file(path: PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; move it to ``path`` when the block succeeds.
+
+    On any exception (``KeyboardInterrupt`` included) the temporary file is deleted, so
+    ``path`` is either untouched or complete.
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    return Path(tmp)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_hdf5(path: PathLike, array: ArrayLike, key: str = KEY) -> Path:
     """Write ``array`` as float32 dataset ``key`` of the HDF5 file ``path``, atomically."""
     path = Path(path)
     data = _as_float32(array, str(path))
-    tmp = _atomic(path)
-    try:
-        with h5py.File(tmp, "w") as f:
-            # Chunk by sample so that reading one sample touches one chunk.
-            chunks = (1,) + data.shape[1:] if data.ndim >= 2 and data.shape[0] > 0 else None
-            f.create_dataset(key, data=data, chunks=chunks)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as tmp, h5py.File(tmp, "w") as f:
+        # Chunk by sample so that reading one sample touches one chunk.
+        chunks = (1,) + data.shape[1:] if data.ndim >= 2 and data.shape[0] > 0 else None
+        f.create_dataset(key, data=data, chunks=chunks)
     return path
 
 
 def write_patient_ids(root: PathLike, split: str, ids: Sequence[int]) -> Path:
     """Write ``patient_ids_rand_{split}.csv`` (one integer id per line), atomically."""
     path = Path(root) / patient_ids_filename(split)
-    tmp = _atomic(path)
-    try:
-        with open(tmp, "w", encoding="ascii") as f:
-            f.writelines(f"{int(i)}\n" for i in ids)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as tmp, open(tmp, "w", encoding="ascii") as f:
+        f.writelines(f"{int(i)}\n" for i in ids)
     return path
 
 
