@@ -29,8 +29,10 @@ from tqdm.auto import tqdm
 
 from alara.data.layout import DataError
 from alara.data.lodopab import SAMPLES_PER_FILE, hu_to_x
-from alara.data.metadata import DatasetInfo, geometry_to_dict, write_metadata
-from alara.data.synth import fine_geometry, prepare_output_dir, simulate_observation
+from alara.data.metadata import DatasetInfo, geometry_to_dict
+from alara.data.synth import (
+    fine_geometry, finish_output_dir, prepare_output_dir, simulate_observation,
+)
 from alara.data.writer import SplitWriter, write_patient_ids
 from alara.geometry import LODOPAB_N0, Geometry, ImageGrid, lodopab
 
@@ -252,8 +254,5 @@ def import_dicom(inputs: Sequence[PathLike], root: PathLike, *, split: str = "te
         extra={"n_patients": len(patient_index), "mode": mode,
                "upsample": int(upsample) if observations else None},
     )
-    written.add(write_metadata(root, info))
-    for p in stale:
-        if p not in written:
-            p.unlink(missing_ok=True)
+    finish_output_dir(root, info, written, stale)
     return info

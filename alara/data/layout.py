@@ -136,6 +136,11 @@ def inspect_split(root: PathLike, split: str, kinds: Sequence[str], *,
     expected = n_files(length, spf)
     valid_last = valid_in_last_file(length, spf)
     layout = SplitLayout(root, split, length, spf)
+    if expected > 1000:  # NNN has three digits
+        problems.append(f"{split}: {length} samples at {spf} per file need {expected} files, "
+                        f"more than the layout's 1000 (wrong samples per file or length?"
+                        f"{'' if from_file else ' no alara metadata: LoDoPaB lengths assumed'})")
+        return layout, problems
     for kind in kinds:
         wanted = [root / data_filename(kind, split, i) for i in range(expected)]
         present = set(headers[kind])

@@ -20,7 +20,7 @@ from alara.data.writer import SplitWriter, write_patient_ids
 from alara.geometry import LODOPAB_MU_MAX, LODOPAB_N0, Geometry, ImageGrid, lodopab
 
 __all__ = ["fine_geometry", "simulate_observation", "small_geometry", "SynthResult",
-           "generate_dataset", "prepare_output_dir"]
+           "generate_dataset", "prepare_output_dir", "finish_output_dir"]
 
 PathLike = Union[str, Path]
 
@@ -76,8 +76,10 @@ class SynthResult:
 def prepare_output_dir(root: PathLike, overwrite: bool) -> list[Path]:
     """Create ``root``; refuse to mix with an existing data set unless ``overwrite``.
 
-    Returns the existing data-set files, which the caller removes once its own files are
-    in place (so an interrupted run never destroys the old data set first).
+    With ``overwrite``, the old metadata is removed at once, so that a run interrupted
+    midway leaves a directory that ``alara data check`` and the reader reject instead of
+    a silent mix of old and new files.  Returns the old data files, which
+    :func:`finish_output_dir` removes once the new files are in place.
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -87,7 +89,18 @@ def prepare_output_dir(root: PathLike, overwrite: bool) -> list[Path]:
     if existing and not overwrite:
         raise DataError(f"{root} already holds a data set ({len(existing)} files, e.g. "
                         f"{existing[0].name}); pass overwrite=True / --overwrite to replace it")
-    return existing
+    (root / METADATA_FILE).unlink(missing_ok=True)
+    return [p for p in existing if p.name != METADATA_FILE]
+
+
+def finish_output_dir(root: PathLike, info: DatasetInfo, written: set[Path],
+                      stale: list[Path]) -> None:
+    """Write the metadata last (its presence marks a complete data set), then delete the
+    old data set's files that the new one did not replace."""
+    written.add(write_metadata(root, info))
+    for p in stale:
+        if p not in written:
+            p.unlink(missing_ok=True)
 
 
 def generate_dataset(root: PathLike, *, patients: Sequence[int] = (8, 2, 2),
@@ -157,9 +170,5 @@ def generate_dataset(root: PathLike, *, patients: Sequence[int] = (8, 2, 2),
         extra={"seed": int(seed), "patients": [int(n) for n in patients],
                "slices_per_patient": int(slices_per_patient), "upsample": int(upsample)},
     )
-    # Metadata last: its presence marks a complete data set.
-    written.add(write_metadata(root, info))
-    for p in stale:
-        if p not in written:
-            p.unlink(missing_ok=True)
+    finish_output_dir(root, info, written, stale)
     return SynthResult(root, info, total_patients, seconds)

@@ -91,6 +91,30 @@ def test_refuses_to_overwrite_and_cleans_stale_files(tmp_path, tiny_geometry):
     assert check_dataset(tmp_path) == []
 
 
+def test_interrupted_overwrite_is_detected(tmp_path, tiny_geometry, monkeypatch):
+    import alara.data.synth as synth
+
+    kw = dict(geometry=tiny_geometry, slices_per_patient=2, samples_per_file=2, progress=False)
+    generate_dataset(tmp_path, patients=(2, 1, 1), **kw)
+    calls = iter(range(100))
+    real = synth.simulate_observation
+
+    def dies_on_fifth(*args, **kwargs):
+        if next(calls) == 4:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(synth, "simulate_observation", dies_on_fifth)
+    with pytest.raises(KeyboardInterrupt):
+        generate_dataset(tmp_path, patients=(2, 1, 1), seed=5, overwrite=True, **kw)
+    # New train files and old validation files side by side: never read as one data set.
+    assert not (tmp_path / "alara_dataset.json").exists()
+    assert not list(tmp_path.glob(".*.tmp"))
+    assert check_dataset(tmp_path) != []
+    with pytest.raises(DataError):
+        LoDoPaBDataset(tmp_path, "train")
+
+
 def test_ground_truth_only(tmp_path, tiny_geometry):
     generate_dataset(tmp_path, patients=(1, 1, 1), slices_per_patient=1, geometry=tiny_geometry,
                      observations=False, progress=False)
