@@ -162,6 +162,16 @@ def _coerce(value: Any, tp: Any) -> Any:
     return value  # an annotation we cannot check (a TypeVar...): let Config validate it
 
 
+def _string_choices(tp: Any) -> list[str]:
+    """The string values a ``Literal`` annotation (or a union holding one) allows."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Literal:
+        return [a for a in args if isinstance(a, str)]
+    if origin in (Union, types.UnionType):
+        return [c for a in args for c in _string_choices(a)]
+    return []
+
+
 def _required(f: dataclasses.Field) -> bool:
     return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING  # type: ignore[misc]
 
@@ -193,9 +203,10 @@ def make_config(config_cls: type, params: Mapping[str, Any], *, file: Optional[s
         try:
             kwargs[name] = _coerce(value, hints.get(name, Any))
         except _Mismatch:
-            raise ConfigError(
-                f"expected {type_name(hints.get(name, Any))}, got {value!r} ({type(value).__name__})",
-                key=name, **where) from None
+            tp = hints.get(name, Any)
+            near = close_matches(value, _string_choices(tp)) if isinstance(value, str) else ""
+            raise ConfigError(f"expected {type_name(tp)}, got {value!r} ({type(value).__name__}){near}",
+                              key=name, **where) from None
     try:
         return config_cls(**kwargs)
     except (ValueError, TypeError) as exc:  # range checks in the Config's __post_init__

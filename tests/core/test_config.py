@@ -69,7 +69,7 @@ def test_make_config_coerces_toml_values():
         ({"n": True}, "n", "expected int, got True (bool)"),
         ({"n": 1, "scale": "x"}, "scale", "expected float, got 'x' (str)"),
         ({"n": 1, "flag": 1}, "flag", "expected bool"),
-        ({"n": 1, "mode": "c"}, "mode", "expected 'a' | 'b'"),
+        ({"n": 1, "mode": "c"}, "mode", "expected 'a' | 'b', got 'c' (str)"),
         ({"n": 1, "sizes": [1, "2"]}, "sizes", "expected tuple[int, ...]"),
         ({"n": 1, "pair": [1.0]}, "pair", "expected tuple[float, float]"),
         ({"n": -1}, "n", "n must be >= 0"),
@@ -145,7 +145,8 @@ def test_unknown_parameter_of_a_plugin(tmp_path):
 
 def test_wrong_type_and_range_of_a_plugin_param(tmp_path):
     path = write(tmp_path, '[reconstructor]\nname = "fbp"\nparams = { filter = "hanning" }\n')
-    with pytest.raises(ConfigError, match=r"key 'filter': expected 'ram-lak' \| .*'hann', got 'hanning'"):
+    with pytest.raises(ConfigError, match=r"key 'filter': expected 'ram-lak' \| .*'hann', got 'hanning' "
+                                          r"\(str\); did you mean 'hann'"):
         load_components(path)
     path = write(tmp_path, '[reconstructor]\nname = "fbp"\nparams = { frequency_scaling = 1.5 }\n')
     with pytest.raises(ConfigError, match=r"key 'frequency_scaling': frequency_scaling must be in \(0, 1\]"):
