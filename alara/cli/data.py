@@ -30,15 +30,31 @@ def _add_geometry_args(p: argparse.ArgumentParser, default_size: int, default_an
                         "(overrides the three options above)")
 
 
+def _add_output_args(p: argparse.ArgumentParser, seed_help: str) -> None:
+    """Options shared by the commands that write a data set."""
+    p.add_argument("--seed", type=int, default=0, help=f"{seed_help} (default 0)")
+    p.add_argument("--upsample", type=int, default=2,
+                   help="simulate observations on an UPSAMPLE-times finer grid (default 2)")
+    p.add_argument("--n0", type=float, default=4096.0, help="photons per bin (default 4096)")
+    p.add_argument("--samples-per-file", type=int, default=128, help="default 128 (LoDoPaB)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing data set")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def _output_kwargs(args: argparse.Namespace) -> dict:
+    """Keyword arguments of ``generate_dataset`` / ``import_dicom`` from the shared options."""
+    return dict(geometry=_geometry(args), upsample=args.upsample, n0=args.n0, seed=args.seed,
+                samples_per_file=args.samples_per_file, overwrite=args.overwrite,
+                progress=not args.quiet)
+
+
 def _synth(args: argparse.Namespace) -> int:
     from alara.data.synth import generate_dataset
 
     result = generate_dataset(
         args.out, patients=(args.train, args.validation, args.test),
-        slices_per_patient=args.slices, geometry=_geometry(args), upsample=args.upsample,
-        n0=args.n0, seed=args.seed, samples_per_file=args.samples_per_file,
-        observations=not args.no_observations, overwrite=args.overwrite,
-        progress=not args.quiet)
+        slices_per_patient=args.slices, observations=not args.no_observations,
+        **_output_kwargs(args))
     lengths = ", ".join(f"{k} {v}" for k, v in result.info.lengths.items())
     print(f"wrote {result.root}: {lengths} samples from {result.n_patients} patients "
           f"({result.seconds_per_patient:.2f} s per patient)")
@@ -64,10 +80,8 @@ def _import_dicom(args: argparse.Namespace) -> int:
     from alara.data.dicom import import_dicom
 
     info = import_dicom(
-        args.inputs, args.out, split=args.split, geometry=_geometry(args),
-        observations=args.observations, upsample=args.upsample, n0=args.n0, seed=args.seed,
-        samples_per_file=args.samples_per_file, overwrite=args.overwrite,
-        mode="crop" if args.crop else "resample", progress=not args.quiet)
+        args.inputs, args.out, split=args.split, observations=args.observations,
+        mode="crop" if args.crop else "resample", **_output_kwargs(args))
     print(f"wrote {args.out}: {info.lengths[args.split]} {args.split} slices from "
           f"{info.extra['n_patients']} patient(s)")
     return 0
@@ -90,14 +104,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--validation", type=int, default=2, help="validation patients (default 2)")
     p.add_argument("--test", type=int, default=2, help="test patients (default 2)")
     p.add_argument("--slices", type=int, default=4, help="slices per patient (default 4)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--upsample", type=int, default=2,
-                   help="render observations on an UPSAMPLE-times finer grid (default 2)")
-    p.add_argument("--n0", type=float, default=4096.0, help="photons per bin (default 4096)")
-    p.add_argument("--samples-per-file", type=int, default=128, help="default 128 (LoDoPaB)")
     p.add_argument("--no-observations", action="store_true", help="ground truth only")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing data set")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_output_args(p, "random seed")
     _add_geometry_args(p, 128, 180)
     p.set_defaults(func=_synth)
 
@@ -129,11 +137,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="LoDoPaB's exact recipe: the central N x N DICOM pixels "
                         "(512 -> 362 is [75:-75]), PixelSpacing ignored, uniform [0, 1) HU "
                         "dequantisation noise (default: resample by PixelSpacing)")
-    p.add_argument("--upsample", type=int, default=2, help="fine-grid factor for observations")
-    p.add_argument("--n0", type=float, default=4096.0, help="photons per bin (default 4096)")
-    p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
-    p.add_argument("--samples-per-file", type=int, default=128, help="default 128 (LoDoPaB)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing data set")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_output_args(p, "seed of the noise")
     _add_geometry_args(p, 362, 1000)
     p.set_defaults(func=_import_dicom)

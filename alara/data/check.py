@@ -7,7 +7,7 @@ from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 
-from alara.data.layout import DataError, inspect_split, open_data, resolve_info
+from alara.data.layout import inspect_split, open_or_report, resolve_info
 from alara.data.lodopab import SPLITS, observation_max, parse_data_filename
 
 __all__ = ["check_dataset", "GT_RANGE", "OBS_MIN"]
@@ -25,11 +25,10 @@ _CHUNK = 16
 
 
 def _scan(path: Path, n_valid: int, lo: float, hi: float, problems: list[str]) -> None:
-    try:
-        f, ds = open_data(path)
-    except DataError as exc:
-        problems.append(str(exc))
+    opened = open_or_report(path, problems)
+    if opened is None:
         return
+    f, ds = opened
     with f:
         bad_nonfinite, vmin, vmax = [], np.inf, -np.inf
         for start in range(0, n_valid, _CHUNK):

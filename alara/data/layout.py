@@ -19,8 +19,8 @@ from alara.data.lodopab import (
 )
 from alara.data.metadata import DatasetInfo, read_metadata
 
-__all__ = ["DataError", "SplitLayout", "inspect_split", "open_data", "read_patient_ids",
-           "resolve_info"]
+__all__ = ["DataError", "SplitLayout", "inspect_split", "open_data", "open_or_report",
+           "read_patient_ids", "resolve_info"]
 
 PathLike = Union[str, Path]
 
@@ -87,12 +87,20 @@ def read_patient_ids(path: Path) -> np.ndarray:
     return np.asarray(ids, dtype=np.int64)
 
 
-def _header(path: Path, problems: list[str]) -> Optional[tuple[tuple[int, ...], np.dtype]]:
+def open_or_report(path: Path, problems: list[str]) -> Optional[tuple[h5py.File, h5py.Dataset]]:
+    """:func:`open_data`, or ``None`` with the error appended to ``problems``."""
     try:
-        f, ds = open_data(path)
+        return open_data(path)
     except DataError as exc:
         problems.append(str(exc))
         return None
+
+
+def _header(path: Path, problems: list[str]) -> Optional[tuple[tuple[int, ...], np.dtype]]:
+    opened = open_or_report(path, problems)
+    if opened is None:
+        return None
+    f, ds = opened
     with f:
         return tuple(ds.shape), ds.dtype
 
