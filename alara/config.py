@@ -34,6 +34,7 @@ else:  # pragma: no cover
 __all__ = [
     "ConfigError",
     "ComponentSpec",
+    "DEFAULT_COMPONENTS",
     "read_toml",
     "parse_component",
     "make_config",
@@ -44,6 +45,17 @@ __all__ = [
 ]
 
 _COMPONENT_KEYS = ("name", "params")
+
+#: The component of each kind a pipeline uses when its config has no section for it: the
+#: End2end-ALARA setup (a low-dose FBP pre-scan as the prior, the ResNet-18 policy,
+#: LoDoPaB's noise, FBP + U-Net, PSNR).  Names only: the core never imports the plugins.
+DEFAULT_COMPONENTS: dict[str, str] = {
+    "prior": "prescan",
+    "dose_policy": "resnet18",
+    "simulator": "poisson",
+    "reconstructor": "fbp_unet",
+    "iq_metric": "psnr",
+}
 
 
 class ConfigError(ValueError):
@@ -266,11 +278,14 @@ def load_components(
     source: Union[str, Path, Mapping[str, Any]],
     kinds: Iterable[str] = tuple(KINDS),
     required: Iterable[str] = (),
+    defaults: Optional[Mapping[str, str]] = None,
 ) -> dict[str, Component]:
     """Build every component section present in a TOML file (or parsed mapping).
 
     ``kinds``: sections to read (default: all five kinds); ``required``: sections that
-    must be present.  Returns ``{kind: component}``.
+    must be present; ``defaults``: ``{kind: name}`` built with default parameters where a
+    section of ``kinds`` is absent (:data:`DEFAULT_COMPONENTS`: the paper's pipeline).
+    Returns ``{kind: component}``.
     """
     if isinstance(source, Mapping):
         doc, file = dict(source), None
@@ -292,6 +307,8 @@ def load_components(
                               section=kind)
         if kind in doc:
             out[kind] = build_component(parse_component(doc[kind], kind, file=file, section=kind))
+        elif defaults and kind in defaults:
+            out[kind] = build_component(ComponentSpec(kind, defaults[kind], {}, file, kind))
     return out
 
 

@@ -1,5 +1,6 @@
 """``alara plugins``: list the loaded plugins and every registered component with its
-origin and parameters (defaults shown)."""
+origin and parameters (defaults shown); the component a config without that section gets
+is marked "the default"."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
         help="list plugins and registered components",
         description="List the loaded plugins (built-in and installed under the 'alara' entry-point "
                     "group) and every registered component: its name, origin and parameters "
-                    "with defaults.  Set ALARA_BLOCK_PLUGINS=name1,name2 to block plugins.",
+                    "with defaults, and which one a config without that section gets (the "
+                    "default).  Set ALARA_BLOCK_PLUGINS=name1,name2 to block plugins.",
     )
     p.add_argument("--kind", choices=list(KINDS), help="only this component kind")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -38,7 +40,7 @@ def _jsonable(value: Any) -> Any:
 
 def collect(kind: str | None = None) -> dict[str, Any]:
     """Plugins, failures and components as plain data."""
-    from alara.config import describe_params
+    from alara.config import DEFAULT_COMPONENTS, describe_params
     from alara.interfaces import KINDS
     from alara.plugins import get_manager
 
@@ -50,6 +52,7 @@ def collect(kind: str | None = None) -> dict[str, Any]:
             {
                 "name": e.cls.name,
                 "origin": e.origin,
+                "default": DEFAULT_COMPONENTS.get(k) == e.cls.name,
                 "plugin": e.plugin,
                 "class": e.qualname,
                 "params": [{"name": n, "type": t, "default": _jsonable(d)}
@@ -86,9 +89,9 @@ def run(args: argparse.Namespace) -> int:
         if not comps:
             print("  (none registered)")
         for c in comps:
-            extra = ""
+            extra = ", the default" if c["default"] else ""
             if "higher_is_better" in c:
-                extra = ", higher is better" if c["higher_is_better"] else ", lower is better"
+                extra += ", higher is better" if c["higher_is_better"] else ", lower is better"
             print(f"  {c['name']}  ({c['origin']}{extra})  {c['class']}")
             for prm in c["params"]:
                 default = prm["default"]

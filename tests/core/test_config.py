@@ -191,3 +191,17 @@ def test_describe_params():
     import dataclasses
 
     assert rows[0][2] is dataclasses.MISSING
+
+
+def test_defaults_fill_missing_sections_only_when_asked(tmp_path):
+    from alara.config import DEFAULT_COMPONENTS
+
+    assert DEFAULT_COMPONENTS["prior"] == "prescan"  # the default prior
+    assert set(DEFAULT_COMPONENTS) == set(KINDS)
+    path = write(tmp_path, '[iq_metric]\nname = "ssim"\n')
+    assert set(load_components(path)) == {"iq_metric"}
+    comps = load_components(path, kinds=["prior", "simulator", "iq_metric"], defaults=DEFAULT_COMPONENTS)
+    assert {k: type(c).name for k, c in comps.items()} == {"prior": "prescan", "simulator": "poisson",
+                                                            "iq_metric": "ssim"}  # the file wins
+    with pytest.raises(ConfigError, match=r"\[simulator\] key 'name': unknown simulator 'nope'"):
+        load_components(path, kinds=["simulator"], defaults={"simulator": "nope"})

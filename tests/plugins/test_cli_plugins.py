@@ -46,6 +46,8 @@ def test_lists_every_builtin_with_origin_and_defaults(parser, capsys):
     assert "channels: tuple[int, ...] = [32, 32, 64, 64, 128, 128]" in out
     assert "mode: 'scalar' | 'angular' = \"scalar\"" in out
     assert "budget: float | None = unset" in out
+    assert "  prescan  (built-in, the default)" in out and "  scouts  (built-in)" in out
+    assert "  psnr  (built-in, the default, higher is better)" in out
 
 
 def test_json_and_kind_filter(parser, capsys):
