@@ -52,7 +52,7 @@ def collect(kind: str | None = None) -> dict[str, Any]:
             {
                 "name": e.cls.name,
                 "origin": e.origin,
-                "default": DEFAULT_COMPONENTS.get(k) == e.cls.name,
+                "is_default": DEFAULT_COMPONENTS.get(k) == e.cls.name,
                 "plugin": e.plugin,
                 "class": e.qualname,
                 "params": [{"name": n, "type": t, "default": _jsonable(d)}
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         if not comps:
             print("  (none registered)")
         for c in comps:
-            extra = ", the default" if c["default"] else ""
+            extra = ", the default" if c["is_default"] else ""
             if "higher_is_better" in c:
                 extra += ", higher is better" if c["higher_is_better"] else ", lower is better"
             print(f"  {c['name']}  ({c['origin']}{extra})  {c['class']}")

@@ -56,7 +56,7 @@ def test_json_and_kind_filter(parser, capsys):
     data = json.loads(capsys.readouterr().out)
     assert list(data["components"]) == ["iq_metric"]
     psnr = {c["name"]: c for c in data["components"]["iq_metric"]}["psnr"]
-    assert psnr["origin"] == "built-in" and psnr["higher_is_better"] is True
+    assert psnr["origin"] == "built-in" and psnr["higher_is_better"] is True and psnr["is_default"] is True
     assert psnr["params"] == [{"name": "data_range", "type": "float | 'per_image'", "default": 1.0}]
 
 
