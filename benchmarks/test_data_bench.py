@@ -54,7 +54,8 @@ def test_loader_throughput(benchmark, data_dir, workers):
     epoch()  # warm-up: start workers, fill the OS page cache
     n = benchmark.pedantic(epoch, rounds=3, iterations=1)
     assert n == len(ds)
-    benchmark.extra_info["samples_per_s"] = round(n / benchmark.stats.stats.mean, 1)
+    if benchmark.stats is not None:  # None under --benchmark-disable (a smoke run)
+        benchmark.extra_info["samples_per_s"] = round(n / benchmark.stats.stats.mean, 1)
     benchmark.extra_info["data"] = name
 
 
