@@ -227,9 +227,9 @@ class DosePolicyConfig:
 class DosePolicy(Component):
     """Chooses photons per view, ``policy(prior, geometry) -> n0`` [B, views], ``n0 > 0``.
 
-    Subclasses implement :meth:`propose`; :meth:`forward` checks the result and, when
-    ``config.budget`` is set, rescales it to the budget.  Must be differentiable in its
-    parameters for learned policies.
+    Subclasses implement :meth:`propose`; :meth:`forward` checks the result (shape,
+    positive and finite) and, when ``config.budget`` is set, rescales it to the budget.
+    Must be differentiable in its parameters for learned policies.
     """
 
     kind = "dose_policy"
@@ -247,6 +247,9 @@ class DosePolicy(Component):
                 f"dose policy {self.name!r} returned n0 of shape {tuple(n0.shape)}, "
                 f"expected [B, views] = {list(expected)}"
             )
+        if not bool(((n0 > 0) & torch.isfinite(n0)).all()):
+            raise ValueError(f"dose policy {self.name!r} returned n0 that is not positive and finite "
+                             "on every view (photons per bin must be > 0)")
         budget = getattr(self.config, "budget", None)
         if budget is not None:
             n0 = scale_to_budget(n0, budget, prior.dose)

@@ -93,6 +93,9 @@ def test_dose_policy_forward_checks_shape_and_applies_budget():
     assert torch.allclose(relative_dose(held, info.dose), torch.full((3,), 0.5, dtype=torch.float64))
     with pytest.raises(ValueError, match=r"returned n0 of shape \(3, 5\), expected \[B, views\] = \[3, 8\]"):
         Constant.from_params(views=5)(info, GEOM)
+    for bad in (0.0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="not positive and finite"):
+            Constant.from_params(value=bad)(info, GEOM)
 
 
 def test_prior_info_validation():
