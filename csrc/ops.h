@@ -58,11 +58,12 @@ inline void check_data(const at::Tensor& t, const char* name) {
 // with kPad zeros on both sides of the interpolated axis:
 //   planes along axis 0 (x-dominant rays): [n0, n1 + 2 kPad, B*C]
 //   planes along axis 1 (y-dominant rays): [n1, n0 + 2 kPad, B*C]
-inline std::pair<at::Tensor, at::Tensor> plane_layouts(const at::Tensor& image) {
+inline std::pair<at::Tensor, at::Tensor> plane_layouts(const at::Tensor& image,
+                                                       int64_t pad = kPad) {
   const auto n0 = image.size(2), n1 = image.size(3);
   auto flat = image.reshape({-1, n0, n1});
-  auto xl = at::constant_pad_nd(flat, {kPad, kPad}).permute({1, 2, 0}).contiguous();
-  auto yl = at::constant_pad_nd(flat.transpose(1, 2), {kPad, kPad}).permute({1, 2, 0}).contiguous();
+  auto xl = at::constant_pad_nd(flat, {pad, pad}).permute({1, 2, 0}).contiguous();
+  auto yl = at::constant_pad_nd(flat.transpose(1, 2), {pad, pad}).permute({1, 2, 0}).contiguous();
   return {xl, yl};
 }
 

@@ -94,6 +94,50 @@ inline scalar_t ray_sum_dw(const Geometry& g, double c, double sn, bool xdom,
   return acc;
 }
 
+#ifdef ALARA_HAVE_AVX2_PATH
+// Parallel beam, float32, one channel: rays in groups of 8 adjacent bins (avx2::group_sum8).
+// Returns false where the view's bin spacing is too coarse for the 16-pixel windows.
+bool project_parallel_groups_avx2(const Geometry& g, const std::vector<ViewParams>& views,
+                                  const float* xl, const float* yl, float* out) {
+  for (const ViewParams& vp : views)
+    if (!avx2::group_fits(vp.dalpha)) return false;
+  const int K = g.n_bins, groups = (K + 7) / 8;
+  const int64_t n_views = static_cast<int64_t>(views.size());
+  at::parallel_for(0, n_views * groups, 16, [&](int64_t g0, int64_t g1) {
+    float sums[8];
+    for (int64_t gi = g0; gi < g1; ++gi) {
+      const int64_t v = gi / groups;
+      const int k0 = static_cast<int>(gi - v * groups) * 8;
+      const ViewParams& vp = views[v];
+      const int n_planes = vp.xdom ? g.n0 : g.n1, n_other = vp.xdom ? g.n1 : g.n0;
+      const int64_t stride = n_other + 2 * avx2::kGroupPad;
+      const float* img = (vp.xdom ? xl : yl) + avx2::kGroupPad;
+      float* o = out + v * K;
+      const Joseph first = kernel_ray(g, vp, 0.0, 0.0, k0);
+      if (k0 + 8 > K) {  // the last, partial group: one ray at a time
+        for (int k = k0; k < K; ++k) {
+          const Joseph jp = kernel_ray(g, vp, 0.0, 0.0, k);
+          int p0, p1;
+          plane_range(jp.alpha, jp.beta, n_planes, n_other, p0, p1);
+          o[k] = static_cast<float>(jp.weight) * ray_sum1(img - kPad, stride, jp.alpha, jp.beta, p0, p1);
+        }
+        continue;
+      }
+      const Joseph last = kernel_ray(g, vp, 0.0, 0.0, k0 + 7);
+      int a0, a1, b0, b1;
+      plane_range(first.alpha, first.beta, n_planes, n_other, a0, a1);
+      plane_range(last.alpha, last.beta, n_planes, n_other, b0, b1);
+      const int p0 = std::min(a0, b0), p1 = std::max(a1, b1);
+      const double alpha_b = vp.dalpha > 0 ? first.alpha : last.alpha;
+      avx2::group_sum8(img, stride, alpha_b, vp.beta, vp.dalpha, p0, p1, sums);
+      const float w = static_cast<float>(vp.weight);
+      for (int l = 0; l < 8; ++l) o[k0 + l] = w * sums[l];
+    }
+  });
+  return true;
+}
+#endif
+
 template <typename scalar_t>
 void project_kernel(const Geometry& g, const std::vector<double>& cs,
                     const std::vector<double>& sn, const scalar_t* xl, const scalar_t* yl,
@@ -328,6 +372,17 @@ at::Tensor project_cpu(const at::Tensor& image, const at::Tensor& angles, int64_
   const int64_t V = static_cast<int64_t>(cs.size()), bc = B * C;
   auto out = at::empty({V, n_bins, bc}, image.options());
   if (bc == 0) return out.permute({2, 0, 1}).reshape({B, C, V, n_bins});
+#ifdef ALARA_HAVE_AVX2_PATH
+  if (kind == PARALLEL && bc == 1 && !distance_weight && image.scalar_type() == at::kFloat &&
+      avx2::supported()) {
+    std::vector<ViewParams> views(V);
+    for (int64_t v = 0; v < V; ++v) views[v] = parallel_view(g, cs[v], sn[v]);
+    auto wide = plane_layouts(image, avx2::kGroupPad);
+    if (project_parallel_groups_avx2(g, views, wide.first.data_ptr<float>(),
+                                     wide.second.data_ptr<float>(), out.data_ptr<float>()))
+      return out.permute({2, 0, 1}).reshape({B, C, V, n_bins}).contiguous();
+  }
+#endif
   auto layouts = plane_layouts(image);
   AT_DISPATCH_FLOATING_TYPES(image.scalar_type(), "alara_project_cpu", [&] {
     project_kernel<scalar_t>(g, cs, sn, layouts.first.data_ptr<scalar_t>(),

@@ -100,6 +100,49 @@ ALARA_AVX2 inline void ray_sum8(const float* base, int64_t stride, int64_t bc, d
   _mm256_storeu_ps(out, _mm256_add_ps(acc0, acc1));
 }
 
+// Zero padding of the image rows that group_sum8 reads.
+constexpr int kGroupPad = 24;
+
+// Whether 8 adjacent parallel rays (positions dalpha apart on every plane) read pixel
+// pairs inside one 16-pixel window.
+inline bool group_fits(double dalpha) { return 7.0 * __builtin_fabs(dalpha) + 3.0 <= 15.0; }
+
+// Forward projection of 8 adjacent rays of a parallel-beam view (bins k .. k + 7, one
+// channel) over planes [p0, p1]: on every plane their positions lie within 7 |dalpha| + 1
+// pixels, so one 16-pixel window load and lane permutes replace the gathers.  `alpha_b`
+// is the position at plane 0 of the base lane `lb` (the leftmost: 0 if dalpha > 0, else
+// 7); lane l sits at alpha_b + beta p + (l - lb) dalpha.  Rows of `base` are padded with
+// kGroupPad zeros (base points at pixel 0 of plane 0), so rays outside the image read 0.
+ALARA_AVX2 inline void group_sum8(const float* base, int64_t stride, double alpha_b,
+                                  double beta, double dalpha, int p0, int p1, float* out) {
+  const int lb = dalpha > 0 ? 0 : 7;
+  const __m256 lane_off = _mm256_mul_ps(
+      _mm256_setr_ps(0.f - lb, 1.f - lb, 2.f - lb, 3.f - lb, 4.f - lb, 5.f - lb, 6.f - lb, 7.f - lb),
+      _mm256_set1_ps(static_cast<float>(dalpha)));
+  const __m256i seven = _mm256_set1_epi32(7), one_i = _mm256_set1_epi32(1);
+  __m256 acc_a = _mm256_setzero_ps(), acc_f = _mm256_setzero_ps();
+  for (int p = p0; p <= p1; ++p) {
+    const double B = alpha_b + beta * p;
+    const double qb = __builtin_floor(B);
+    const __m256 o = _mm256_add_ps(_mm256_set1_ps(static_cast<float>(B - qb)), lane_off);
+    const __m256 fl = _mm256_floor_ps(o);
+    const __m256 f = _mm256_sub_ps(o, fl);
+    const __m256i rel = _mm256_cvttps_epi32(fl);
+    const __m256i rel1 = _mm256_add_epi32(rel, one_i);
+    const float* row = base + p * stride + static_cast<int64_t>(qb);
+    const __m256 w0 = _mm256_loadu_ps(row), w1 = _mm256_loadu_ps(row + 8);
+    const __m256 a = _mm256_blendv_ps(_mm256_permutevar8x32_ps(w0, rel),
+                                      _mm256_permutevar8x32_ps(w1, rel),
+                                      _mm256_castsi256_ps(_mm256_cmpgt_epi32(rel, seven)));
+    const __m256 b = _mm256_blendv_ps(_mm256_permutevar8x32_ps(w0, rel1),
+                                      _mm256_permutevar8x32_ps(w1, rel1),
+                                      _mm256_castsi256_ps(_mm256_cmpgt_epi32(rel1, seven)));
+    acc_a = _mm256_add_ps(acc_a, a);
+    acc_f = _mm256_fmadd_ps(f, _mm256_sub_ps(b, a), acc_f);
+  }
+  _mm256_storeu_ps(out, _mm256_add_ps(acc_a, acc_f));
+}
+
 // Padding (zeros) on each side of a view's bins in the sinogram copy bp_row reads.
 constexpr int kBinPad = 32;
 
