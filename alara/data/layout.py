@@ -55,7 +55,10 @@ def resolve_info(root: PathLike) -> tuple[DatasetInfo, bool]:
 def open_data(path: Path, key: str = KEY) -> tuple[h5py.File, h5py.Dataset]:
     """Open ``path`` read-only and return its dataset ``key``; errors name the file."""
     try:
-        f = h5py.File(path, "r")
+        # No HDF5 file locking: reads only, and alara's writers never expose a partial file
+        # (temporary name, then rename). Locking fails on many NFS/Lustre mounts where
+        # LoDoPaB downloads live ("unable to lock file").
+        f = h5py.File(path, "r", locking=False)
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except OSError as exc:
