@@ -7,6 +7,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from alara.data import layout as layout_mod
+from alara.data.check import check_dataset
 from alara.data.layout import DataError
 from alara.data.lodopab import data_filename
 from alara.data.metadata import DatasetInfo, write_metadata
@@ -47,6 +48,12 @@ def test_lodopab_test_split_without_metadata(tmp_path):
     with pytest.raises(IndexError):
         ds[3553]
     assert ds.geometry.n_views == 1000  # LoDoPaB's geometry when no metadata
+    # `alara data check` accepts the published quirk (padded last ground-truth file) ...
+    assert check_dataset(tmp_path, ["test"]) == []
+    # ... and, without metadata, reports the splits that were not downloaded.
+    missing = "\n".join(check_dataset(tmp_path, scan_values=False))
+    assert "ground_truth train: 280 of 280 files missing" in missing
+    assert "observation validation: 28 of 28 files missing" in missing
 
 
 def test_samples_per_file_inferred_and_length_override(tmp_path):
