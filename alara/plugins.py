@@ -4,7 +4,8 @@ one :class:`~alara.registry.Registry` per component kind from the plugins' hooks
 The built-in components are a plugin like any other (entry point ``builtin`` of the
 ``alara`` distribution); the core never imports them.
 
-- ``ALARA_BLOCK_PLUGINS=name1,name2`` blocks plugins by entry-point (or distribution) name.
+- ``ALARA_BLOCK_PLUGINS=name1,name2`` blocks plugins by entry-point name or distribution
+  name (spelt as pip accepts it: ``my_dist`` blocks ``My-Dist``).
 - A plugin that fails to import, whose hooks do not match the specs, or whose hooks fail
   while registering (a name another plugin registered first, an invalid class, a bug) is
   skipped with a :class:`PluginLoadWarning` naming it and the reason; the others still
@@ -15,6 +16,7 @@ The built-in components are a plugin like any other (entry point ``builtin`` of 
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from importlib import metadata
@@ -74,6 +76,11 @@ class FailedPlugin:
     reason: str
 
 
+def _normalise(dist_name: str) -> str:
+    """A distribution name as pip compares them (``Foo_Bar.baz`` -> ``foo-bar-baz``)."""
+    return re.sub(r"[-_.]+", "-", dist_name).lower()
+
+
 def _blocked_names() -> set[str]:
     return {n.strip() for n in os.environ.get(BLOCK_ENV, "").split(",") if n.strip()}
 
@@ -95,6 +102,8 @@ class AlaraPluginManager:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
         self.pm.add_hookspecs(hookspecs)
         self.failed: list[FailedPlugin] = []
+        #: Entry-point plugins not loaded because ALARA_BLOCK_PLUGINS names them.
+        self.blocked: list[PluginInfo] = []
         self._origins: dict[str, str] = {}
         self._load_entry_points = load_entry_points
         self._loaded = False
@@ -110,6 +119,7 @@ class AlaraPluginManager:
             return
         self._loaded = True
         blocked = _blocked_names()
+        blocked_dists = {_normalise(b) for b in blocked}
         for name in blocked:
             self.pm.set_blocked(name)
         if not self._load_entry_points:
@@ -121,7 +131,8 @@ class AlaraPluginManager:
             dist = getattr(ep, "dist", None)
             origin = _origin_of(dist)
             dist_name = dist.metadata["Name"] if dist is not None else None
-            if ep.name in blocked or dist_name in blocked:
+            if ep.name in blocked or (dist_name and _normalise(dist_name) in blocked_dists):
+                self.blocked.append(PluginInfo(ep.name, origin, ()))
                 continue
             if self.pm.get_plugin(ep.name) is not None:
                 continue  # the same distribution seen twice on sys.path

@@ -64,6 +64,7 @@ def collect(kind: str | None = None) -> dict[str, Any]:
     return {
         "plugins": [{"name": p.name, "origin": p.origin, "hooks": list(p.hooks)} for p in manager.plugins()],
         "failed": [dataclasses.asdict(f) for f in manager.failed],
+        "blocked": [{"name": p.name, "origin": p.origin} for p in manager.blocked],
         "components": components,
     }
 
@@ -84,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {p['name']}  ({p['origin']})")
     for f in data["failed"]:
         print(f"  {f['name']}  ({f['origin']})  SKIPPED: {f['reason']}")
+    for b in data["blocked"]:
+        print(f"  {b['name']}  ({b['origin']})  BLOCKED by ALARA_BLOCK_PLUGINS")
     for kind, comps in data["components"].items():
         print(f"\n[{kind}]")
         if not comps:

@@ -79,4 +79,9 @@ def test_blocking_it(installed, monkeypatch):
     monkeypatch.setenv(plugins.BLOCK_ENV, "example_reconstructor")
     plugins.reset()
     assert "landweber" not in plugins.get_registry("reconstructor")
+    out = subprocess.run([sys.executable, "-m", "alara", "plugins", "--kind", "reconstructor"], check=True,
+                         capture_output=True, text=True).stdout
+    assert (f"  example_reconstructor  (alara-example-reconstructor {installed.version})  "
+            "BLOCKED by ALARA_BLOCK_PLUGINS") in out
+    assert "landweber" not in out and "  fbp  (built-in" in out
     plugins.reset()
