@@ -35,6 +35,17 @@ def test_split_by_patient_and_layout(synth_dir):
     assert (synth_dir / data_filename("ground_truth", "train", 2)).exists()
 
 
+def test_ground_truth_uses_lodopab_hu_recipe(synth_dir):
+    from alara.data.lodopab import hu_to_x
+
+    x = torch.stack([LoDoPaBDataset(synth_dir, "train")[i]["ground_truth"][0] for i in range(9)])
+    air = float(hu_to_x(torch.tensor(-1000.0)))
+    assert x[:, 0, 0].tolist() == pytest.approx([air] * 9, rel=1e-6)  # 0.02 / 81.35858
+    soft = float(hu_to_x(torch.tensor(40.0)))                         # 0.2461
+    assert ((x - soft).abs() < 0.002).float().mean() > 0.05           # soft tissue present
+    assert x.max() <= hu_to_x(torch.tensor(1000.0)) + 1e-6            # no bone above 1000 HU
+
+
 def test_deterministic_and_seed_dependent(tmp_path, tiny_geometry):
     kw = dict(patients=(1, 0, 1), slices_per_patient=2, geometry=tiny_geometry, progress=False)
     for name, seed in (("a", 1), ("b", 1), ("c", 2)):
