@@ -4,6 +4,9 @@ Per scale: two 3x3 conv + BatchNorm + LeakyReLU(0.2) blocks; downsampling by a s
 conv; upsampling bilinear (align_corners=True); skip connections squeezed by a 1x1 conv
 to ``skip_channels``; 1x1 output conv, optional sigmoid.  DIVal's LoDoPaB setting:
 5 scales of channels (32, 32, 64, 64, 128), 4 skip channels, sigmoid output.
+
+One deliberate difference: with ``skip_channels = 0`` DIVal still concatenates a zeroed
+one-channel skip; here that scale simply has no skip (one input channel fewer).
 """
 
 from __future__ import annotations
