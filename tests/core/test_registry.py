@@ -17,6 +17,8 @@ from alara.hookspecs import hookimpl
 from alara.interfaces import KINDS, IQMetric, Reconstructor
 from alara.registry import DuplicateComponentError, Registry, RegistryError, UnknownComponentError
 
+REPO = Path(__file__).resolve().parents[2]
+
 
 @pytest.fixture
 def manager():
@@ -125,10 +127,25 @@ def test_builtins_come_through_the_entry_point(manager):
 
 
 def test_core_never_imports_the_builtins():
+    """No module of the core imports a plugin package (checked on the source, every file),
+    and importing the plugin machinery loads none (checked at run time)."""
+    import ast
     import subprocess
 
+    plugin_packages = {p.name for p in (REPO / "plugins").iterdir() if (p / "__init__.py").exists()}
+    plugin_packages |= {p.name for p in (REPO / "plugins").glob("*/*") if (p / "__init__.py").exists()}
+    assert "alara_builtin" in plugin_packages and "alara_example_reconstructor" in plugin_packages
+    for path in (REPO / "alara").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            assert not {n.split(".")[0] for n in names} & plugin_packages, f"{path} imports {names}"
     code = ("import sys, alara, alara.interfaces, alara.registry, alara.plugins, alara.config, "
-            "alara.hookspecs; assert 'alara_builtin' not in sys.modules, 'core imported builtins'")
+            "alara.hookspecs, alara.cli; assert 'alara_builtin' not in sys.modules, 'core imported builtins'")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
