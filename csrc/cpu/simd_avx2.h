@@ -159,48 +159,46 @@ inline bool bp_row_fits(double dL, double dalpha, int n_taps) {
 // of a row padded with kBinPad zeros on both sides.
 ALARA_AVX2 inline void bp_row(float* acc, int n8, const float* y, int K, double L0, double dL,
                               double dalpha, int n_taps, float weight) {
-  const __m256d ramp_lo = _mm256_setr_pd(0.0, 1.0, 2.0, 3.0);
-  const __m256d ramp_hi = _mm256_setr_pd(4.0, 5.0, 6.0, 7.0);
-  const __m256d vL0 = _mm256_set1_pd(L0), vdL = _mm256_set1_pd(dL);
-  const __m256d vda = _mm256_set1_pd(dalpha);
-  const __m256d vsgn = _mm256_set1_pd(dalpha > 0 ? -1.0 : 1.0);
-  const __m256d vmin = _mm256_set1_pd(-8.0), vmax = _mm256_set1_pd(K + 8.0);
-  const __m256d one_d = _mm256_set1_pd(1.0);
+  // lo(j) = (sgn - L(j)) / dalpha is affine in j: lo(j0 + l) = lo(j0 + lb) + (l - lb) dlo,
+  // with the base lane lb the smallest.  Per block: lo and the error of the first tap at
+  // the base lane in double, the lanes' offsets from it in float (small numbers).
+  const double sgn = dalpha > 0 ? -1.0 : 1.0;
+  const double inv = 1.0 / dalpha;
+  const double dlo = -dL * inv;
+  const int lb = dlo >= 0 ? 0 : 7;
+  const __m256 lanes = _mm256_setr_ps(0.f - lb, 1.f - lb, 2.f - lb, 3.f - lb, 4.f - lb,
+                                      5.f - lb, 6.f - lb, 7.f - lb);
+  const __m256 vdlo = _mm256_mul_ps(lanes, _mm256_set1_ps(static_cast<float>(dlo)));
+  const __m256 vdL = _mm256_mul_ps(lanes, _mm256_set1_ps(static_cast<float>(dL)));
+  const __m256 vda = _mm256_set1_ps(static_cast<float>(dalpha));
   const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
   const __m256 sign_mask = _mm256_set1_ps(-0.0f);
   const __m256 vw = _mm256_set1_ps(weight);
-  const __m256i seven = _mm256_set1_epi32(7);
-  const float daf = static_cast<float>(dalpha);
+  const __m256i seven = _mm256_set1_epi32(7), one_i = _mm256_set1_epi32(1);
   for (int j0 = 0; j0 < n8; j0 += 8) {
-    const __m256d jb = _mm256_set1_pd(static_cast<double>(j0));
-    const __m256d L_lo = _mm256_fmadd_pd(vdL, _mm256_add_pd(jb, ramp_lo), vL0);
-    const __m256d L_hi = _mm256_fmadd_pd(vdL, _mm256_add_pd(jb, ramp_hi), vL0);
-    __m256d lo_lo = _mm256_div_pd(_mm256_sub_pd(vsgn, L_lo), vda);
-    __m256d lo_hi = _mm256_div_pd(_mm256_sub_pd(vsgn, L_hi), vda);
-    lo_lo = _mm256_min_pd(_mm256_max_pd(lo_lo, vmin), vmax);
-    lo_hi = _mm256_min_pd(_mm256_max_pd(lo_hi, vmin), vmax);
-    const __m256d k_lo = _mm256_add_pd(_mm256_floor_pd(lo_lo), one_d);
-    const __m256d k_hi = _mm256_add_pd(_mm256_floor_pd(lo_hi), one_d);
-    // error of the first tap, L + k0 dalpha, in double; later taps add t dalpha in float
-    const __m256 e0 = _mm256_set_m128(_mm256_cvtpd_ps(_mm256_fmadd_pd(k_hi, vda, L_hi)),
-                                      _mm256_cvtpd_ps(_mm256_fmadd_pd(k_lo, vda, L_lo)));
-    const __m256i k0 = _mm256_set_m128i(_mm256_cvttpd_epi32(k_hi), _mm256_cvttpd_epi32(k_lo));
-    // the smallest first bin of the 8 pixels
-    __m128i m = _mm_min_epi32(_mm256_castsi256_si128(k0), _mm256_extracti128_si256(k0, 1));
-    m = _mm_min_epi32(m, _mm_shuffle_epi32(m, _MM_SHUFFLE(1, 0, 3, 2)));
-    m = _mm_min_epi32(m, _mm_shuffle_epi32(m, _MM_SHUFFLE(2, 3, 0, 1)));
-    const int kmin = _mm_cvtsi128_si32(m);
-    const __m256 win_lo = _mm256_loadu_ps(y + kmin), win_hi = _mm256_loadu_ps(y + kmin + 8);
-    __m256i rel = _mm256_sub_epi32(k0, _mm256_set1_epi32(kmin));
+    const double Lb = L0 + dL * (j0 + lb);
+    double lob = (sgn - Lb) * inv;
+    lob = lob < -8.0 ? -8.0 : (lob > K + 8.0 ? K + 8.0 : lob);
+    const double qb = __builtin_floor(lob);
+    // first bin of lane l: qb + 1 + rel_l, rel_l = floor(frac + (l - lb) dlo) >= 0
+    const __m256 lo = _mm256_add_ps(_mm256_set1_ps(static_cast<float>(lob - qb)), vdlo);
+    const __m256 relf = _mm256_floor_ps(lo);
+    __m256i rel = _mm256_cvttps_epi32(relf);
+    // error of the first tap: L(j) + k0 dalpha = [Lb + (qb + 1) dalpha] + (l - lb) dL + rel dalpha
+    const float E = static_cast<float>(Lb + (qb + 1.0) * dalpha);
+    const __m256 e0 = _mm256_fmadd_ps(relf, vda, _mm256_add_ps(_mm256_set1_ps(E), vdL));
+    const float* win = y + static_cast<int64_t>(qb) + 1;
+    const __m256 win_lo = _mm256_loadu_ps(win), win_hi = _mm256_loadu_ps(win + 8);
     __m256 sum = zero;
+    __m256 err = e0;
     for (int t = 0; t < n_taps; ++t) {
       const __m256 vlo = _mm256_permutevar8x32_ps(win_lo, rel);
       const __m256 vhi = _mm256_permutevar8x32_ps(win_hi, rel);
       const __m256 v = _mm256_blendv_ps(vlo, vhi, _mm256_castsi256_ps(_mm256_cmpgt_epi32(rel, seven)));
-      const __m256 err = _mm256_add_ps(e0, _mm256_set1_ps(t * daf));
       const __m256 w = _mm256_max_ps(zero, _mm256_sub_ps(one, _mm256_andnot_ps(sign_mask, err)));
       sum = _mm256_fmadd_ps(w, v, sum);
-      rel = _mm256_add_epi32(rel, _mm256_set1_epi32(1));
+      rel = _mm256_add_epi32(rel, one_i);
+      err = _mm256_add_ps(err, vda);
     }
     _mm256_storeu_ps(acc + j0, _mm256_fmadd_ps(vw, sum, _mm256_loadu_ps(acc + j0)));
   }
