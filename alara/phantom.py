@@ -50,14 +50,15 @@ _SHEPP_LOGAN = (
 def shepp_logan(radius: float = 0.13, scale: float = 1.0) -> list[Ellipse]:
     """The modified Shepp-Logan phantom fitted in a disc of ``radius`` metres.
 
-    Displayed with array axis 0 downwards (``imshow``), the head points up: the phantom's
-    vertical axis is mapped to world ``-x``.  ``scale`` multiplies every value.
+    Oriented like LoDoPaB's images: ``imshow(x.T)`` shows it upright, i.e. the phantom's
+    horizontal axis is world ``x`` (array axis 0) and its "up" is world ``-y``.
+    ``scale`` multiplies every value.
     """
     out = []
     for v, a, b, cx, cy, phi in _SHEPP_LOGAN:
-        # Phantom (horizontal h, vertical up u) -> world (x = -u, y = h).
-        out.append(Ellipse(v * scale, b * radius, a * radius, -cy * radius, cx * radius,
-                           math.radians(phi)))
+        # (horizontal h, up u) -> world (x, y) = (h, -u): a reflection, so angles flip sign.
+        out.append(Ellipse(v * scale, a * radius, b * radius, cx * radius, -cy * radius,
+                           -math.radians(phi)))
     return out
 
 

@@ -41,6 +41,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:
+        # Output piped into e.g. `head`, which closed early: not an error of ours.
+        sys.stderr.close()
+        return 0
     except (ValueError, FileNotFoundError, KeyError) as exc:
         print(f"alara {args.command}: error: {exc}", file=sys.stderr)
         return 1

@@ -43,7 +43,9 @@ def run(size: int, views: int, bins: int, n0: float, out: Path, seed: int) -> di
     for ax, img, title in zip(axes, (x, y, rec), ("phantom (mu / mu_max)",
                                                  f"sinogram, n0 = {n0:g}",
                                                  f"FBP (hann, 0.641): PSNR {score:.2f} dB")):
-        ax.imshow(img[0, 0].numpy(), cmap="gray", aspect="auto" if img is y else "equal")
+        # LoDoPaB convention: sinograms are [views, bins]; images show upright transposed.
+        shown = img[0, 0] if img is y else img[0, 0].T
+        ax.imshow(shown.numpy(), cmap="gray", aspect="auto" if img is y else "equal")
         ax.set_title(title)
         ax.axis("off")
     fig.tight_layout()

@@ -19,8 +19,8 @@ from alara.ops import raymath
 from alara.ops.raymath import GeometryParams
 
 # Work-array size (elements) per chunk: large enough to amortise the Python loop, small
-# enough to stay in cache-friendly territory (measured best around 1e6 on 2 cores).
-_CHUNK_ELEMENTS = 1 << 20
+# enough that the work arrays stay in cache (measured best at 2^17..2^18 on 2 cores).
+_CHUNK_ELEMENTS = 1 << 18
 
 
 def project(x: torch.Tensor, p: GeometryParams, angles: torch.Tensor) -> torch.Tensor:
@@ -108,12 +108,17 @@ def backproject(y: torch.Tensor, p: GeometryParams, angles: torch.Tensor,
 
 
 def _backproject_parallel(y: torch.Tensor, p: GeometryParams, angles: torch.Tensor) -> torch.Tensor:
-    """Parallel-beam specialisation of :func:`backproject` (same weights, fewer ops).
+    """Parallel-beam specialisation of :func:`backproject` (same weights, one gather).
 
-    In a parallel view every ray has the same dominance, ``beta`` and plane weight ``w``,
-    and ``alpha`` is affine in the bin, ``alpha_k = alpha_0 + a k``; so the ray through
-    pixel ``(i, j)``'s centre sits at the fractional bin ``kappa = P i + Q j + R`` and bin
-    ``k`` gets weight ``w * max(0, 1 - |a| |k - kappa|)``: a triangle of half-width ``1/|a|``.
+    In a parallel view every ray shares dominance, ``beta`` and plane weight ``w``, and
+    ``alpha`` is affine in the bin, ``alpha_k = alpha_0 + a k``.  The ray through pixel
+    ``(i, j)``'s centre sits at the fractional bin ``kappa = P i + Q j + R`` and bin ``k``
+    gets the weight ``w max(0, 1 - |a| |k - kappa|)``, so the view contributes
+    ``G(kappa) = w sum_k y_k max(0, 1 - |a| |k - kappa|)``: a piecewise-linear function
+    whose kinks lie at the integers and at ``+-1/|a|`` from them, i.e. at most at the
+    offsets ``{0, o1, o2}`` of every unit interval.  Tabulating ``G`` at those three
+    offsets and warping ``kappa`` piecewise-linearly so that they fall on consecutive
+    integers makes one linear interpolation (``grid_sample``) reproduce ``G`` exactly.
     """
     b, c, n_views, n_bins = y.shape
     bc = b * c
@@ -124,32 +129,78 @@ def _backproject_parallel(y: torch.Tensor, p: GeometryParams, angles: torch.Tens
     coef_i = torch.where(xdom, -beta * inv, inv)
     coef_j = torch.where(xdom, inv, -beta * inv)
     offset = -alpha0 * inv
-    half = inv.abs()
-    n_taps = int(math.ceil(2 * half.max().item()))
-    pad = n_taps + 1
-    # Zero-padded bins turn the out-of-range taps into reads of zeros (no masks).
-    ys = torch.nn.functional.pad(y.reshape(bc, n_views, n_bins), (pad, pad))
-    row_len = n_bins + 2 * pad
-    ys = ys.reshape(bc, -1)
+    half = inv.abs()  # half-width of the triangle in bins
+    knots = _knot_offsets(half)  # [V, 3]: 0, o1, o2
+    pad = int(math.ceil(half.max().item())) + 1  # G vanishes beyond pad bins off the detector
+    table = _knot_table(y.reshape(bc, n_views, n_bins), knots, half, weight, pad)  # [bc, V, L]
+    length = table.shape[-1]
+    # Warp slopes on the three pieces [0, o1), [o1, o2), [o2, 1) of every unit interval.
+    o1, o2 = knots[:, 1], knots[:, 2]
+    s1, s2, s3 = 1 / o1, 1 / (o2 - o1), 1 / (1 - o2)
+    per_view = [t.to(device, dtype).reshape(-1, 1, 1) for t in
+                (coef_i, coef_j, offset, o1, o2, s1, s2 - s1, s3 - s2)]
     fi = torch.arange(p.n0, dtype=dtype, device=device).reshape(1, -1, 1)
     fj = torch.arange(p.n1, dtype=dtype, device=device).reshape(1, 1, -1)
-    view_params = [t.to(device, dtype).reshape(-1, 1, 1)
-                   for t in (coef_i, coef_j, offset, half, slope.abs(), weight)]
+    image = table.reshape(1, bc, n_views, length)
     out = y.new_zeros(bc, p.n0, p.n1)
     chunk = max(1, _CHUNK_ELEMENTS // (p.n0 * p.n1))
+    to_x = 2 / (length - 1)
+    to_y = 2 / max(n_views - 1, 1)
     for v0 in range(0, n_views, chunk):
         v1 = min(v0 + chunk, n_views)
-        ci, cj, off, hw, a, w = (t[v0:v1] for t in view_params)
-        kappa = ci * fi + (cj * fj + off)
-        first = torch.ceil(kappa - hw).clamp_(-pad, n_bins)
-        frac = first - kappa  # k - kappa for the first tap
-        base = (first.long() + pad) + (torch.arange(v0, v1, device=device) * row_len).reshape(-1, 1, 1)
-        acc = y.new_zeros(bc, v1 - v0, p.n0, p.n1)
-        for t in range(n_taps):
-            wt = (1 - a * (frac + t).abs_()).clamp_(min=0)
-            acc.addcmul_(wt, ys[:, (base + t).reshape(-1)].reshape(acc.shape))
-        out += (acc * w).sum(1)
+        ci, cj, off, k1, k2, a1, a2, a3 = (t[v0:v1] for t in per_view)
+        kappa = (ci * fi + (cj * fj + off)).clamp_(-pad, n_bins + pad - 1)
+        m = torch.floor(kappa)
+        f = kappa - m
+        # u = 3 (m + pad) + warp(f), warp piecewise linear through (0,0),(o1,1),(o2,2),(1,3)
+        u = f * a1
+        u.addcmul_((f - k1).clamp_(min=0), a2).addcmul_((f - k2).clamp_(min=0), a3)
+        u.add_(m, alpha=3).add_(3 * pad)
+        grid = y.new_empty(1, (v1 - v0) * p.n0, p.n1, 2)
+        grid[0, ..., 0] = (u * to_x - 1).reshape(-1, p.n1)
+        rows = (torch.arange(v0, v1, device=device, dtype=dtype) * to_y - 1).reshape(-1, 1, 1)
+        grid[0, ..., 1] = rows.expand(-1, p.n0, p.n1).reshape(-1, p.n1)
+        samples = F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros",
+                                align_corners=True)
+        out += samples.reshape(bc, v1 - v0, p.n0, p.n1).sum(1)
     return out.reshape(b, c, p.n0, p.n1)
+
+
+def _knot_offsets(half: torch.Tensor) -> torch.Tensor:
+    """Sorted kink offsets ``[0, o1, o2]`` in ``[0, 1)`` of ``G`` for each view (float64).
+
+    Coincident kinks (integer or half-integer ``half``) are replaced by extra points where
+    ``G`` is linear anyway, which keeps every warp piece non-empty.
+    """
+    frac = half - torch.floor(half)
+    o1 = torch.minimum(frac, 1 - frac)
+    o2 = torch.maximum(frac, 1 - frac)
+    tiny = 1e-9
+    o1, o2 = torch.where(o1 < tiny, 1 / 3, o1), torch.where(o1 < tiny, 2 / 3, o2)
+    o2 = torch.where(o2 - o1 < tiny, (o1 + 1) / 2, o2)
+    return torch.stack([torch.zeros_like(o1), o1, o2], dim=1)
+
+
+def _knot_table(y: torch.Tensor, knots: torch.Tensor, half: torch.Tensor, weight: torch.Tensor,
+                pad: int) -> torch.Tensor:
+    """``G`` at ``m + knot`` for ``m = -pad .. n_bins + pad`` (interleaved), ``[bc, V, L]``."""
+    bc, n_views, n_bins = y.shape
+    m = torch.arange(-pad, n_bins + pad + 1, dtype=torch.float64)
+    pos = (m.reshape(1, -1, 1) + knots.reshape(n_views, 1, 3)).reshape(n_views, -1)  # [V, L]
+    length = pos.shape[1]
+    table = torch.zeros(bc, n_views, length, dtype=y.dtype, device=y.device)
+    a = (1 / half).reshape(-1, 1)
+    first = torch.ceil(pos - half.reshape(-1, 1))
+    n_taps = int(math.ceil(2 * half.max().item())) + 1
+    ypad = torch.nn.functional.pad(y, (pad + n_taps, pad + n_taps + 2))
+    rows = (torch.arange(n_views) * ypad.shape[-1]).reshape(-1, 1)
+    flat = ypad.reshape(bc, -1)
+    for t in range(n_taps):
+        k = first + t
+        w = (1 - a * (k - pos).abs()).clamp(min=0) * weight.reshape(-1, 1)
+        idx = (k.long() + pad + n_taps + rows).reshape(-1).to(y.device)
+        table += w.to(y.device, y.dtype) * flat[:, idx].reshape(bc, n_views, length)
+    return table
 
 
 def _pixel_centres(p: GeometryParams, dtype: torch.dtype, device) -> tuple[torch.Tensor, torch.Tensor]:

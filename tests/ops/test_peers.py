@@ -65,7 +65,7 @@ def test_lodopab_observations_reconstruct_upright():
 
     n, views, bins = 64, 120, 92
     x = np.zeros((n, n), np.float32)
-    x[10:20, 30:50] = 1.0  # a bar near the top of the displayed image
+    x[10:20, 30:50] = 1.0  # an off-centre bar: any flip or transposition moves it
     space = odl.uniform_discr([-0.13, -0.13], [0.13, 0.13], (n, n), dtype="float32")
     sino = np.asarray(tomo.RayTransform(space, tomo.parallel_beam_geometry(space, views, bins))(x).data)
     rec = ops.fbp(torch.from_numpy(sino)[None, None], lodopab(views, bins, n), "hann",
