@@ -20,6 +20,10 @@
 
 namespace alara {
 
+// min/max without the NaN rules of fmin/fmax, which keep libm calls in host loops.
+HOST_DEVICE inline double dmin(double a, double b) { return a < b ? a : b; }
+HOST_DEVICE inline double dmax(double a, double b) { return a > b ? a : b; }
+
 enum Kind : int { PARALLEL = 0, FAN_FLAT = 1, FAN_CURVED = 2 };
 
 // The primitive scalars of a geometry (GeometryParams in Python).
@@ -149,12 +153,25 @@ HOST_DEVICE inline double detector_coordinate(const Geometry& g, double c, doubl
 // 2 dy through the centre along which Joseph's hat weights are nonzero).
 HOST_DEVICE inline void diamond_bin_range(const Geometry& g, double c, double sn, double px,
                                           double py, double& k_lo, double& k_hi) {
+  if (g.kind == FAN_CURVED) {
+    // s = D atan2(u, e) with e > 0 (the source lies outside the grid) is increasing in
+    // u / e: two atan instead of four atan2 (equal to raymath.py up to rounding).
+    const double u = px * c + py * sn, e = g.src_radius + (-px * sn + py * c);
+    const double ux = g.dx * c, ex = -g.dx * sn, uy = g.dy * sn, ey = g.dy * c;
+    const double ra = (u + ux) / (e + ex), rb = (u - ux) / (e - ex);
+    const double rd = (u + uy) / (e + ey), re = (u - uy) / (e - ey);
+    const double lo = g.src_det * atan(dmin(dmin(ra, rb), dmin(rd, re)));
+    const double hi = g.src_det * atan(dmax(dmax(ra, rb), dmax(rd, re)));
+    k_lo = (lo - g.s0) / g.ds;
+    k_hi = (hi - g.s0) / g.ds;
+    return;
+  }
   const double a = detector_coordinate(g, c, sn, px + g.dx, py);
   const double b = detector_coordinate(g, c, sn, px - g.dx, py);
   const double d = detector_coordinate(g, c, sn, px, py + g.dy);
   const double e = detector_coordinate(g, c, sn, px, py - g.dy);
-  const double lo = fmin(fmin(a, b), fmin(d, e));
-  const double hi = fmax(fmax(a, b), fmax(d, e));
+  const double lo = dmin(dmin(a, b), dmin(d, e));
+  const double hi = dmax(dmax(a, b), dmax(d, e));
   k_lo = (lo - g.s0) / g.ds;
   k_hi = (hi - g.s0) / g.ds;
 }
@@ -183,10 +200,10 @@ HOST_DEVICE inline void plane_range(double alpha, double beta, int n_planes, int
     return;
   }
   const double t0 = (-1.0 - alpha) / beta, t1 = (n_other - alpha) / beta;
-  lo = fmin(t0, t1);
-  hi = fmax(t0, t1);
-  lo = fmin(fmax(floor(lo), 0.0), static_cast<double>(n_planes));
-  hi = fmax(fmin(ceil(hi), n_planes - 1.0), -1.0);
+  lo = dmin(t0, t1);
+  hi = dmax(t0, t1);
+  lo = dmin(dmax(floor(lo), 0.0), static_cast<double>(n_planes));
+  hi = dmax(dmin(ceil(hi), n_planes - 1.0), -1.0);
   first = static_cast<int>(lo);
   last = hi < lo ? first - 1 : static_cast<int>(hi);
 }

@@ -309,6 +309,7 @@ void backproject_kernel(const Geometry& g, const std::vector<double>& cs,
           }
         } else {
           const Joseph* tv = table.data() + v * K;
+          const double shift = K + 16.0;
           for (int64_t i = ib; i < ie; ++i) {
             scalar_t* acc_row = acc_block + (i - ib) * n1 * bc;
             const double px = g.x0 + (i + 0.5) * g.dx;
@@ -316,16 +317,23 @@ void backproject_kernel(const Geometry& g, const std::vector<double>& cs,
               const double py = g.y0 + (j + 0.5) * g.dy;
               double k_lo, k_hi;
               diamond_bin_range(g, c, s, px, py, k_lo, k_hi);
-              const int k_first = static_cast<int>(std::max(0.0, std::ceil(k_lo)));
-              const int k_last = static_cast<int>(std::min(K - 1.0, std::floor(k_hi)));
+              // ceil / floor by shifted truncation (no libm calls), clamped to the detector
+              k_lo = dmin(dmax(k_lo, -1.0), K + 1.0);
+              k_hi = dmin(dmax(k_hi, -1.0), K + 1.0);
+              const int k_first = std::max(0, -(static_cast<int>(shift - k_lo) - static_cast<int>(shift)));
+              const int k_last = std::min(K - 1, static_cast<int>(k_hi + shift) - static_cast<int>(shift));
               const double dwt = dw ? distance_weight(g, c, s, px, py) : 1.0;
               scalar_t* a = acc_row + static_cast<int64_t>(j) * bc;
               for (int k = k_first; k <= k_last; ++k) {
                 const Joseph& t = tv[k];
                 const double err = t.xdom ? t.alpha + t.beta * i - j : t.alpha + t.beta * j - i;
-                const double wd = t.weight * std::max(0.0, 1.0 - std::fabs(err)) * dwt;
-                if (wd == 0.0) continue;
-                axpy(static_cast<scalar_t>(wd), yv + static_cast<int64_t>(k) * bc, a, bc);
+                const double h = 1.0 - (err < 0 ? -err : err);
+                const scalar_t wd = static_cast<scalar_t>(t.weight * (h > 0 ? h : 0.0) * dwt);
+                if (bc == 1) {
+                  a[0] += wd * yv[k];
+                } else {
+                  axpy(wd, yv + static_cast<int64_t>(k) * bc, a, bc);
+                }
               }
             }
           }
