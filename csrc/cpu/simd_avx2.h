@@ -157,8 +157,11 @@ inline bool bp_row_fits(double dL, double dalpha, int n_taps) {
 // bins from k0(j) = floor(lo(j)) + 1, L(j) = L0 + dL j.  The bins of 8 pixels lie in a
 // window of 16 (bp_row_fits), loaded once and permuted: no gathers.  `y` points at bin 0
 // of a row padded with kBinPad zeros on both sides.
-ALARA_AVX2 inline void bp_row(float* acc, int n8, const float* y, int K, double L0, double dL,
-                              double dalpha, int n_taps, float weight) {
+// kTaps > 0: the tap count as a compile-time constant (unrolled); 0: n_taps at run time.
+template <int kTaps>
+ALARA_AVX2 inline void bp_row_t(float* acc, int n8, const float* y, int K, double L0, double dL,
+                                double dalpha, int n_taps, float weight) {
+  if (kTaps > 0) n_taps = kTaps;
   // lo(j) = (sgn - L(j)) / dalpha is affine in j: lo(j0 + l) = lo(j0 + lb) + (l - lb) dlo,
   // with the base lane lb the smallest.  Per block: lo and the error of the first tap at
   // the base lane in double, the lanes' offsets from it in float (small numbers).
@@ -191,7 +194,8 @@ ALARA_AVX2 inline void bp_row(float* acc, int n8, const float* y, int K, double 
     const __m256 win_lo = _mm256_loadu_ps(win), win_hi = _mm256_loadu_ps(win + 8);
     __m256 sum = zero;
     __m256 err = e0;
-    for (int t = 0; t < n_taps; ++t) {
+#pragma GCC unroll 4
+    for (int t = 0; t < (kTaps > 0 ? kTaps : n_taps); ++t) {
       const __m256 vlo = _mm256_permutevar8x32_ps(win_lo, rel);
       const __m256 vhi = _mm256_permutevar8x32_ps(win_hi, rel);
       const __m256 v = _mm256_blendv_ps(vlo, vhi, _mm256_castsi256_ps(_mm256_cmpgt_epi32(rel, seven)));
@@ -202,6 +206,16 @@ ALARA_AVX2 inline void bp_row(float* acc, int n8, const float* y, int K, double 
     }
     _mm256_storeu_ps(acc + j0, _mm256_fmadd_ps(vw, sum, _mm256_loadu_ps(acc + j0)));
   }
+}
+
+ALARA_AVX2 inline void bp_row(float* acc, int n8, const float* y, int K, double L0, double dL,
+                              double dalpha, int n_taps, float weight) {
+  if (n_taps == 2)
+    bp_row_t<2>(acc, n8, y, K, L0, dL, dalpha, n_taps, weight);
+  else if (n_taps == 3)
+    bp_row_t<3>(acc, n8, y, K, L0, dL, dalpha, n_taps, weight);
+  else
+    bp_row_t<0>(acc, n8, y, K, L0, dL, dalpha, n_taps, weight);
 }
 
 // Parallel-beam backprojection of one view into one row for bc >= 8 channels
