@@ -40,6 +40,8 @@ def check_tensor(t: object, name: str, trailing: tuple[int, int], what: str,
             f"expects {tuple(trailing)} ({what.split(' (')[-1].rstrip(')')})"
         )
     # detach: isfinite decomposes into abs(), which would save the input for autograd
-    if check_finite and not bool(torch.isfinite(t.detach()).all()):
+    # (skipped while torch.compile traces: a data-dependent branch would break the graph)
+    if (check_finite and not torch.compiler.is_compiling()
+            and not bool(torch.isfinite(t.detach()).all())):
         raise ValueError(f"{name} contains NaN or infinite values")
     return t

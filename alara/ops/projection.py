@@ -17,57 +17,62 @@ from alara.ops.raymath import GeometryParams
 __all__ = ["project", "backproject"]
 
 
-def _angles(geometry: Geometry) -> torch.Tensor:
-    return geometry.angles  # float64, CPU; the kernels derive cos/sin in float64
+def _native():
+    from alara.ops import native  # imported lazily: it loads the compiled extension
+
+    return native
 
 
-def _run_project(x: torch.Tensor, geometry: Geometry, backend: str) -> torch.Tensor:
+def _torch_run(fn, t: torch.Tensor, geometry: Geometry, *args) -> torch.Tensor:
     p = GeometryParams.of(geometry)
-    if _backend.resolve(backend, x.device) == "native":
-        from alara.ops import native
-
-        return native.project(x, p, _angles(geometry))
-    return _with_float_compute(torch_backend.project, x, p, _angles(geometry))
-
-
-def _run_backproject(y: torch.Tensor, geometry: Geometry, backend: str,
-                     distance_weight: bool = False) -> torch.Tensor:
-    p = GeometryParams.of(geometry)
-    if _backend.resolve(backend, y.device) == "native":
-        from alara.ops import native
-
-        return native.backproject(y, p, _angles(geometry), distance_weight)
-    return _with_float_compute(torch_backend.backproject, y, p, _angles(geometry),
-                               distance_weight)
-
-
-def _with_float_compute(fn, t: torch.Tensor, *args) -> torch.Tensor:
-    # Half-precision inputs accumulate in float32 (grid_sample sums thousands of terms).
+    # Half-precision inputs accumulate in float32 (a ray sums hundreds of terms).
     if t.dtype in (torch.float16, torch.bfloat16):
-        return fn(t.float(), *args).to(t.dtype)
-    return fn(t, *args)
+        return fn(t.float(), p, geometry.angles, *args).to(t.dtype)
+    return fn(t, p, geometry.angles, *args)
 
 
 class _Project(torch.autograd.Function):
+    """Pure-torch projection; its backward is the pure-torch backprojection."""
+
     @staticmethod
-    def forward(ctx, x, geometry, backend):  # type: ignore[override]
-        ctx.geometry, ctx.backend = geometry, backend
-        return _run_project(x, geometry, backend)
+    def forward(ctx, x, geometry):  # type: ignore[override]
+        ctx.geometry = geometry
+        return _torch_run(torch_backend.project, x, geometry)
 
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
-        return _Backproject.apply(grad.contiguous(), ctx.geometry, ctx.backend), None, None
+        return _Backproject.apply(grad.contiguous(), ctx.geometry), None
 
 
 class _Backproject(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, y, geometry, backend):  # type: ignore[override]
-        ctx.geometry, ctx.backend = geometry, backend
-        return _run_backproject(y, geometry, backend)
+    def forward(ctx, y, geometry):  # type: ignore[override]
+        ctx.geometry = geometry
+        return _torch_run(torch_backend.backproject, y, geometry)
 
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
-        return _Project.apply(grad.contiguous(), ctx.geometry, ctx.backend), None, None
+        return _Project.apply(grad.contiguous(), ctx.geometry), None
+
+
+class _WeightedBackproject(torch.autograd.Function):
+    """Pure-torch distance-weighted fan-beam backprojection (FBP).  Its adjoint weights
+    each (view, pixel) pair, which no projection computes, so backward differentiates the
+    explicit gather instead."""
+
+    @staticmethod
+    def forward(ctx, y, geometry):  # type: ignore[override]
+        ctx.geometry = geometry
+        return _torch_run(torch_backend.backproject, y, geometry, True)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        with torch.enable_grad():
+            y = torch.zeros(grad.shape[:2] + ctx.geometry.sinogram_shape, dtype=grad.dtype,
+                            device=grad.device, requires_grad=True)
+            out = _torch_run(torch_backend.backproject, y, ctx.geometry, True)
+            (g,) = torch.autograd.grad(out, y, grad, create_graph=torch.is_grad_enabled())
+        return g, None
 
 
 def project(x: torch.Tensor, geometry: Geometry, backend: str = "auto") -> torch.Tensor:
@@ -79,7 +84,10 @@ def project(x: torch.Tensor, geometry: Geometry, backend: str = "auto") -> torch
     """
     checks.check_geometry(geometry)
     checks.check_tensor(x, "x", geometry.grid.shape, "image shape (n0, n1)")
-    return _Project.apply(x.contiguous(), geometry, backend)
+    if _backend.resolve(backend, x.device) == "native":
+        # the native op carries its own autograd (backward = native backprojection)
+        return _native().project(x, GeometryParams.of(geometry), geometry.angles)
+    return _Project.apply(x.contiguous(), geometry)
 
 
 def backproject(y: torch.Tensor, geometry: Geometry, backend: str = "auto") -> torch.Tensor:
@@ -87,32 +95,14 @@ def backproject(y: torch.Tensor, geometry: Geometry, backend: str = "auto") -> t
     adjoint of :func:`project`.  Returns ``[B, C, n0, n1]``."""
     checks.check_geometry(geometry)
     checks.check_tensor(y, "y", geometry.sinogram_shape, "sinogram shape (views, bins)")
-    return _Backproject.apply(y.contiguous(), geometry, backend)
-
-
-class _WeightedBackproject(torch.autograd.Function):
-    """Distance-weighted fan-beam backprojection (FBP only); its adjoint is not needed for
-    FBP's own gradient except through this class, which is linear in ``y``."""
-
-    @staticmethod
-    def forward(ctx, y, geometry, backend):  # type: ignore[override]
-        ctx.geometry, ctx.backend = geometry, backend
-        return _run_backproject(y, geometry, backend, distance_weight=True)
-
-    @staticmethod
-    def backward(ctx, grad):  # type: ignore[override]
-        # Adjoint of (A^T D): D A, where D weights each (view, pixel) pair; apply it by
-        # weighting the image per view is not separable, so fall back to autograd on the
-        # explicit formula: differentiate through the torch implementation.
-        with torch.enable_grad():
-            y = torch.zeros(grad.shape[:2] + ctx.geometry.sinogram_shape, dtype=grad.dtype,
-                            device=grad.device, requires_grad=True)
-            out = _run_backproject(y, ctx.geometry, "torch", distance_weight=True)
-            (g,) = torch.autograd.grad(out, y, grad, create_graph=torch.is_grad_enabled())
-        return g, None, None
+    if _backend.resolve(backend, y.device) == "native":
+        return _native().backproject(y, GeometryParams.of(geometry), geometry.angles)
+    return _Backproject.apply(y.contiguous(), geometry)
 
 
 def backproject_distance_weighted(y: torch.Tensor, geometry: Geometry,
                                   backend: str = "auto") -> torch.Tensor:
-    """Fan-beam backprojection with the ``R / (R + p.e)`` weight of FBP (internal)."""
-    return _WeightedBackproject.apply(y.contiguous(), geometry, backend)
+    """Fan-beam backprojection with FBP's ``R / (R + p.e)`` weight per view and pixel."""
+    if _backend.resolve(backend, y.device) == "native":
+        return _native().backproject(y, GeometryParams.of(geometry), geometry.angles, True)
+    return _WeightedBackproject.apply(y.contiguous(), geometry)

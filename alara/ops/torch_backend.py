@@ -23,6 +23,7 @@ from alara.ops.raymath import GeometryParams
 _CHUNK_ELEMENTS = 1 << 18
 
 
+@torch.compiler.disable  # data-dependent ray splitting: run eagerly inside compiled code
 def project(x: torch.Tensor, p: GeometryParams, angles: torch.Tensor) -> torch.Tensor:
     """Joseph forward projection ``[B, C, n0, n1] -> [B, C, views, bins]``."""
     b, c = x.shape[:2]
@@ -57,6 +58,7 @@ def project(x: torch.Tensor, p: GeometryParams, angles: torch.Tensor) -> torch.T
     return out.reshape(b, c, angles.numel(), p.n_bins)
 
 
+@torch.compiler.disable
 def backproject(y: torch.Tensor, p: GeometryParams, angles: torch.Tensor,
                 distance_weight: bool = False) -> torch.Tensor:
     """Adjoint of :func:`project`, ``[B, C, views, bins] -> [B, C, n0, n1]``.
