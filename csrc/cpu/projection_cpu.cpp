@@ -324,16 +324,23 @@ void backproject_kernel(const Geometry& g, const std::vector<double>& cs,
               const int k_last = std::min(K - 1, static_cast<int>(k_hi + shift) - static_cast<int>(shift));
               const double dwt = dw ? distance_weight(g, c, s, px, py) : 1.0;
               scalar_t* a = acc_row + static_cast<int64_t>(j) * bc;
+              if (bc == 1) {  // sum the taps in a register, one update of the pixel
+                double sum = 0;
+                for (int k = k_first; k <= k_last; ++k) {
+                  const Joseph& t = tv[k];
+                  const double err = t.xdom ? t.alpha + t.beta * i - j : t.alpha + t.beta * j - i;
+                  const double h = 1.0 - (err < 0 ? -err : err);
+                  sum += t.weight * (h > 0 ? h : 0.0) * yv[k];
+                }
+                a[0] += static_cast<scalar_t>(sum * dwt);
+                continue;
+              }
               for (int k = k_first; k <= k_last; ++k) {
                 const Joseph& t = tv[k];
                 const double err = t.xdom ? t.alpha + t.beta * i - j : t.alpha + t.beta * j - i;
                 const double h = 1.0 - (err < 0 ? -err : err);
                 const scalar_t wd = static_cast<scalar_t>(t.weight * (h > 0 ? h : 0.0) * dwt);
-                if (bc == 1) {
-                  a[0] += wd * yv[k];
-                } else {
-                  axpy(wd, yv + static_cast<int64_t>(k) * bc, a, bc);
-                }
+                axpy(wd, yv + static_cast<int64_t>(k) * bc, a, bc);
               }
             }
           }
