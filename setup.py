@@ -51,8 +51,14 @@ def extensions():
     if _flag("ALARA_NO_EXTENSION"):
         _log("ALARA_NO_EXTENSION is set: skipping alara._C (pure-torch operators only)")
         return [], {}
-    import torch
-    from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+    try:
+        import torch
+        from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+    except ImportError as exc:
+        raise SystemExit(
+            "[alara setup] building alara._C needs torch in the build environment: install "
+            "torch first and run `pip install --no-build-isolation -e .`, or set "
+            f"ALARA_NO_EXTENSION=1 for a pure-Python install ({exc})") from exc
 
     csrc = os.path.join("csrc")
     sources = sorted(glob.glob(os.path.join(csrc, "*.cpp")) + glob.glob(os.path.join(csrc, "cpu", "*.cpp")))
