@@ -21,8 +21,8 @@ Pair = tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarr
 
 def _batched(fn: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
     def run(a: np.ndarray) -> np.ndarray:
-        flat = a.reshape(-1, *a.shape[-2:])
-        return np.stack([fn(s) for s in flat]).reshape(*a.shape[:-2], *fn(flat[0]).shape)
+        out = np.stack([fn(s) for s in a.reshape(-1, *a.shape[-2:])])
+        return out.reshape(*a.shape[:-2], *out.shape[-2:])
 
     return run
 
