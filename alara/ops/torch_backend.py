@@ -10,6 +10,7 @@ scatter: scatters serialise on CPU and autograd through ``grid_sample`` is about
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -23,39 +24,55 @@ from alara.ops.raymath import GeometryParams
 _CHUNK_ELEMENTS = 1 << 18
 
 
+@functools.lru_cache(maxsize=8)
+def _projection_plan(p: GeometryParams, angles: tuple[float, ...], dtype: torch.dtype,
+                     device: torch.device) -> list[tuple[torch.Tensor, ...]]:
+    """Per dominance: the ray indices and their grid_sample coefficients (cached: the
+    table costs as much as a small projection and depends only on the geometry)."""
+    table = raymath.ray_table(p, torch.tensor(angles, dtype=torch.float64), dtype, device)
+    xdom, alpha, beta, weight = (t.reshape(-1) for t in table)
+    plan = []
+    for dominant, n_other in ((True, p.n1), (False, p.n0)):
+        idx = torch.nonzero(xdom == dominant).squeeze(1)
+        # normalised coordinate (align_corners=False) of j_f = alpha + beta * plane
+        scale = 2.0 / n_other
+        plan.append((idx, alpha[idx] * scale + (scale / 2 - 1), beta[idx] * scale, weight[idx]))
+    return plan
+
+
 @torch.compiler.disable  # data-dependent ray splitting: run eagerly inside compiled code
 def project(x: torch.Tensor, p: GeometryParams, angles: torch.Tensor) -> torch.Tensor:
-    """Joseph forward projection ``[B, C, n0, n1] -> [B, C, views, bins]``."""
+    """Joseph forward projection ``[B, C, n0, n1] -> [B, C, views, bins]``.
+
+    Each ray is its own ``grid_sample`` batch entry (one output row of ``n_planes``
+    samples) over a stride-0 expanded image, because grid_sample parallelises over the
+    batch: one entry for all rays would run on one thread.
+    """
     b, c = x.shape[:2]
     bc = b * c
-    table = raymath.ray_table(p, angles, x.dtype, x.device)
-    n_rays = table.alpha.numel()
-    out = x.new_zeros(bc, n_rays)
+    n_rays = angles.numel() * p.n_bins
+    out = x.new_zeros(n_rays, bc)
     img = x.reshape(1, bc, p.n0, p.n1)
-    flat = [t.reshape(-1) for t in table]
-    for dominant, image, n_planes, n_other in (
-        (True, img, p.n0, p.n1),
-        (False, img.transpose(-1, -2), p.n1, p.n0),
+    plan = _projection_plan(p, tuple(angles.tolist()), x.dtype, x.device)
+    for (idx, a_n, b_n, weight), image, n_planes in zip(
+        plan, (img, img.transpose(-1, -2).contiguous()), (p.n0, p.n1)
     ):
-        idx = torch.nonzero(flat[0] == dominant).squeeze(1)
         if idx.numel() == 0:
             continue
         planes = torch.arange(n_planes, dtype=x.dtype, device=x.device)
-        plane_coord = (2 * planes + 1) / n_planes - 1
         chunk = max(1, _CHUNK_ELEMENTS // n_planes)
+        grid_buf = x.new_empty(min(chunk, idx.numel()), 1, n_planes, 2)
+        grid_buf[..., 1] = (2 * planes + 1) / n_planes - 1  # the plane: an exact pixel row
         for start in range(0, idx.numel(), chunk):
-            sel = idx[start:start + chunk]
-            alpha, beta, weight = flat[1][sel], flat[2][sel], flat[3][sel]
-            grid = x.new_empty(1, sel.numel(), n_planes, 2)
-            # normalised coordinate of j_f = alpha + beta * plane (align_corners=False)
-            scale = 2.0 / n_other
-            grid[0, :, :, 0] = ((alpha * scale + (scale / 2 - 1))[:, None]
-                                + (beta * scale)[:, None] * planes)
-            grid[0, :, :, 1] = plane_coord
-            samples = F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros",
-                                    align_corners=False)
-            out[:, sel] = samples[0].sum(-1) * weight
-    return out.reshape(b, c, angles.numel(), p.n_bins)
+            stop = min(start + chunk, idx.numel())
+            r = stop - start
+            grid = grid_buf[:r]
+            torch.addcmul(a_n[start:stop].view(r, 1, 1), b_n[start:stop].view(r, 1, 1),
+                          planes.view(1, 1, -1), out=grid[..., 0])
+            samples = F.grid_sample(image.expand(r, -1, -1, -1), grid, mode="bilinear",
+                                    padding_mode="zeros", align_corners=False)
+            out[idx[start:stop]] = samples.sum(-1)[..., 0] * weight[start:stop, None]
+    return out.T.reshape(b, c, angles.numel(), p.n_bins)
 
 
 @torch.compiler.disable
@@ -139,32 +156,35 @@ def _backproject_parallel(y: torch.Tensor, p: GeometryParams, angles: torch.Tens
     # Warp slopes on the three pieces [0, o1), [o1, o2), [o2, 1) of every unit interval.
     o1, o2 = knots[:, 1], knots[:, 2]
     s1, s2, s3 = 1 / o1, 1 / (o2 - o1), 1 / (1 - o2)
+    # grid_sample's x coordinate (align_corners=True) of table index u is u * 2/(L-1) - 1;
+    # fold that scale into the warp slopes so u is never formed on its own.
+    to_x = 2 / (length - 1)
     per_view = [t.to(device, dtype).reshape(-1, 1, 1) for t in
-                (coef_i, coef_j, offset, o1, o2, s1, s2 - s1, s3 - s2)]
+                (coef_i, coef_j, offset, o1, o2, s1 * to_x, (s2 - s1) * to_x, (s3 - s2) * to_x)]
     fi = torch.arange(p.n0, dtype=dtype, device=device).reshape(1, -1, 1)
     fj = torch.arange(p.n1, dtype=dtype, device=device).reshape(1, 1, -1)
-    image = table.reshape(1, bc, n_views, length)
+    # One table row per view as its own batch entry of height 1: then the grid's y
+    # coordinate is irrelevant (always row 0) and is written once, not per chunk.
+    rows = table.permute(1, 0, 2).reshape(n_views, bc, 1, length).contiguous()
     out = y.new_zeros(bc, p.n0, p.n1)
     chunk = max(1, _CHUNK_ELEMENTS // (p.n0 * p.n1))
-    to_x = 2 / (length - 1)
-    to_y = 2 / max(n_views - 1, 1)
+    grid_buf = y.new_zeros(chunk, p.n0, p.n1, 2)
     for v0 in range(0, n_views, chunk):
         v1 = min(v0 + chunk, n_views)
         ci, cj, off, k1, k2, a1, a2, a3 = (t[v0:v1] for t in per_view)
-        kappa = (ci * fi + (cj * fj + off)).clamp_(-pad, n_bins + pad - 1)
+        kappa = torch.add(cj * fj + off, ci * fi).clamp_(-pad, n_bins + pad - 1)
         m = torch.floor(kappa)
-        f = kappa - m
-        # u = 3 (m + pad) + warp(f), warp piecewise linear through (0,0),(o1,1),(o2,2),(1,3)
-        u = f * a1
-        u.addcmul_((f - k1).clamp_(min=0), a2).addcmul_((f - k2).clamp_(min=0), a3)
-        u.add_(m, alpha=3).add_(3 * pad)
-        grid = y.new_empty(1, (v1 - v0) * p.n0, p.n1, 2)
-        grid[0, ..., 0] = (u * to_x - 1).reshape(-1, p.n1)
-        rows = (torch.arange(v0, v1, device=device, dtype=dtype) * to_y - 1).reshape(-1, 1, 1)
-        grid[0, ..., 1] = rows.expand(-1, p.n0, p.n1).reshape(-1, p.n1)
-        samples = F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros",
+        f = kappa.sub_(m)
+        # x = to_x (3 (m + pad) + warp(f)) - 1, warp piecewise linear through
+        # (0, 0), (o1, 1), (o2, 2), (1, 3): a sum of ramps
+        r1 = torch.sub(f, k1).clamp_(min=0)
+        r2 = torch.sub(f, k2).clamp_(min=0)
+        x = f.mul_(a1).addcmul_(r1, a2).addcmul_(r2, a3).add_(m, alpha=3 * to_x)
+        grid = grid_buf[: v1 - v0]
+        torch.add(x, 3 * pad * to_x - 1, out=grid[..., 0])
+        samples = F.grid_sample(rows[v0:v1], grid, mode="bilinear", padding_mode="zeros",
                                 align_corners=True)
-        out += samples.reshape(bc, v1 - v0, p.n0, p.n1).sum(1)
+        out += samples.sum(0)
     return out.reshape(b, c, p.n0, p.n1)
 
 
