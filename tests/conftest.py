@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
-from alara.geometry import FanBeam, ImageGrid, ParallelBeam, uniform_angles
+from alara.testing import small_geometries
 
 
-def small_geometries() -> dict[str, object]:
-    """One small geometry per kind (non-square grids catch transposition bugs)."""
-    grid = ImageGrid((24, 20), (-0.12, -0.10), (0.12, 0.10))
-    return {
-        "parallel": ParallelBeam(grid, uniform_angles(17), 31, 0.011, bin_offset=0.003),
-        "fan-flat": FanBeam(grid, uniform_angles(19, 0, 2 * math.pi), 33, 0.016,
-                            src_radius=0.4, det_radius=0.3),
-        "fan-curved": FanBeam(grid, uniform_angles(19, 0, 2 * math.pi), 33, 0.016,
-                              src_radius=0.4, det_radius=0.3, detector="curved"),
-    }
+# One geometry per kind; operator tests also sweep the special cases of small_geometries().
+KINDS = ("parallel", "fan-flat", "fan-curved")
 
 
-@pytest.fixture(params=list(small_geometries()))
+@pytest.fixture(params=KINDS)
 def geometry(request):
     return small_geometries()[request.param]
 

@@ -3,16 +3,16 @@ gradients, torch.library.opcheck and torch.compile."""
 
 from __future__ import annotations
 
-import math
 import os
 
 import pytest
 import torch
 
 from alara import ops
-from alara.geometry import FanBeam, ImageGrid, ParallelBeam, lodopab, uniform_angles
+from alara.geometry import lodopab
 from alara.ops import backend, torch_backend
 from alara.ops.raymath import GeometryParams
+from alara.testing import small_geometries, tiny_geometries
 
 if backend.native_module() is None:
     # A missing extension is an error (CI must not silently test the pure-torch fallback
@@ -28,23 +28,7 @@ from alara.ops import native  # noqa: E402  (needs alara._C)
 DEVICE = torch.device("cpu")
 
 
-def geometries() -> dict[str, object]:
-    """Small geometries of every kind; non-square grids and offsets catch index bugs."""
-    grid = ImageGrid((24, 20), (-0.12, -0.10), (0.12, 0.10))
-    angles_fan = uniform_angles(19, 0, 2 * math.pi)
-    return {
-        "parallel": ParallelBeam(grid, uniform_angles(17), 31, 0.011, bin_offset=0.003),
-        # ds < pixel size: more than three bins per pixel (the generic tap count)
-        "parallel-fine": ParallelBeam(grid, uniform_angles(13, 0.1, 3.0), 97, 0.0031),
-        "parallel-45": ParallelBeam(grid, torch.tensor([0.0, math.pi / 4, math.pi / 2,
-                                                        3 * math.pi / 4, 2.0]), 31, 0.011),
-        "fan-flat": FanBeam(grid, angles_fan, 33, 0.016, src_radius=0.4, det_radius=0.3),
-        "fan-curved": FanBeam(grid, angles_fan, 33, 0.016, src_radius=0.4, det_radius=0.3,
-                              detector="curved"),
-    }
-
-
-GEOMETRIES = geometries()
+GEOMETRIES = small_geometries()
 FAN = [k for k in GEOMETRIES if k.startswith("fan")]
 
 
@@ -162,16 +146,7 @@ def test_lodopab_geometry_matches_torch():
 
 # ------------------------------------------------------------------ autograd and dispatcher
 
-TINY = {
-    "parallel": ParallelBeam(ImageGrid((6, 5), (-0.03, -0.025), (0.03, 0.025)),
-                             uniform_angles(5), 9, 0.009),
-    "fan-flat": FanBeam(ImageGrid((6, 5), (-0.03, -0.025), (0.03, 0.025)),
-                        uniform_angles(5, 0, 2 * math.pi), 9, 0.012, src_radius=0.1,
-                        det_radius=0.05),
-    "fan-curved": FanBeam(ImageGrid((6, 5), (-0.03, -0.025), (0.03, 0.025)),
-                          uniform_angles(5, 0, 2 * math.pi), 9, 0.012, src_radius=0.1,
-                          det_radius=0.05, detector="curved"),
-}
+TINY = tiny_geometries()
 
 
 def _op_args(g, t, op: str, distance_weight: bool = False):

@@ -5,15 +5,15 @@ Marked ``cuda``; skipped without a GPU or without the CUDA kernels in alara._C.
 
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch
 
 from alara import ops
-from alara.geometry import FanBeam, ImageGrid, ParallelBeam, lodopab, uniform_angles
+from alara.geometry import lodopab
 from alara.ops import backend, torch_backend
 from alara.ops.raymath import GeometryParams
+from alara.testing import small_geometries, tiny_geometries
 
 pytestmark = [
     pytest.mark.cuda,
@@ -26,19 +26,7 @@ if torch.cuda.is_available() and not backend.native_available(torch.device("cuda
 CUDA = torch.device("cuda")
 
 
-def geometries() -> dict[str, object]:
-    grid = ImageGrid((24, 20), (-0.12, -0.10), (0.12, 0.10))
-    angles_fan = uniform_angles(19, 0, 2 * math.pi)
-    return {
-        "parallel": ParallelBeam(grid, uniform_angles(17), 31, 0.011, bin_offset=0.003),
-        "parallel-fine": ParallelBeam(grid, uniform_angles(13, 0.1, 3.0), 97, 0.0031),
-        "fan-flat": FanBeam(grid, angles_fan, 33, 0.016, src_radius=0.4, det_radius=0.3),
-        "fan-curved": FanBeam(grid, angles_fan, 33, 0.016, src_radius=0.4, det_radius=0.3,
-                              detector="curved"),
-    }
-
-
-GEOMETRIES = geometries()
+GEOMETRIES = small_geometries()
 
 
 def _rel(a, b) -> float:
@@ -133,13 +121,7 @@ def test_cuda_runs_on_current_stream():
     assert torch.equal(out, ref)
 
 
-TINY = {
-    "parallel": ParallelBeam(ImageGrid((6, 5), (-0.03, -0.025), (0.03, 0.025)),
-                             uniform_angles(5), 9, 0.009),
-    "fan-flat": FanBeam(ImageGrid((6, 5), (-0.03, -0.025), (0.03, 0.025)),
-                        uniform_angles(5, 0, 2 * math.pi), 9, 0.012, src_radius=0.1,
-                        det_radius=0.05),
-}
+TINY = tiny_geometries()
 
 
 @pytest.mark.parametrize("kind", list(TINY))

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from alara import ops, phantom
 from alara.geometry import FanBeam, ImageGrid, ParallelBeam, uniform_angles
+from alara.testing import small_geometries, tiny_geometries
 
 ELLIPSES = [phantom.Ellipse(1.0, 0.09, 0.06, 0.01, -0.02, 0.3),
             phantom.Ellipse(-0.4, 0.03, 0.02, -0.02, 0.03, -0.7)]
@@ -55,8 +56,9 @@ def _inner_products(g, dtype=torch.float64, batch=(2, 3)):
     return lhs.item(), rhs.item()
 
 
-def test_adjoint(geometry):
-    lhs, rhs = _inner_products(geometry)
+@pytest.mark.parametrize("name", list(small_geometries()))
+def test_adjoint(name):
+    lhs, rhs = _inner_products(small_geometries()[name])
     assert abs(lhs - rhs) <= 1e-10 * abs(lhs)
 
 
@@ -110,16 +112,7 @@ def test_half_precision_inputs_compute_in_float32():
     assert torch.allclose(out.float(), ops.project(x, g, backend="torch"), rtol=5e-3, atol=1e-4)
 
 
-TINY = {
-    "parallel": ParallelBeam(ImageGrid((6, 5), (-0.03, -0.025), (0.03, 0.025)),
-                             uniform_angles(5), 9, 0.009),
-    "fan-flat": FanBeam(ImageGrid((6, 5), (-0.03, -0.025), (0.03, 0.025)),
-                        uniform_angles(5, 0, 2 * math.pi), 9, 0.012, src_radius=0.1,
-                        det_radius=0.05),
-    "fan-curved": FanBeam(ImageGrid((6, 5), (-0.03, -0.025), (0.03, 0.025)),
-                          uniform_angles(5, 0, 2 * math.pi), 9, 0.012, src_radius=0.1,
-                          det_radius=0.05, detector="curved"),
-}
+TINY = tiny_geometries()
 
 
 @pytest.mark.parametrize("kind", list(TINY))
