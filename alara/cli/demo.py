@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
 from alara import ops, phantom
+from alara.data.writer import atomic_file
 from alara.geometry import LODOPAB_MU_MAX, LODOPAB_N0, lodopab
 
 
@@ -49,17 +48,12 @@ def run(size: int, views: int, bins: int, n0: float, out: Path, seed: int) -> di
         ax.set_title(title)
         ax.axis("off")
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # Write next to the target and rename, so an interrupted run never leaves half a PNG.
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=out.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=100)
-        os.replace(tmp, out)
+        # written next to the target and renamed: an interrupted run leaves no half PNG
+        with atomic_file(out) as tmp:
+            fig.savefig(tmp, dpi=100, format="png")
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return {"psnr": score}
 
 

@@ -34,6 +34,12 @@ def _as_float32(array: ArrayLike, what: str) -> np.ndarray:
     return array
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_file(path: PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; move it to ``path`` when the block succeeds.
@@ -46,6 +52,9 @@ def atomic_file(path: PathLike) -> Iterator[Path]:
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(name)
+    # mkstemp makes the file private (0600); give the result the permissions any newly
+    # created file would get, so shared data sets stay readable by the group.
+    os.chmod(tmp, 0o666 & ~_umask())
     try:
         yield tmp
         os.replace(tmp, path)
