@@ -17,11 +17,12 @@ def test_demo_writes_a_png_and_reports_psnr(tmp_path, capsys):
 
 def test_demo_reconstruction_quality(tmp_path):
     # hann FBP of the half-intensity phantom at LoDoPaB's dose: measured 26.3 dB at 64 px
-    # (blur-limited); at 1 % of the dose noise dominates and the PSNR must drop clearly.
+    # (blur-limited: 26.1 dB at 1 % of the dose); at 0.1 % (4 photons per bin) noise
+    # dominates: measured 22.8 dB.
     full = demo.run(64, 90, 92, 4096.0, tmp_path / "a.png", seed=0)["psnr"]
-    low = demo.run(64, 90, 92, 40.96, tmp_path / "b.png", seed=0)["psnr"]
+    low = demo.run(64, 90, 92, 4.096, tmp_path / "b.png", seed=0)["psnr"]
     assert 24 < full < 30
-    assert low < full - 3
+    assert low < full - 2.5
 
 
 def test_info_lists_backends(capsys):
