@@ -8,15 +8,9 @@ from pathlib import Path
 import torch
 
 from alara import ops, phantom
+from alara.data.synth import simulate_observation
 from alara.data.writer import atomic_file
-from alara.geometry import LODOPAB_MU_MAX, LODOPAB_N0, lodopab
-
-
-def simulate_lodopab_noise(sino: torch.Tensor, n0: float, generator: torch.Generator) -> torch.Tensor:
-    """LoDoPaB's noise model on normalised line integrals: Poisson counts, zeros -> 0.1."""
-    lam = n0 * torch.exp(-LODOPAB_MU_MAX * sino)
-    counts = torch.poisson(lam, generator=generator).clamp_(min=0.1)
-    return -torch.log(counts / n0) / LODOPAB_MU_MAX
+from alara.geometry import LODOPAB_N0, lodopab
 
 
 def psnr(x: torch.Tensor, ref: torch.Tensor, data_range: float = 1.0) -> float:
@@ -35,7 +29,7 @@ def run(size: int, views: int, bins: int, n0: float, out: Path, seed: int) -> di
     x = phantom.rasterize(phantom.shepp_logan(0.12, scale=0.5), geometry.grid, 4,
                           dtype=torch.float32)[None, None]
     gen = torch.Generator().manual_seed(seed)
-    y = simulate_lodopab_noise(ops.project(x, geometry), n0, gen)
+    y = simulate_observation(x, geometry, n0, generator=gen)
     rec = ops.fbp(y, geometry, filter="hann", frequency_scaling=0.641)
     score = psnr(rec, x)
     fig, axes = plt.subplots(1, 3, figsize=(12, 4))

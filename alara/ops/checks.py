@@ -18,14 +18,15 @@ def check_geometry(geometry: object, name: str = "geometry") -> Geometry:
     return geometry
 
 
-def check_tensor(t: object, name: str, trailing: tuple[int, int], what: str,
+def check_tensor(t: object, name: str, trailing: tuple[int, int], what: str, dims: str,
                  check_finite: bool = True) -> torch.Tensor:
-    """Check a ``[B, C, *trailing]`` floating-point tensor; ``what`` names the trailing dims."""
+    """Check a ``[B, C, *trailing]`` floating-point tensor; ``what`` names the trailing
+    shape (e.g. "image shape") and ``dims`` its axes (e.g. "n0, n1")."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if t.dim() != 4:
         raise ValueError(
-            f"{name} must have 4 dimensions [batch, channels, {what}], got shape "
+            f"{name} must have 4 dimensions [batch, channels, {dims}], got shape "
             f"{tuple(t.shape)}; add missing dimensions with {name}[None, None] or "
             f"{name}.unsqueeze(1)"
         )
@@ -36,8 +37,8 @@ def check_tensor(t: object, name: str, trailing: tuple[int, int], what: str,
         )
     if tuple(t.shape[-2:]) != tuple(trailing):
         raise ValueError(
-            f"{name} has {what.split(' (')[0]} {tuple(t.shape[-2:])} but the geometry "
-            f"expects {tuple(trailing)} ({what.split(' (')[-1].rstrip(')')})"
+            f"{name} has {what} {tuple(t.shape[-2:])} but the geometry expects "
+            f"{tuple(trailing)} ({dims})"
         )
     # detach: isfinite decomposes into abs(), which would save the input for autograd
     # (skipped while torch.compile traces: a data-dependent branch would break the graph)

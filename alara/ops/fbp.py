@@ -86,7 +86,7 @@ def fbp(y: torch.Tensor, geometry: Geometry, filter: str = "ram-lak",
     uniformly.  DIVal's LoDoPaB reference FBP is ``filter="hann", frequency_scaling=0.641``.
     """
     checks.check_geometry(geometry)
-    checks.check_tensor(y, "y", geometry.sinogram_shape, "sinogram shape (views, bins)")
+    checks.check_tensor(y, "y", geometry.sinogram_shape, "sinogram shape", "views, bins")
     work = y if y.dtype in (torch.float32, torch.float64) else y.float()
     grid = geometry.grid
     dx, dy = grid.spacing

@@ -83,7 +83,7 @@ def project(x: torch.Tensor, geometry: Geometry, backend: str = "auto") -> torch
     observations.  Returns ``[B, C, views, bins]``.
     """
     checks.check_geometry(geometry)
-    checks.check_tensor(x, "x", geometry.grid.shape, "image shape (n0, n1)")
+    checks.check_tensor(x, "x", geometry.grid.shape, "image shape", "n0, n1")
     if _backend.resolve(backend, x.device) == "native":
         # the native op carries its own autograd (backward = native backprojection)
         return _native().project(x, GeometryParams.of(geometry), geometry.angles)
@@ -94,7 +94,7 @@ def backproject(y: torch.Tensor, geometry: Geometry, backend: str = "auto") -> t
     """Backprojection ``A^T y`` of sinograms ``y`` ``[B, C, views, bins]``: the exact
     adjoint of :func:`project`.  Returns ``[B, C, n0, n1]``."""
     checks.check_geometry(geometry)
-    checks.check_tensor(y, "y", geometry.sinogram_shape, "sinogram shape (views, bins)")
+    checks.check_tensor(y, "y", geometry.sinogram_shape, "sinogram shape", "views, bins")
     if _backend.resolve(backend, y.device) == "native":
         return _native().backproject(y, GeometryParams.of(geometry), geometry.angles)
     return _Backproject.apply(y.contiguous(), geometry)

@@ -23,7 +23,6 @@ that the native ops take as primitive arguments.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -163,15 +162,3 @@ def diamond_bin_range(p: GeometryParams, cos: torch.Tensor, sin: torch.Tensor,
     lo = torch.minimum(torch.minimum(coords[0], coords[1]), torch.minimum(coords[2], coords[3]))
     hi = torch.maximum(torch.maximum(coords[0], coords[1]), torch.maximum(coords[2], coords[3]))
     return (lo - p.s0) / p.ds, (hi - p.s0) / p.ds
-
-
-def max_taps(p: GeometryParams) -> int:
-    """An upper bound on the bins one pixel receives from one view (for fixed-size loops)."""
-    if p.kind == PARALLEL:
-        width = 2 * math.hypot(p.dx, p.dy) / p.ds
-    else:
-        # The widest footprint is the pixel nearest the source: magnification D / (R - r).
-        width = 2 * math.hypot(p.dx, p.dy) * p.src_det / p.ds
-        width /= max(p.src_radius - math.hypot(abs(p.x0) + p.n0 * p.dx, abs(p.y0) + p.n1 * p.dy), 1e-12)
-        width = min(width, float(p.n_bins))
-    return int(math.floor(width)) + 2
