@@ -8,13 +8,13 @@ can say who was first, and ``alara plugins`` can show where a component comes fr
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Generic, Iterator, Mapping, Optional, TypeVar
 
 from alara.interfaces import Component
+from alara.params import close_matches, make_config
 
 __all__ = ["Registry", "RegistryEntry", "RegistryError", "UnknownComponentError", "DuplicateComponentError"]
 
@@ -49,12 +49,6 @@ class RegistryEntry:
     def qualname(self) -> str:
         """``module.Class`` of the registered class."""
         return f"{self.cls.__module__}.{self.cls.__qualname__}"
-
-
-def close_matches(name: str, candidates: list[str]) -> str:
-    """A "did you mean" suffix for an error message (empty if nothing is close)."""
-    matches = difflib.get_close_matches(name, candidates, n=3, cutoff=0.5)
-    return f"; did you mean {' or '.join(repr(m) for m in matches)}?" if matches else ""
 
 
 class Registry(Generic[T]):
@@ -137,13 +131,15 @@ class Registry(Generic[T]):
         """The class registered as ``name``."""
         return self.entry(name).cls
 
-    def create(self, name: str, params: Optional[Mapping[str, Any]] = None) -> T:
+    def create(self, name: str, params: Optional[Mapping[str, Any]] = None, *,
+               file: Optional[str] = None, section: Optional[str] = None) -> T:
         """Instantiate ``name`` with keyword ``params``, validated like a config file's
-        (unknown or missing keys and wrong types are :class:`alara.config.ConfigError`)."""
-        from alara.config import make_config  # config builds on this module
-
+        (unknown or missing keys and wrong types are :class:`alara.params.ConfigError`
+        located by ``file`` and ``section``).  The one way a component is built by name."""
         cls = self.get(name)
-        return cls(make_config(cls.Config, dict(params or {}), section=f"{self.kind} {name!r}"))
+        config = make_config(cls.Config, dict(params or {}), file=file,
+                             section=section or f"{self.kind} {name!r}")
+        return cls(config)
 
     def names(self) -> list[str]:
         """The registered names, sorted."""
