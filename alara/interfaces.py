@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from alara.geometry import LODOPAB_N0, Geometry
+from alara.noise import postlog_noise
 
 __all__ = [
     "Component",
@@ -202,8 +203,19 @@ class Prior(Component):
 
     kind = "prior"
 
-    def forward(self, x: torch.Tensor, geometry: Geometry) -> PriorInfo:  # pragma: no cover
+    def forward(self, x: torch.Tensor, geometry: Geometry, simulator: Optional["Simulator"] = None,
+                generator: Optional[torch.Generator] = None) -> PriorInfo:  # pragma: no cover
+        """Acquire the prior of ``x``; noisy acquisitions go through :meth:`acquire`."""
         raise NotImplementedError
+
+    @staticmethod
+    def acquire(sinogram: torch.Tensor, n0: torch.Tensor, simulator: Optional["Simulator"] = None,
+                generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """A noisy acquisition of ``sinogram`` at ``n0`` [B, V] photons per bin: exact noise
+        of ``simulator`` (the pipeline's), or LoDoPaB's model when none is given."""
+        if simulator is None:
+            return postlog_noise(sinogram, n0, generator=generator)
+        return simulator.simulate(sinogram, n0, differentiable=False, generator=generator)
 
 
 # ----------------------------------------------------------------------------- dose policy
@@ -266,14 +278,22 @@ class Simulator(Component):
     ``n0``: photons per bin per view [B, V].  ``y`` has the sinogram's shape and units
     (post-log, divided by ``mu_max``, as LoDoPaB's observations).  In training mode the
     sample must be differentiable in ``n0``; in eval mode it is the exact noise model.
+
+    Subclasses implement :meth:`simulate`; priors call it with ``differentiable=False``,
+    so a pre-scan or scout is acquired with the same noise model as the scan.
     """
 
     kind = "simulator"
 
-    def forward(
-        self, sinogram: torch.Tensor, n0: torch.Tensor, generator: Optional[torch.Generator] = None
-    ) -> torch.Tensor:  # pragma: no cover
+    def simulate(self, sinogram: torch.Tensor, n0: torch.Tensor, *, differentiable: bool,
+                 generator: Optional[torch.Generator] = None) -> torch.Tensor:  # pragma: no cover
+        """The noisy post-log sinogram (implement this); reparameterised and differentiable
+        in ``n0`` when ``differentiable``, else the exact noise model."""
         raise NotImplementedError
+
+    def forward(self, sinogram: torch.Tensor, n0: torch.Tensor,
+                generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        return self.simulate(sinogram, n0, differentiable=self.training, generator=generator)
 
 
 # --------------------------------------------------------------------------- reconstructor

@@ -50,8 +50,9 @@ LODOPAB_LENGTHS: dict[str, int] = {"train": 35820, "validation": 3522, "test": 3
 #: Attenuation of water and air (1/m) used by LoDoPaB's HU conversion.
 MU_WATER = 20.0
 MU_AIR = 0.02
-#: LoDoPaB replaces zero photon counts by this value before taking the log.
-MIN_COUNT = 0.1
+#: LoDoPaB replaces zero photon counts by this value before taking the log (the noise
+#: model lives in alara.noise).
+from alara.noise import MIN_COUNT  # noqa: E402
 
 _NAME_RE = re.compile(r"^(ground_truth|observation)_(train|validation|test)_(\d{3})\.hdf5$")
 

@@ -19,11 +19,10 @@ import torch
 import torch.nn.functional as F
 
 from alara import ops
-from alara.geometry import LODOPAB_MU_MAX, LODOPAB_N0, Geometry
-from alara.interfaces import Prior, PriorInfo
+from alara.geometry import LODOPAB_N0, Geometry
+from alara.interfaces import Prior, PriorInfo, Simulator
 
 from alara_builtin.reconstructors import FBPParams
-from alara_builtin.simulator import postlog_noise
 
 __all__ = ["PreScanPrior", "ScoutPrior", "PriorExamPrior", "with_angles"]
 
@@ -51,7 +50,6 @@ class PreScanPrior(Prior):
         view_step: int = 1
         #: Clip the FBP image to [0, 1] (the x range).
         clip: bool = True
-        mu_max: float = LODOPAB_MU_MAX
 
         def __post_init__(self) -> None:
             super().__post_init__()
@@ -61,7 +59,7 @@ class PreScanPrior(Prior):
                 raise ValueError(f"view_step must be >= 1, got {self.view_step}")
 
     @torch.no_grad()
-    def forward(self, x: torch.Tensor, geometry: Geometry,
+    def forward(self, x: torch.Tensor, geometry: Geometry, simulator: Optional[Simulator] = None,
                 generator: Optional[torch.Generator] = None) -> PriorInfo:
         _check_image(x, geometry)
         c = self.config
@@ -69,7 +67,7 @@ class PreScanPrior(Prior):
         # Spread the dose over the pre-scan's views: n0 * V_pre = rel * 4096 * V.
         n0_value = c.relative_dose * LODOPAB_N0 * geometry.n_views / g.n_views
         n0 = torch.full((x.shape[0], g.n_views), n0_value, dtype=x.dtype, device=x.device)
-        y = postlog_noise(ops.project(x, g), n0, mu_max=c.mu_max, generator=generator)
+        y = self.acquire(ops.project(x, g), n0, simulator, generator)
         z = c.fbp(y, g)
         if c.clip:
             z = z.clamp(0.0, 1.0)
@@ -89,7 +87,6 @@ class ScoutPrior(Prior):
         angles_deg: tuple[float, float] = (0.0, 90.0)
         #: Simulate Poisson noise on the scouts (False: noiseless line integrals).
         noise: bool = True
-        mu_max: float = LODOPAB_MU_MAX
 
         def __post_init__(self) -> None:
             if not self.n0 > 0:
@@ -99,7 +96,7 @@ class ScoutPrior(Prior):
                 raise ValueError(f"angles_deg must be two orthogonal views, got {self.angles_deg}")
 
     @torch.no_grad()
-    def forward(self, x: torch.Tensor, geometry: Geometry,
+    def forward(self, x: torch.Tensor, geometry: Geometry, simulator: Optional[Simulator] = None,
                 generator: Optional[torch.Generator] = None) -> PriorInfo:
         _check_image(x, geometry)
         c = self.config
@@ -108,7 +105,7 @@ class ScoutPrior(Prior):
         p = ops.project(x, g)[:, 0]  # [B, 2, K]
         n0 = torch.full((x.shape[0], 2), c.n0, dtype=x.dtype, device=x.device)
         if c.noise:
-            p = postlog_noise(p, n0, mu_max=c.mu_max, generator=generator)
+            p = self.acquire(p, n0, simulator, generator)
         return PriorInfo(scouts=p, scout_angles=angles, dose=n0.sum(dim=-1))
 
 
@@ -131,8 +128,9 @@ class PriorExamPrior(Prior):
                     raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
 
     @torch.no_grad()
-    def forward(self, x: torch.Tensor, geometry: Geometry, exam: Optional[torch.Tensor] = None,
-                generator: Optional[torch.Generator] = None) -> PriorInfo:
+    def forward(self, x: torch.Tensor, geometry: Geometry, simulator: Optional[Simulator] = None,
+                generator: Optional[torch.Generator] = None,
+                exam: Optional[torch.Tensor] = None) -> PriorInfo:
         _check_image(x, geometry)
         if exam is not None:
             _check_image(exam, geometry)

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from alara.geometry import LODOPAB_MU_MAX as MU
-from alara_builtin.simulator import PoissonSimulator, postlog_noise
+from alara.noise import postlog_noise
+from alara_builtin.simulator import PoissonSimulator
 
 
 def counts_of(y: torch.Tensor, n0: torch.Tensor) -> torch.Tensor:
@@ -112,5 +113,16 @@ def test_shapes_and_errors():
         sim(torch.zeros(2, 1, 6, 5), n0)
     with pytest.raises(ValueError, match="n0 must be positive"):
         sim(torch.zeros(2, 4, 5), -n0)
-    with pytest.raises(ValueError, match="min_count must be positive"):
+    with pytest.raises(ValueError, match="min_count must be a finite positive"):
         PoissonSimulator.Config(min_count=0.0)
+    with pytest.raises(ValueError, match="mu_max must be a finite positive"):
+        PoissonSimulator.Config(mu_max=float("inf"))
+    for bad in (float("nan"), float("inf")):
+        n0_bad = n0.clone()
+        n0_bad[1, 2] = bad
+        with pytest.raises(ValueError, match=r"n0 must be positive and finite on every view \(1 of 8"):
+            sim(torch.zeros(2, 4, 5), n0_bad)
+    sino = torch.zeros(2, 4, 5)
+    sino[0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="sinogram has 1 NaN or inf"):
+        sim.train()(sino, n0)

@@ -1,0 +1,110 @@
+"""The one noise model: LoDoPaB-CT's Poisson photon counts, post-log.
+
+Mean counts ``lambda = n0 exp(-mu_max A x)``; counts ``~ Poisson(lambda)`` (+ optional
+Gaussian electronic noise of ``electronic_std`` counts); counts below ``min_count``
+(LoDoPaB: zero counts) become ``min_count = 0.1``; ``y = -ln(counts / n0) / mu_max``.
+
+Two forms:
+
+- exact (``differentiable=False``): Poisson sampling in float64 (float32 loses the
+  integer counts above 2^24 photons and biases the log at low counts), detached;
+- reparameterised (``differentiable=True``): ``lambda + sqrt(lambda + sigma_e^2) eps``,
+  ``eps ~ N(0, 1)``, the Gaussian approximation of the Poisson law (accurate at the counts
+  CT works with), differentiable in ``n0`` so a dose policy can learn through it.
+
+Data synthesis, DICOM import, the priors and the ``poisson`` simulator all call
+:func:`postlog_noise`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+
+from alara.geometry import LODOPAB_MU_MAX
+
+__all__ = ["MIN_COUNT", "broadcast_n0", "mean_counts", "postlog_noise", "check_noise_params"]
+
+#: LoDoPaB replaces zero photon counts by this value before taking the log.
+MIN_COUNT = 0.1
+
+
+def check_noise_params(mu_max: float, min_count: float, electronic_std: float) -> None:
+    """Refuse parameters without physical meaning (each must be finite; ``mu_max`` and
+    ``min_count`` positive, ``electronic_std`` >= 0)."""
+    for key, value, ok in (("mu_max", mu_max, mu_max > 0), ("min_count", min_count, min_count > 0),
+                           ("electronic_std", electronic_std, electronic_std >= 0)):
+        if not (math.isfinite(value) and ok):
+            need = "a finite number >= 0" if key == "electronic_std" else "a finite positive number"
+            raise ValueError(f"{key} must be {need}, got {value!r}")
+
+
+def broadcast_n0(n0: torch.Tensor, sinogram: torch.Tensor) -> torch.Tensor:
+    """``n0`` [B, V] reshaped to broadcast against ``sinogram`` [B, C, V, K] or [B, V, K]."""
+    if not isinstance(n0, torch.Tensor) or n0.dim() != 2:
+        shape = tuple(n0.shape) if isinstance(n0, torch.Tensor) else type(n0).__name__
+        raise ValueError(f"n0 must be a tensor of shape [B, views], got {shape}")
+    if sinogram.dim() not in (3, 4):
+        raise ValueError(f"sinogram must be [B, C, views, bins] or [B, views, bins], got {tuple(sinogram.shape)}")
+    b, v = sinogram.shape[0], sinogram.shape[-2]
+    if tuple(n0.shape) != (b, v):
+        raise ValueError(f"n0 has shape {tuple(n0.shape)} but the sinogram {tuple(sinogram.shape)} "
+                         f"needs [B, views] = [{b}, {v}]")
+    n0 = n0.to(device=sinogram.device)
+    return n0[:, None, :, None] if sinogram.dim() == 4 else n0[:, :, None]
+
+
+def _check_values(sinogram: torch.Tensor, n0: torch.Tensor) -> None:
+    # NaN passes every comparison-based range check, and a NaN dose would silently give
+    # NaN images; both tensors are small next to the reconstruction, so check them always.
+    if not bool(torch.isfinite(n0).all()) or not bool((n0 > 0).all()):
+        bad = int((~(torch.isfinite(n0) & (n0 > 0))).sum())
+        raise ValueError(f"n0 must be positive and finite on every view ({bad} of {n0.numel()} "
+                         "values are not): check the dose policy's output and its budget")
+    if not bool(torch.isfinite(sinogram).all()):
+        bad = int((~torch.isfinite(sinogram)).sum())
+        raise ValueError(f"the sinogram has {bad} NaN or inf values: check the image (x must be "
+                         "finite, in mu / mu_max units) and the projector's input")
+
+
+def mean_counts(sinogram: torch.Tensor, n0: torch.Tensor, mu_max: float = LODOPAB_MU_MAX) -> torch.Tensor:
+    """Expected photon counts ``lambda = n0 exp(-mu_max A x)``, shaped like ``sinogram``."""
+    return broadcast_n0(n0, sinogram).to(sinogram.dtype) * torch.exp(-mu_max * sinogram)
+
+
+def postlog_noise(
+    sinogram: torch.Tensor,
+    n0: torch.Tensor,
+    *,
+    mu_max: float = LODOPAB_MU_MAX,
+    min_count: float = MIN_COUNT,
+    electronic_std: float = 0.0,
+    differentiable: bool = False,
+    generator: Optional[torch.Generator] = None,
+) -> torch.Tensor:
+    """Noisy post-log sinogram ``y`` (``sinogram``'s shape and dtype) for normalised line
+    integrals ``sinogram`` [B, C, V, K] or [B, V, K] and photons per bin ``n0`` [B, V].
+
+    ``y = -ln(max(counts, min_count) / n0) / mu_max`` with counts drawn as the module
+    docstring says; exact Poisson unless ``differentiable``.
+    """
+    check_noise_params(mu_max, min_count, electronic_std)
+    n0b = broadcast_n0(n0, sinogram)
+    _check_values(sinogram, n0b)
+    if differentiable:
+        n0b = n0b.to(sinogram.dtype)
+        lam = n0b * torch.exp(-mu_max * sinogram)
+        eps = torch.randn(lam.shape, generator=generator, dtype=lam.dtype, device=lam.device)
+        counts = lam + torch.sqrt(lam + electronic_std ** 2) * eps
+        # clamp, not where: keeps a (zero) gradient path and maps 0 -> min_count as LoDoPaB.
+        return -torch.log(counts.clamp(min=min_count) / n0b) / mu_max
+    with torch.no_grad():
+        n64 = n0b.detach().double()
+        lam = n64 * torch.exp(-mu_max * sinogram.detach().double())
+        counts = torch.poisson(lam, generator=generator)
+        if electronic_std > 0:
+            counts = counts + electronic_std * torch.randn(lam.shape, generator=generator,
+                                                           dtype=lam.dtype, device=lam.device)
+        return (-torch.log(counts.clamp_(min=min_count) / n64) / mu_max).to(sinogram.dtype)
