@@ -32,21 +32,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Errors a command reports as one line (bad input, missing or unwritable files); any
+#: other exception is a bug and keeps its traceback.
+EXPECTED_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, KeyError)
+
+
+def error_message(exc: BaseException) -> str:
+    """One line for an expected error: OS errors as ``path: reason``, the message of the
+    others (``KeyError`` without its quotes)."""
+    if isinstance(exc, OSError) and exc.filename is not None:
+        where = f"{exc.filename}" + (f" -> {exc.filename2}" if exc.filename2 else "")
+        return f"{where}: {exc.strerror or exc}"
+    if isinstance(exc, KeyError) and len(exc.args) == 1:
+        return str(exc.args[0])
+    return str(exc) or type(exc).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``alara`` console script."""
+    """Entry point of the ``alara`` console script: 0 on success, 1 with one error line
+    for bad input, 130 when interrupted."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    command = " ".join(v for v in (args.command, getattr(args, f"{args.command}_command", None)) if v)
     try:
         return int(args.func(args) or 0)
     except BrokenPipeError:
         # Output piped into e.g. `head`, which closed early: not an error of ours.
         sys.stderr.close()
         return 0
-    except (ValueError, FileNotFoundError, KeyError) as exc:
-        print(f"alara {args.command}: error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"alara {command}: interrupted", file=sys.stderr)
+        return 130
+    except EXPECTED_ERRORS as exc:
+        print(f"alara {command}: error: {error_message(exc)}", file=sys.stderr)
         return 1
 
 

@@ -3,9 +3,35 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 from alara.data.lodopab import SPLITS
+
+
+def _whole(minimum: int):
+    """argparse type: a whole number >= ``minimum`` (sizes, counts)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+    return parse
+
+
+def _photons(text: str) -> float:
+    """argparse type: a positive finite photon count (``float`` accepts 'inf' and 'nan')."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number of photons per "
+                                         f"bin (LoDoPaB: 4096), got {text!r}")
+    return value
 
 
 def _geometry(args: argparse.Namespace):
@@ -19,11 +45,11 @@ def _geometry(args: argparse.Namespace):
 
 def _add_geometry_args(p: argparse.ArgumentParser, default_size: int, default_angles: int) -> None:
     g = p.add_argument_group("geometry (LoDoPaB's 0.26 m field of view, parallel beam)")
-    g.add_argument("--image-size", type=int, default=default_size, metavar="N",
+    g.add_argument("--image-size", type=_whole(1), default=default_size, metavar="N",
                    help=f"image size N x N (default {default_size})")
-    g.add_argument("--n-angles", type=int, default=default_angles, metavar="V",
+    g.add_argument("--n-angles", type=_whole(1), default=default_angles, metavar="V",
                    help=f"number of views over [0, pi) (default {default_angles})")
-    g.add_argument("--n-bins", type=int, default=None, metavar="K",
+    g.add_argument("--n-bins", type=_whole(1), default=None, metavar="K",
                    help="detector bins (default: odd number nearest N * sqrt(2))")
     g.add_argument("--lodopab", action="store_true",
                    help="full LoDoPaB geometry: 362 x 362, 1000 views, 513 bins "
@@ -33,10 +59,10 @@ def _add_geometry_args(p: argparse.ArgumentParser, default_size: int, default_an
 def _add_output_args(p: argparse.ArgumentParser, seed_help: str) -> None:
     """Options shared by the commands that write a data set."""
     p.add_argument("--seed", type=int, default=0, help=f"{seed_help} (default 0)")
-    p.add_argument("--upsample", type=int, default=2,
+    p.add_argument("--upsample", type=_whole(1), default=2,
                    help="simulate observations on an UPSAMPLE-times finer grid (default 2)")
-    p.add_argument("--n0", type=float, default=4096.0, help="photons per bin (default 4096)")
-    p.add_argument("--samples-per-file", type=int, default=128, help="default 128 (LoDoPaB)")
+    p.add_argument("--n0", type=_photons, default=4096.0, help="photons per bin (default 4096)")
+    p.add_argument("--samples-per-file", type=_whole(1), default=128, help="default 128 (LoDoPaB)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing data set")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
@@ -66,7 +92,7 @@ def _check(args: argparse.Namespace) -> int:
 
     show = None if args.quiet else (lambda name: print(f"checking {name}", file=sys.stderr))
     problems = check_dataset(args.dir, args.split or None, scan_values=not args.headers_only,
-                             progress=show)
+                             progress=show, note=lambda text: print(f"note: {text}", file=sys.stderr))
     if problems:
         print(f"{args.dir}: {len(problems)} problem(s):")
         for p in problems:
@@ -100,10 +126,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                                     "spine, ribs, organs, small lesions) in the LoDoPaB layout, "
                                     "with observations simulated at n0 photons per bin.")
     p.add_argument("out", help="output directory")
-    p.add_argument("--train", type=int, default=8, help="training patients (default 8)")
-    p.add_argument("--validation", type=int, default=2, help="validation patients (default 2)")
-    p.add_argument("--test", type=int, default=2, help="test patients (default 2)")
-    p.add_argument("--slices", type=int, default=4, help="slices per patient (default 4)")
+    p.add_argument("--train", type=_whole(0), default=8, help="training patients (default 8)")
+    p.add_argument("--validation", type=_whole(0), default=2, help="validation patients (default 2)")
+    p.add_argument("--test", type=_whole(0), default=2, help="test patients (default 2)")
+    p.add_argument("--slices", type=_whole(1), default=4, help="slices per patient (default 4)")
     p.add_argument("--no-observations", action="store_true", help="ground truth only")
     _add_output_args(p, "random seed")
     _add_geometry_args(p, 128, 180)

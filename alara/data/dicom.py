@@ -28,12 +28,13 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from alara.data.layout import DataError
-from alara.data.lodopab import SAMPLES_PER_FILE, hu_to_x
+from alara.data.lodopab import SAMPLES_PER_FILE, SPLITS, hu_to_x
 from alara.data.metadata import DatasetInfo, geometry_to_dict
-from alara.data.synth import (
-    fine_geometry, finish_output_dir, prepare_output_dir, simulate_observation,
+from alara.data.synth import fine_geometry, simulate_observation
+from alara.data.writer import (
+    OutputDir, SplitWriter, check_file_count, check_write_options, output_path,
+    write_patient_ids,
 )
-from alara.data.writer import SplitWriter, write_patient_ids
 from alara.geometry import LODOPAB_N0, Geometry, ImageGrid, lodopab
 
 __all__ = ["CTSlice", "read_ct_slice", "resample_to_grid", "crop_to_grid", "collect_dicom_files",
@@ -202,9 +203,15 @@ def import_dicom(inputs: Sequence[PathLike], root: PathLike, *, split: str = "te
     skipped; any DICOM that is not a CT slice with pixels, or that does not fit ``mode``,
     is an error, raised before anything is written.
     """
+    # Every option and input is checked before the output directory is touched.
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    check_write_options(n0=n0, samples_per_file=samples_per_file, upsample=upsample, seed=seed)
+    output_path(root)
     geometry = geometry if geometry is not None else lodopab()
+    fine = fine_geometry(geometry, upsample)
     named = {Path(p) for p in inputs if Path(p).is_file()}
     slices: list[CTSlice] = []
     for path in collect_dicom_files(inputs):
@@ -219,11 +226,19 @@ def import_dicom(inputs: Sequence[PathLike], root: PathLike, *, split: str = "te
     if not slices:
         raise DataError(f"no DICOM CT slices found in {', '.join(map(str, inputs))}")
     slices.sort(key=lambda s: (s.patient, s.series, s.z, str(s.path)))
-    stale = prepare_output_dir(root, overwrite)
+    check_file_count(split, len(slices), samples_per_file)
+    with OutputDir(root, overwrite) as out:
+        return _write_split(out, slices, split, geometry, fine, mode, observations, upsample,
+                            n0, seed, samples_per_file, progress)
 
+
+def _write_split(out: OutputDir, slices: list[CTSlice], split: str, geometry: Geometry,
+                 fine: Geometry, mode: str, observations: bool, upsample: int, n0: float,
+                 seed: int, samples_per_file: int, progress: bool) -> DatasetInfo:
+    """:func:`import_dicom` once its inputs are checked: stage, then commit ``out``."""
+    root = out.path
     patient_index: dict[str, int] = {}
     ids = [patient_index.setdefault(s.patient, len(patient_index)) for s in slices]
-    fine = fine_geometry(geometry, upsample)
     noise = torch.Generator().manual_seed(int(seed))
     dequant = torch.Generator().manual_seed(int(seed) + 1)
     gt = SplitWriter(root, split, "ground_truth", samples_per_file)
@@ -242,11 +257,9 @@ def import_dicom(inputs: Sequence[PathLike], root: PathLike, *, split: str = "te
             gt.append(F.avg_pool2d(x_fine, upsample)[0, 0])
         obs.append(simulate_observation(x_fine, fine, n0, generator=noise)[0, 0])
     n = gt.close()
-    written = set(gt.paths)
     if obs is not None:
         obs.close()
-        written |= set(obs.paths)
-    written.add(write_patient_ids(root, split, ids))
+    write_patient_ids(root, split, ids)
     info = DatasetInfo(
         lengths={split: n}, samples_per_file=samples_per_file, image_shape=geometry.grid.shape,
         sinogram_shape=geometry.sinogram_shape if observations else None,
@@ -254,5 +267,4 @@ def import_dicom(inputs: Sequence[PathLike], root: PathLike, *, split: str = "te
         extra={"n_patients": len(patient_index), "mode": mode,
                "upsample": int(upsample) if observations else None},
     )
-    finish_output_dir(root, info, written, stale)
-    return info
+    return out.commit(info)

@@ -8,6 +8,7 @@ lengths, samples per file, shapes and geometry here, so the reader needs no gues
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -22,7 +23,8 @@ __all__ = ["METADATA_FILE", "DatasetInfo", "geometry_to_dict", "geometry_from_di
            "read_metadata", "write_metadata", "lodopab_info"]
 
 METADATA_FILE = "alara_dataset.json"
-FORMAT_VERSION = 1
+#: 2: ``checksums`` added (version-1 files are read as sets without checksums).
+FORMAT_VERSION = 2
 
 PathLike = Union[str, Path]
 
@@ -73,6 +75,9 @@ class DatasetInfo:
     source: str = "lodopab"
     #: Free-form provenance (seed, generator options, ...).
     extra: dict[str, Any] = field(default_factory=dict)
+    #: File name -> hex SHA-256 of every file written with the data set (empty: not
+    #: recorded, e.g. a data set written before checksums existed).
+    checksums: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         unknown = set(self.lengths) - set(SPLITS)
@@ -82,6 +87,13 @@ class DatasetInfo:
             raise ValueError(f"split lengths must be >= 0, got {self.lengths}")
         if int(self.samples_per_file) <= 0:
             raise ValueError(f"samples_per_file must be positive, got {self.samples_per_file}")
+        if not (math.isfinite(float(self.n0)) and self.n0 > 0):
+            raise ValueError(f"n0 must be a positive finite number of photons, got {self.n0!r}")
+        if not (math.isfinite(float(self.mu_max)) and self.mu_max > 0):
+            raise ValueError(f"mu_max must be a positive finite attenuation (1/m), got {self.mu_max!r}")
+        if not isinstance(self.checksums, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in self.checksums.items()):
+            raise ValueError("checksums must map file names to hex SHA-256 strings")
         self.lengths = {s: int(self.lengths[s]) for s in SPLITS if s in self.lengths}
         self.samples_per_file = int(self.samples_per_file)
         self.image_shape = tuple(int(v) for v in self.image_shape)  # type: ignore[assignment]
@@ -129,8 +141,10 @@ def read_metadata(root: PathLike) -> Optional[DatasetInfo]:
     try:
         with open(path, encoding="utf-8") as f:
             return DatasetInfo.from_json(json.load(f))
-    except (json.JSONDecodeError, TypeError, KeyError, ValueError) as exc:
-        raise ValueError(f"{path}: invalid alara metadata: {exc}") from exc
+    except (json.JSONDecodeError, TypeError, KeyError, ValueError, OSError) as exc:
+        # OSError: the name is a directory or unreadable; ValueError: includes non-UTF-8
+        raise ValueError(f"{path}: invalid alara metadata: {exc}; recreate the data set or "
+                         f"restore the file") from exc
 
 
 def write_metadata(root: PathLike, info: DatasetInfo) -> Path:

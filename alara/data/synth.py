@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,15 +13,16 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from alara.data.layout import DataError
-from alara.data.lodopab import MIN_COUNT, SPLITS, hu_to_x, parse_data_filename
-from alara.data.metadata import METADATA_FILE, DatasetInfo, geometry_to_dict, write_metadata
+from alara.data.lodopab import MIN_COUNT, SPLITS, hu_to_x
+from alara.data.metadata import DatasetInfo, geometry_to_dict
 from alara.data.phantoms import render_slice, sample_patient, slice_positions
-from alara.data.writer import SplitWriter, write_patient_ids
+from alara.data.writer import (
+    OutputDir, SplitWriter, check_file_count, check_write_options, write_patient_ids,
+)
 from alara.geometry import LODOPAB_MU_MAX, LODOPAB_N0, Geometry, ImageGrid, lodopab
 
 __all__ = ["fine_geometry", "simulate_observation", "small_geometry", "SynthResult",
-           "generate_dataset", "prepare_output_dir", "finish_output_dir"]
+           "generate_dataset"]
 
 PathLike = Union[str, Path]
 
@@ -73,36 +75,6 @@ class SynthResult:
         return self.seconds / max(self.n_patients, 1)
 
 
-def prepare_output_dir(root: PathLike, overwrite: bool) -> list[Path]:
-    """Create ``root``; refuse to mix with an existing data set unless ``overwrite``.
-
-    With ``overwrite``, the old metadata is removed at once, so that a run interrupted
-    midway leaves a directory that ``alara data check`` and the reader reject instead of
-    a silent mix of old and new files.  Returns the old data files, which
-    :func:`finish_output_dir` removes once the new files are in place.
-    """
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    existing = [p for p in root.iterdir()
-                if parse_data_filename(p.name) or p.name == METADATA_FILE
-                or (p.name.startswith("patient_ids_rand_") and p.suffix == ".csv")]
-    if existing and not overwrite:
-        raise DataError(f"{root} already holds a data set ({len(existing)} files, e.g. "
-                        f"{existing[0].name}); pass overwrite=True / --overwrite to replace it")
-    (root / METADATA_FILE).unlink(missing_ok=True)
-    return [p for p in existing if p.name != METADATA_FILE]
-
-
-def finish_output_dir(root: PathLike, info: DatasetInfo, written: set[Path],
-                      stale: list[Path]) -> None:
-    """Write the metadata last (its presence marks a complete data set), then delete the
-    old data set's files that the new one did not replace."""
-    written.add(write_metadata(root, info))
-    for p in stale:
-        if p not in written:
-            p.unlink(missing_ok=True)
-
-
 def generate_dataset(root: PathLike, *, patients: Sequence[int] = (8, 2, 2),
                      slices_per_patient: int = 4, geometry: Optional[Geometry] = None,
                      upsample: int = 2, n0: float = LODOPAB_N0, seed: int = 0,
@@ -117,22 +89,38 @@ def generate_dataset(root: PathLike, *, patients: Sequence[int] = (8, 2, 2),
     each sample's patient.  Ground truth is the ``upsample``-times finer rendering averaged
     down to the grid; observations are simulated from the fine rendering.
     """
-    if len(patients) != 3 or any(int(n) < 0 for n in patients):
-        raise ValueError(f"patients must be three counts (train, validation, test), got {patients}")
-    if slices_per_patient <= 0 or upsample <= 0:
-        raise ValueError("slices_per_patient and upsample must be positive")
+    # Every option is checked before the output directory is touched.
+    if len(patients) != 3 or any(isinstance(n, bool) or not isinstance(n, numbers.Integral)
+                                 or n < 0 for n in patients):
+        raise ValueError(f"patients must be three whole numbers >= 0 (train, validation, "
+                         f"test: --train, --validation, --test), got {tuple(patients)}")
+    if isinstance(slices_per_patient, bool) or not isinstance(slices_per_patient, numbers.Integral) \
+            or slices_per_patient < 1:
+        raise ValueError(f"slices_per_patient (--slices) must be a whole number >= 1, got "
+                         f"{slices_per_patient!r}")
+    check_write_options(n0=n0, samples_per_file=samples_per_file, upsample=upsample, seed=seed)
+    for split, n_pat in zip(SPLITS, patients):
+        check_file_count(split, int(n_pat) * int(slices_per_patient), samples_per_file)
     geometry = geometry if geometry is not None else small_geometry()
-    fine = fine_geometry(geometry, upsample)
-    root = Path(root)
-    stale = prepare_output_dir(root, overwrite)
+    fine_geometry(geometry, upsample)
+    with OutputDir(root, overwrite) as out:
+        return _write_dataset(out, patients, slices_per_patient, geometry, upsample, n0, seed,
+                              samples_per_file, observations, progress, backend)
 
+
+def _write_dataset(out: OutputDir, patients: Sequence[int], slices_per_patient: int,
+                   geometry: Geometry, upsample: int, n0: float, seed: int,
+                   samples_per_file: int, observations: bool, progress: bool,
+                   backend: str) -> SynthResult:
+    """:func:`generate_dataset` once its options are checked: stage, then commit ``out``."""
+    root = out.path
+    fine = fine_geometry(geometry, upsample)
     master = torch.Generator().manual_seed(int(seed))
     total_patients = sum(int(n) for n in patients)
     patient_seeds = torch.randint(0, 2 ** 31, (total_patients,), generator=master).tolist()
     noise = torch.Generator().manual_seed(int(torch.randint(0, 2 ** 31, (), generator=master)))
 
     lengths: dict[str, int] = {}
-    written: set[Path] = set()
     start = time.perf_counter()
     bar = tqdm(total=total_patients * slices_per_patient, desc="alara data synth",
                unit="slice", disable=not progress)
@@ -155,11 +143,9 @@ def generate_dataset(root: PathLike, *, patients: Sequence[int] = (8, 2, 2),
                 obs.append(y[0, 0])
             bar.update(1)
         lengths[split] = gt.close()
-        written.update(gt.paths)
         if obs is not None:
             obs.close()
-            written.update(obs.paths)
-        written.add(write_patient_ids(root, split, [p.pid for p, _ in items]))
+        write_patient_ids(root, split, [p.pid for p, _ in items])
     bar.close()
     seconds = time.perf_counter() - start
 
@@ -170,5 +156,5 @@ def generate_dataset(root: PathLike, *, patients: Sequence[int] = (8, 2, 2),
         extra={"seed": int(seed), "patients": [int(n) for n in patients],
                "slices_per_patient": int(slices_per_patient), "upsample": int(upsample)},
     )
-    finish_output_dir(root, info, written, stale)
-    return SynthResult(root, info, total_patients, seconds)
+    info = out.commit(info)
+    return SynthResult(out.root, info, total_patients, seconds)

@@ -3,23 +3,47 @@
 Every file is written under a temporary name in the target directory and moved into place
 with ``os.replace`` (atomic on POSIX and Windows), so a crash or an error never leaves a
 half-written file under a final name and never damages the file it would replace.
+
+A whole data set is written through :class:`OutputDir`: locked against a second writer,
+staged in a hidden folder, checked, and only then moved over the old data set, so a bad
+option, an error or a kill midway never costs the data set that was there.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import errno
+import hashlib
+import math
+import numbers
 import os
+import re
+import shutil
 import tempfile
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Iterable, Iterator, Optional, Sequence, Union
 
 import h5py
 import numpy as np
 import torch
 
-from alara.data.lodopab import KEY, SAMPLES_PER_FILE, data_filename, patient_ids_filename
+from alara.data.lodopab import (
+    KEY, SAMPLES_PER_FILE, data_filename, n_files, parse_data_filename, patient_ids_filename,
+)
 
-__all__ = ["atomic_file", "write_hdf5", "write_patient_ids", "SplitWriter"]
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; writers are not protected from each other
+    fcntl = None  # type: ignore[assignment]
+
+if TYPE_CHECKING:
+    from alara.data.metadata import DatasetInfo
+
+__all__ = ["atomic_file", "write_hdf5", "write_patient_ids", "SplitWriter", "OutputDir",
+           "output_path", "check_write_options", "check_file_count", "sha256_file",
+           "LOCK_FILE", "STAGING_PREFIX", "MAX_FILES"]
 
 PathLike = Union[str, Path]
 ArrayLike = Union[np.ndarray, torch.Tensor]
@@ -92,8 +116,7 @@ class SplitWriter:
 
     def __init__(self, root: PathLike, split: str, kind: str,
                  samples_per_file: int = SAMPLES_PER_FILE) -> None:
-        if samples_per_file <= 0:
-            raise ValueError(f"samples_per_file must be positive, got {samples_per_file}")
+        _whole("samples_per_file", samples_per_file, 1)
         data_filename(kind, split, 0)  # validates kind and split
         self.root = Path(root)
         self.split, self.kind = split, kind
@@ -149,3 +172,226 @@ class SplitWriter:
         else:
             self._buffer = []
             self._closed = True
+
+
+# ------------------------------------------------------------------------- data-set writes
+
+#: Lock file a writer holds in the output directory (``fcntl.flock``; released on exit).
+LOCK_FILE = ".alara-write.lock"
+#: Prefix of the hidden folder a data set is staged in before it replaces the old one.
+STAGING_PREFIX = ".alara-staging-"
+#: ``NNN`` in the file names has three digits.
+MAX_FILES = 1000
+
+def output_path(root: object, what: str = "output directory") -> Path:
+    """``root`` as a :class:`Path`; an empty path is refused (``Path("")`` would be the
+    current directory)."""
+    if root is None or not str(root).strip():
+        raise ValueError(f"{what} is empty; give the directory to write, e.g. data/synth")
+    return Path(root)
+
+
+def _whole(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be a whole number >= {minimum}, got {value!r} "
+                         f"({type(value).__name__})")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_write_options(*, n0: float, samples_per_file: int, upsample: int, seed: int) -> None:
+    """Refuse the options every data-set writer shares before anything is touched:
+    ``n0`` a positive finite photon count, the sizes whole numbers >= 1."""
+    if isinstance(n0, bool) or not isinstance(n0, numbers.Real) or not (
+            math.isfinite(n0) and n0 > 0):
+        raise ValueError(f"n0 (--n0) must be a positive finite number of photons per bin, "
+                         f"got {n0!r}; LoDoPaB uses 4096")
+    _whole("samples_per_file (--samples-per-file)", samples_per_file, 1)
+    _whole("upsample (--upsample)", upsample, 1)
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise ValueError(f"seed (--seed) must be an integer, got {seed!r}")
+
+
+def check_file_count(split: str, length: int, samples_per_file: int) -> None:
+    """Refuse a split that would need more files than ``NNN`` can number."""
+    files = n_files(length, samples_per_file)
+    if files > MAX_FILES:
+        raise ValueError(f"{split}: {length} samples at {samples_per_file} per file need "
+                         f"{files} files, more than the layout's {MAX_FILES}; raise "
+                         f"--samples-per-file to at least {-(-length // MAX_FILES)}")
+
+
+def sha256_file(path: PathLike, chunk: int = 1 << 22) -> str:
+    """Hex SHA-256 of a file's bytes (read in 4 MiB chunks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+_TMP_RE = re.compile(r"^\.(?P<final>.+)\.[^.]+\.tmp$")
+
+
+def is_dataset_file(name: str) -> bool:
+    """Whether ``name`` is one of a data set's files (data, metadata, patient ids)."""
+    from alara.data.metadata import METADATA_FILE
+
+    return bool(parse_data_filename(name) or name == METADATA_FILE
+                or (name.startswith("patient_ids_rand_") and name.endswith(".csv")))
+
+
+def leftovers(root: Path) -> list[Path]:
+    """Temporary files and staging folders an interrupted write left in ``root``."""
+    out = []
+    for p in sorted(root.iterdir()):
+        m = _TMP_RE.match(p.name)
+        if (m and is_dataset_file(m.group("final")) and p.is_file()) or (
+                p.name.startswith(STAGING_PREFIX) and p.is_dir()):
+            out.append(p)
+    return out
+
+
+class _DirectoryLock:
+    """An exclusive, non-blocking ``flock`` on ``root / LOCK_FILE``.
+
+    The file is removed on release; an opener that raced with the removal locks a deleted
+    inode, so it checks after locking that the path still names its file and retries.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.path = root / LOCK_FILE
+        self._fd: Optional[int] = None
+
+    def acquire(self) -> None:
+        if fcntl is None:
+            return
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                os.close(fd)
+                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise ValueError(
+                        f"{self.path.parent} is being written by another alara process "
+                        f"({self._holder()}holds {self.path}); wait for it to finish or "
+                        f"write to another directory") from None
+                # A file system without locks (some network mounts): write unprotected.
+                warnings.warn(f"cannot lock {self.path} ({exc.strerror}); another writer "
+                              f"into this directory would not be refused", stacklevel=3)
+                return
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(self.path))
+            except FileNotFoundError:
+                same = False
+            if same:
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
+                self._fd = fd
+                return
+            os.close(fd)
+
+    def _holder(self) -> str:
+        try:
+            pid = self.path.read_text().strip()
+        except OSError:
+            return ""
+        return f"pid {pid} " if pid.isdigit() else ""
+
+    def release(self) -> None:
+        if self._fd is not None:
+            self.path.unlink(missing_ok=True)
+            os.close(self._fd)  # closing releases the lock
+            self._fd = None
+
+
+class OutputDir:
+    """Write one data set into ``root`` without ever losing the one that is there.
+
+    Used as a context manager: entering creates ``root``, locks it against a second
+    writer (:data:`LOCK_FILE`, ``fcntl.flock``, released on exit, also when the process
+    is killed), removes what a killed earlier write left behind, refuses a directory that
+    already holds a data set unless ``overwrite``, and creates the staging folder
+    :attr:`path` the writers write into.  :meth:`commit` checks the staged data set with
+    :func:`alara.data.check.check_dataset` (a set its checker rejects is never written),
+    records a SHA-256 checksum of every file in the metadata and only then replaces the
+    old data set: old metadata removed (an interrupted commit leaves a directory the
+    checker and the reader reject), new files moved in, new metadata written last, old
+    files the new set does not replace deleted.  Leaving the block without a commit
+    discards the staged files and leaves the old data set untouched.
+    """
+
+    def __init__(self, root: PathLike, overwrite: bool = False) -> None:
+        self.root = output_path(root)
+        self.overwrite = bool(overwrite)
+        #: Staging folder (inside ``root``) the data set is written to.
+        self.path: Path = self.root
+        #: What an interrupted earlier write left behind and entering removed.
+        self.cleaned: list[Path] = []
+        self._lock = _DirectoryLock(self.root)
+
+    def __enter__(self) -> "OutputDir":
+        if self.root.exists() and not self.root.is_dir():
+            raise ValueError(f"{self.root} is a file, not a directory; give a directory to "
+                             f"write the data set into")
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._lock.acquire()
+        try:
+            self.cleaned = leftovers(self.root)
+            for p in self.cleaned:
+                shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+            existing = self._dataset_files()
+            if existing and not self.overwrite:
+                from alara.data.layout import DataError
+
+                raise DataError(f"{self.root} already holds a data set ({len(existing)} "
+                                f"files, e.g. {existing[0].name}); pass overwrite=True / "
+                                f"--overwrite to replace it")
+            self.path = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=self.root))
+        except BaseException:
+            self._lock.release()
+            raise
+        return self
+
+    def _dataset_files(self) -> list[Path]:
+        return [p for p in sorted(self.root.iterdir()) if p.is_file() and is_dataset_file(p.name)]
+
+    def commit(self, info: "DatasetInfo") -> "DatasetInfo":
+        """Check the staged data set, record checksums and move it into ``root``;
+        returns the metadata written."""
+        from alara.data.check import check_dataset
+        from alara.data.layout import DataError
+        from alara.data.metadata import METADATA_FILE, write_metadata
+
+        if self.path == self.root:
+            raise RuntimeError("OutputDir.commit() outside its `with` block")
+        problems = check_dataset(self.path, info=info)
+        if problems:
+            listing = "\n  - ".join(problems)
+            raise DataError(f"the new data set fails its own check, so it was not written "
+                            f"({self.root} is unchanged); {len(problems)} problem(s):\n"
+                            f"  - {listing}")
+        staged = sorted(self.path.iterdir())
+        info = dataclasses.replace(info, checksums={p.name: sha256_file(p) for p in staged})
+        old = self._dataset_files()
+        (self.root / METADATA_FILE).unlink(missing_ok=True)
+        for p in staged:
+            os.replace(p, self.root / p.name)
+        write_metadata(self.root, info)
+        new = {p.name for p in staged} | {METADATA_FILE}
+        for p in old:
+            if p.name not in new:
+                p.unlink(missing_ok=True)
+        self.path.rmdir()
+        self.path = self.root
+        return info
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if self.path != self.root:
+                shutil.rmtree(self.path, ignore_errors=True)
+                self.path = self.root
+        finally:
+            self._lock.release()

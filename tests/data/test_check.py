@@ -29,11 +29,13 @@ def test_out_of_range_and_nan_values_are_listed(copy):
         f["data"][1, 0, 0] = np.nan
         f["data"][0, 0, 0] = 3.0
     problems = check_dataset(copy)
-    assert len(problems) == 3, problems
+    # three value problems, and both edited files no longer match their checksums
+    assert len(problems) == 5, problems
     text = "\n".join(problems)
     assert f"{gt}: values in [" in text and "1.5], expected within [0, 1]" in text
     assert f"{obs}: NaN or inf in 1 sample(s): 1" in text
     assert f"{obs}: values in" in text
+    assert f"{gt}: SHA-256" in text and f"{obs}: SHA-256" in text
     # The header-only check does not read values.
     assert check_dataset(copy, scan_values=False) == []
     assert check_dataset(copy, ["validation"]) == []
@@ -59,7 +61,9 @@ def test_cli_check_exit_codes(copy, capsys):
     path.write_bytes(path.read_bytes()[:100])  # truncated download
     assert main(["data", "check", "-q", str(copy)]) == 1
     out = capsys.readouterr().out
-    assert "1 problem(s)" in out and str(path) in out and "truncated or corrupt" in out
+    # unreadable, and its bytes no longer match the checksum recorded at write time
+    assert "2 problem(s)" in out and str(path) in out and "truncated or corrupt" in out
+    assert f"{path}: SHA-256" in out
 
 
 def test_metadata_problems(copy):

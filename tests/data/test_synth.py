@@ -102,11 +102,12 @@ def test_refuses_to_overwrite_and_cleans_stale_files(tmp_path, tiny_geometry):
     assert check_dataset(tmp_path) == []
 
 
-def test_interrupted_overwrite_is_detected(tmp_path, tiny_geometry, monkeypatch):
+def test_interrupted_overwrite_keeps_the_old_data_set(tmp_path, tiny_geometry, monkeypatch):
     import alara.data.synth as synth
 
     kw = dict(geometry=tiny_geometry, slices_per_patient=2, samples_per_file=2, progress=False)
     generate_dataset(tmp_path, patients=(2, 1, 1), **kw)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     calls = iter(range(100))
     real = synth.simulate_observation
 
@@ -118,12 +119,9 @@ def test_interrupted_overwrite_is_detected(tmp_path, tiny_geometry, monkeypatch)
     monkeypatch.setattr(synth, "simulate_observation", dies_on_fifth)
     with pytest.raises(KeyboardInterrupt):
         generate_dataset(tmp_path, patients=(2, 1, 1), seed=5, overwrite=True, **kw)
-    # New train files and old validation files side by side: never read as one data set.
-    assert not (tmp_path / "alara_dataset.json").exists()
-    assert not list(tmp_path.glob(".*.tmp"))
-    assert check_dataset(tmp_path) != []
-    with pytest.raises(DataError):
-        LoDoPaBDataset(tmp_path, "train")
+    # The new set was staged in a hidden folder, removed again: the old set is untouched.
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    assert check_dataset(tmp_path) == []
 
 
 def test_ground_truth_only(tmp_path, tiny_geometry):
