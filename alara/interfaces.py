@@ -30,6 +30,7 @@ count per detector bin of each view.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, Optional
 
@@ -232,8 +233,8 @@ class DosePolicyConfig:
     budget: Optional[float] = None
 
     def __post_init__(self) -> None:
-        if self.budget is not None and not self.budget > 0:
-            raise ValueError(f"budget must be a positive relative dose, got {self.budget!r}")
+        if self.budget is not None and not (math.isfinite(self.budget) and self.budget > 0):
+            raise ValueError(f"budget must be a finite positive relative dose, got {self.budget!r}")
 
 
 class DosePolicy(Component):
@@ -259,13 +260,18 @@ class DosePolicy(Component):
                 f"dose policy {self.name!r} returned n0 of shape {tuple(n0.shape)}, "
                 f"expected [B, views] = {list(expected)}"
             )
-        if not bool(((n0 > 0) & torch.isfinite(n0)).all()):
-            raise ValueError(f"dose policy {self.name!r} returned n0 that is not positive and finite "
-                             "on every view (photons per bin must be > 0)")
+        self._check_positive(n0, "returned")
         budget = getattr(self.config, "budget", None)
         if budget is not None:
+            # Checked again: a huge proposal can overflow to inf once rescaled.
             n0 = scale_to_budget(n0, budget, prior.dose)
+            self._check_positive(n0, f"gave, once scaled to its budget {budget},")
         return n0
+
+    def _check_positive(self, n0: torch.Tensor, what: str) -> None:
+        if not bool(((n0 > 0) & torch.isfinite(n0)).all()):
+            raise ValueError(f"dose policy {self.name!r} {what} n0 that is not positive and finite "
+                             "on every view (photons per bin must be > 0)")
 
 
 # ------------------------------------------------------------------------------- simulator
@@ -319,7 +325,10 @@ class IQMetric(Component):
 
     ``x_hat`` and ``x`` are [B, C, H, W] (or [B, H, W]) of equal shape; ``x`` is the
     reference.  ``higher_is_better`` says which way is good (True for PSNR and SSIM).
-    Implementations should be differentiable in ``x_hat``.
+    Subclasses implement :meth:`compute` on [B, C, H, W] pairs (differentiable in
+    ``x_hat``); :meth:`forward` checks the inputs and that the result is [B] and finite.
+    :meth:`shortfall` turns values into the signed distance below a target, so a loss
+    works for any metric without knowing its direction.
     """
 
     kind = "iq_metric"
@@ -340,6 +349,35 @@ class IQMetric(Component):
         if x.dim() != 4:
             raise ValueError(f"images must be [B, C, H, W] or [B, H, W], got {tuple(x.shape)}")
         return x_hat, x
+
+    def compute(self, x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        """Per-image values [B] of checked [B, C, H, W] images (implement this)."""
+        raise NotImplementedError
+
+    def forward(self, x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        x_hat, x = self.check_pair(x_hat, x)
+        q = self.compute(x_hat, x)
+        if tuple(q.shape) != (x.shape[0],):
+            raise ValueError(f"iq_metric {self.name!r} returned shape {tuple(q.shape)}, expected one "
+                             f"value per image [{x.shape[0]}]")
+        # A perfect image may score +inf (PSNR of x_hat == x); NaN and the worst infinity
+        # mean broken input, which would otherwise poison means and the loss silently.
+        perfect = float("inf") if self.higher_is_better else float("-inf")
+        bad = ~(torch.isfinite(q) | (q == perfect))
+        if bool(bad.any()):
+            raise ValueError(
+                f"iq_metric {self.name!r} is NaN or {-perfect} for {int(bad.sum())} of {q.numel()} "
+                "images: check the reconstruction and the reference for NaN/inf values")
+        return q
+
+    def shortfall(self, q: torch.Tensor, target: float) -> torch.Tensor:
+        """Signed margin of ``q`` below ``target`` in the metric's units: positive where an
+        image misses the target, ``target - q`` (higher is better) or ``q - target``."""
+        return (target - q) if self.higher_is_better else (q - target)
+
+    def meets(self, q: torch.Tensor, target: float) -> torch.Tensor:
+        """Boolean [B]: the image reaches the target (``shortfall <= 0``)."""
+        return self.shortfall(q, target) <= 0
 
 
 #: The component kinds, mapped to their base classes (also the config section names).

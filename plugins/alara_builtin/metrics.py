@@ -14,6 +14,8 @@ import torch.nn.functional as F
 
 from alara.interfaces import IQMetric
 
+from alara_builtin import checks
+
 __all__ = ["PSNR", "RangeConfig", "SSIM", "gaussian_window"]
 
 DataRange = Union[float, Literal["per_image"]]
@@ -29,8 +31,11 @@ class RangeConfig:
     def __post_init__(self) -> None:
         if self.data_range == "per_image":
             return
-        if isinstance(self.data_range, str) or not self.data_range > 0:
-            raise ValueError(f"data_range must be a positive number or 'per_image', got {self.data_range!r}")
+        try:
+            checks.positive(self, "data_range")
+        except ValueError:
+            raise ValueError(f"data_range must be a positive number or 'per_image', got "
+                             f"{self.data_range!r} (1.0 for images in [0, 1])") from None
 
 
 def _data_range(data_range: DataRange, x: torch.Tensor) -> torch.Tensor:
@@ -52,8 +57,7 @@ class PSNR(IQMetric):
     class Config(RangeConfig):
         pass
 
-    def forward(self, x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        x_hat, x = self.check_pair(x_hat, x)
+    def compute(self, x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         mse = (x_hat - x).pow(2).flatten(1).mean(1)
         r = _data_range(self.config.data_range, x).flatten()
         return 10 * torch.log10(r**2 / mse)
@@ -91,13 +95,12 @@ class SSIM(IQMetric):
 
         def __post_init__(self) -> None:
             super().__post_init__()
-            if self.window_size < 1 or self.window_size % 2 == 0:
+            checks.whole(self, "window_size", 1)
+            if self.window_size % 2 == 0:
                 raise ValueError(f"window_size must be a positive odd number, got {self.window_size}")
-            if not self.sigma > 0:
-                raise ValueError(f"sigma must be positive, got {self.sigma}")
+            checks.positive(self, "sigma", "k1", "k2")
 
-    def forward(self, x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        x_hat, x = self.check_pair(x_hat, x)
+    def compute(self, x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         c = self.config
         b, ch, h, w = x.shape
         if min(h, w) < c.window_size:

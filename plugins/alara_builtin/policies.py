@@ -3,7 +3,6 @@ angular tube-current modulation by the square-root-of-attenuation rule."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -11,6 +10,8 @@ import torch
 from alara import ops
 from alara.geometry import LODOPAB_MU_MAX, LODOPAB_N0, Geometry
 from alara.interfaces import DosePolicy, DosePolicyConfig, PriorInfo
+
+from alara_builtin import checks
 
 __all__ = ["FixedPolicy", "TCMPolicy", "max_line_integrals"]
 
@@ -32,8 +33,7 @@ class FixedPolicy(DosePolicy):
 
         def __post_init__(self) -> None:
             super().__post_init__()
-            if not self.n0 > 0:
-                raise ValueError(f"n0 must be positive, got {self.n0}")
+            checks.positive(self, "n0", hint="photons per bin and view; LoDoPaB: 4096")
 
     def propose(self, prior: PriorInfo, geometry: Geometry) -> torch.Tensor:
         """``n0`` [B, V] filled with ``config.n0``."""
@@ -80,10 +80,9 @@ class TCMPolicy(DosePolicy):
 
         def __post_init__(self) -> None:
             super().__post_init__()
-            if not self.n0_mean > 0:
-                raise ValueError(f"n0_mean must be positive, got {self.n0_mean}")
-            if not math.isfinite(self.strength) or self.strength < 0:
-                raise ValueError(f"strength must be >= 0, got {self.strength}")
+            checks.positive(self, "n0_mean", hint="photons per bin and view; LoDoPaB: 4096")
+            checks.non_negative(self, "strength", hint="0: no modulation, 0.5: square-root rule")
+            checks.positive(self, "mu_max", hint="attenuation scale in 1/m; LoDoPaB: 81.35858")
 
     def propose(self, prior: PriorInfo, geometry: Geometry) -> torch.Tensor:
         """``n0`` [B, V] with mean ``n0_mean``, modulated by the prior's ``p_max``."""

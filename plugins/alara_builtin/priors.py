@@ -22,6 +22,7 @@ from alara import ops
 from alara.geometry import LODOPAB_N0, Geometry
 from alara.interfaces import Prior, PriorInfo, Simulator
 
+from alara_builtin import checks
 from alara_builtin.reconstructors import FBPParams
 
 __all__ = ["PreScanPrior", "ScoutPrior", "PriorExamPrior", "with_angles"]
@@ -53,10 +54,8 @@ class PreScanPrior(Prior):
 
         def __post_init__(self) -> None:
             super().__post_init__()
-            if not self.relative_dose > 0:
-                raise ValueError(f"relative_dose must be positive, got {self.relative_dose}")
-            if self.view_step < 1:
-                raise ValueError(f"view_step must be >= 1, got {self.view_step}")
+            checks.positive(self, "relative_dose", hint="1.0 is a full LoDoPaB scan's dose")
+            checks.whole(self, "view_step", 1)
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor, geometry: Geometry, simulator: Optional[Simulator] = None,
@@ -89,8 +88,11 @@ class ScoutPrior(Prior):
         noise: bool = True
 
         def __post_init__(self) -> None:
-            if not self.n0 > 0:
-                raise ValueError(f"n0 must be positive, got {self.n0}")
+            checks.positive(self, "n0", hint="photons per bin of each scout view")
+            if len(self.angles_deg) != 2 or not all(
+                    isinstance(a, (int, float)) and math.isfinite(a) for a in self.angles_deg):
+                raise ValueError(f"angles_deg must be two finite angles in degrees, got "
+                                 f"{self.angles_deg!r}")
             a, b = self.angles_deg
             if abs(((b - a) % 180.0) - 90.0) > 1e-6:
                 raise ValueError(f"angles_deg must be two orthogonal views, got {self.angles_deg}")
@@ -123,9 +125,7 @@ class PriorExamPrior(Prior):
         noise_std: float = 0.0
 
         def __post_init__(self) -> None:
-            for key in ("max_shift_px", "max_rotation_deg", "noise_std"):
-                if not getattr(self, key) >= 0:
-                    raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
+            checks.non_negative(self, "max_shift_px", "max_rotation_deg", "noise_std")
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor, geometry: Geometry, simulator: Optional[Simulator] = None,

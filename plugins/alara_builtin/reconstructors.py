@@ -11,6 +11,7 @@ from alara import ops
 from alara.geometry import Geometry
 from alara.interfaces import Reconstructor
 
+from alara_builtin import checks
 from alara_builtin.unet import UNet
 
 __all__ = ["FBPParams", "FBPReconstructor", "FBPUNetReconstructor"]
@@ -78,12 +79,12 @@ class FBPUNetReconstructor(Reconstructor):
 
         def __post_init__(self) -> None:
             super().__post_init__()
-            if self.scales < 1:
-                raise ValueError(f"scales must be >= 1, got {self.scales}")
+            checks.whole(self, "scales", 1)
+            checks.whole(self, "skip_channels", 0)
             if len(self.channels) < self.scales:
                 raise ValueError(f"channels needs at least `scales` = {self.scales} entries, got {self.channels}")
-            if any(ch < 1 for ch in self.channels) or self.skip_channels < 0:
-                raise ValueError("channels must be positive and skip_channels >= 0")
+            if any(isinstance(ch, bool) or not isinstance(ch, int) or ch < 1 for ch in self.channels):
+                raise ValueError(f"channels must be whole numbers >= 1, got {self.channels!r}")
 
     def __init__(self, config: Optional[Config] = None) -> None:
         super().__init__(config)

@@ -31,6 +31,8 @@ from torch import nn
 from alara.geometry import LODOPAB_N0, Geometry
 from alara.interfaces import DosePolicy, DosePolicyConfig, PriorInfo
 
+from alara_builtin import checks
+
 __all__ = ["ResNet18Policy", "fourier_basis"]
 
 #: GroupNorm groups for ``norm = "group"`` (divides every ResNet-18 width, 64 to 512).
@@ -68,14 +70,12 @@ class ResNet18Policy(DosePolicy):
 
         def __post_init__(self) -> None:
             super().__post_init__()
-            if self.harmonics < 0:
-                raise ValueError(f"harmonics must be >= 0, got {self.harmonics}")
-            if not self.init_n0 > 0:
-                raise ValueError(f"init_n0 must be positive, got {self.init_n0}")
-            if self.input_size < 0 or 0 < self.input_size < 32:
+            checks.whole(self, "harmonics", 0)
+            checks.positive(self, "init_n0", hint="photons per bin and view; LoDoPaB: 4096")
+            checks.whole(self, "input_size", 0)
+            if 0 < self.input_size < 32:
                 raise ValueError(f"input_size must be 0 or >= 32 (ResNet-18 downsamples 32x), got {self.input_size}")
-            if not self.max_log_change > 0:
-                raise ValueError(f"max_log_change must be positive, got {self.max_log_change}")
+            checks.positive(self, "max_log_change")
             if self.norm not in ("batch", "group"):
                 raise ValueError(f"norm must be 'batch' or 'group', got {self.norm!r}")
 

@@ -57,7 +57,7 @@ def test_config_construction_and_errors():
         p.config.value = 1.0
     with pytest.raises(TypeError, match=r"Constant expects a Constant.Config instance, got dict"):
         Constant({"value": 1.0})
-    with pytest.raises(ValueError, match="budget must be a positive relative dose"):
+    with pytest.raises(ValueError, match="budget must be a finite positive relative dose"):
         Constant.Config(budget=0.0)
     assert "value=3.0" in repr(Constant.from_params(value=3.0))
     assert p.params() == {"budget": 0.5, "value": 3.0, "views": 0}

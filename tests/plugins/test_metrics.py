@@ -57,7 +57,12 @@ def test_ssim_per_image_range_and_channels():
 def test_identical_images_and_ordering():
     x_hat, x = pair(b=2)
     assert torch.allclose(SSIM()(x, x), torch.ones(2, dtype=torch.float64))
-    assert torch.isinf(PSNR()(x, x)).all()
+    assert torch.isinf(PSNR()(x, x)).all()  # perfect: allowed
+    broken = x.clone()
+    broken[1, 0, 0, 0] = float("nan")
+    for metric in (PSNR(), SSIM()):
+        with pytest.raises(ValueError, match=rf"iq_metric '{metric.name}' is NaN or -inf for 1 of 2 images"):
+            metric(broken, x)
     worse, _ = pair(b=2, noise=0.2)
     for metric in (PSNR(), SSIM()):
         assert metric.higher_is_better
@@ -90,3 +95,16 @@ def test_errors():
         SSIM()(torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 8))
     with pytest.raises(ValueError, match="same shape"):
         PSNR()(torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 9))
+
+
+def test_shortfall_follows_the_metric_direction():
+    q = torch.tensor([30.0, 40.0])
+    assert torch.equal(PSNR().shortfall(q, 35.0), torch.tensor([5.0, -5.0]))
+    assert torch.equal(PSNR().meets(q, 35.0), torch.tensor([False, True]))
+
+    class Noise(PSNR):  # a lower-is-better metric: the margin flips sign
+        name = "noise_std"
+        higher_is_better = False
+
+    assert torch.equal(Noise().shortfall(q, 35.0), torch.tensor([-5.0, 5.0]))
+    assert torch.equal(Noise().meets(q, 35.0), torch.tensor([True, False]))
