@@ -25,13 +25,13 @@ def _number(config: object, name: str, need: str, ok, hint: str) -> None:
 def positive(config: object, *names: str, hint: str = "") -> None:
     """Each of ``names`` is a finite number > 0."""
     for name in names:
-        _number(config, name, "a finite number > 0", lambda v: v > 0, hint)
+        _number(config, name, "positive and finite", lambda v: v > 0, hint)
 
 
 def non_negative(config: object, *names: str, hint: str = "") -> None:
     """Each of ``names`` is a finite number >= 0."""
     for name in names:
-        _number(config, name, "a finite number >= 0", lambda v: v >= 0, hint)
+        _number(config, name, ">= 0 and finite", lambda v: v >= 0, hint)
 
 
 def whole(config: object, name: str, minimum: int, hint: str = "") -> None:
@@ -39,5 +39,5 @@ def whole(config: object, name: str, minimum: int, hint: str = "") -> None:
     value = getattr(config, name)
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         extra = f" ({hint})" if hint else ""
-        raise ValueError(f"{type(config).__qualname__}: {name} must be a whole number >= "
-                         f"{minimum}, got {value!r}{extra}")
+        raise ValueError(f"{type(config).__qualname__}: {name} must be >= {minimum} (a whole "
+                         f"number), got {value!r}{extra}")
