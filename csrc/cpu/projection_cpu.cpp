@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "../ops.h"
+#include "parallel.h"
 #include "simd_avx2.h"
 
 namespace alara {
@@ -103,7 +104,7 @@ bool project_parallel_groups_avx2(const Geometry& g, const std::vector<ViewParam
     if (!avx2::group_fits(vp.dalpha)) return false;
   const int K = g.n_bins, groups = (K + 7) / 8;
   const int64_t n_views = static_cast<int64_t>(views.size());
-  at::parallel_for(0, n_views * groups, 16, [&](int64_t g0, int64_t g1) {
+  for_each_chunk(n_views * groups, 64, [&](int64_t g0, int64_t g1) {
     float sums[8];
     for (int64_t gi = g0; gi < g1; ++gi) {
       const int64_t v = gi / groups;
@@ -153,7 +154,7 @@ void project_kernel(const Geometry& g, const std::vector<double>& cs,
 #ifdef ALARA_HAVE_AVX2_PATH
   const bool use_avx2 = avx2::supported();
 #endif
-  at::parallel_for(0, n_rays, 64, [&](int64_t r0, int64_t r1) {
+  for_each_chunk(n_rays, 256, [&](int64_t r0, int64_t r1) {
     scalar_t acc[kChannelBlock];
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t v = r / K;
@@ -181,12 +182,13 @@ void project_kernel(const Geometry& g, const std::vector<double>& cs,
           }
           int c0 = 0;
           for (; c0 + 8 <= bc; c0 += 8) {
-            avx2::ray_sum8(img + kPad * bc + c0, stride, bc, jp.alpha, jp.beta, p0, p1, acc);
+            avx2::ray_sum8<false>(img + kPad * bc + c0, stride, bc, jp.alpha, jp.beta, p0, p1, acc);
             for (int b = 0; b < 8; ++b) o[c0 + b] = w * acc[b];
           }
-          for (; c0 < bc; ++c0) {
-            ray_sum<scalar_t, 1>(img, stride, bc, c0, jp.alpha, jp.beta, p0, p1, acc);
-            o[c0] = w * acc[0];
+          if (c0 < bc) {  // the last, partial block of channels
+            const int n = static_cast<int>(bc - c0);
+            avx2::ray_sum8<true>(img + kPad * bc + c0, stride, bc, jp.alpha, jp.beta, p0, p1, acc, n);
+            for (int b = 0; b < n; ++b) o[c0 + b] = w * acc[b];
           }
           continue;
         }
@@ -215,139 +217,188 @@ inline void axpy(scalar_t w, const scalar_t* y, scalar_t* acc, int64_t bc) {
   for (int64_t b = 0; b < bc; ++b) acc[b] += w * y[b];
 }
 
+// Parallel-beam backprojection: a pixel-driven gather (every view's rays share one
+// direction, so the bins that touch a pixel follow from an affine formula).
 template <typename scalar_t>
-void backproject_kernel(const Geometry& g, const std::vector<double>& cs,
-                        const std::vector<double>& sn, const scalar_t* y, int64_t bc, bool dw,
-                        scalar_t* out, const float* y_padded) {
+void backproject_parallel(const Geometry& g, const std::vector<double>& cs,
+                          const std::vector<double>& sn, const scalar_t* y, int64_t bc,
+                          scalar_t* out, const float* y_padded) {
   const int64_t n_views = static_cast<int64_t>(cs.size());
   const int K = g.n_bins, n0 = g.n0, n1 = g.n1;
-  std::vector<ViewParams> views;
-  std::vector<Joseph> table;
-  if (g.kind == PARALLEL) {
-    views.resize(n_views);
-    for (int64_t v = 0; v < n_views; ++v) views[v] = parallel_view(g, cs[v], sn[v]);
-  } else {
-    table.resize(n_views * K);
-    at::parallel_for(0, n_views * K, 1024, [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r) {
-        const int64_t v = r / K;
-        table[r] = ray_params(g, cs[v], sn[v], static_cast<int>(r - v * K));
-      }
-    });
-  }
+  std::vector<ViewParams> views(n_views);
+  for (int64_t v = 0; v < n_views; ++v) views[v] = parallel_view(g, cs[v], sn[v]);
 #ifdef ALARA_HAVE_AVX2_PATH
   const bool use_avx2 = avx2::supported();
 #endif
-  // Rows per block: the block's accumulators stay in the L2 cache while every view
-  // streams over them (the view's bins and sinogram row stay in L1).
+  // Rows per task: the task's accumulators stay in the L2 cache while every view streams
+  // over them (the view's bins and sinogram row stay in L1); at most 16 rows, so that
+  // there are enough tasks to balance between threads when one of them is slowed down.
   const int64_t row_bytes = static_cast<int64_t>(n1) * bc * sizeof(scalar_t);
-  const int64_t block_rows = std::max<int64_t>(1, (192 * 1024) / std::max<int64_t>(row_bytes, 1));
-  at::parallel_for(0, n0, 1, [&](int64_t i_begin, int64_t i_end) {
-    std::vector<float> scratch_w(8 * (n1 + 8));  // per-thread tap scratch (AVX2 rows)
+  const int64_t block_rows = std::clamp<int64_t>((192 * 1024) / std::max<int64_t>(row_bytes, 1), 1, 16);
+  for_each_chunk(n0, block_rows, [&](int64_t ib, int64_t ie) {
+    std::vector<float> scratch_w(8 * (n1 + 8));  // per-task tap scratch (AVX2 rows)
     std::vector<int> scratch_k(8 * (n1 + 8));
-    for (int64_t ib = i_begin; ib < i_end; ib += block_rows) {
-      const int64_t ie = std::min(i_end, ib + block_rows);
-      scalar_t* acc_block = out + ib * n1 * bc;  // accumulate in place (zero-initialised)
-      for (int64_t v = 0; v < n_views; ++v) {
-        const double c = cs[v], s = sn[v];
-        const scalar_t* yv = y + v * K * bc;
-        if (g.kind == PARALLEL) {
-          const ViewParams& vp = views[v];
-          const double inv = 1.0 / std::fabs(vp.dalpha);
-          const double da = vp.dalpha;
-          // Bins with |L + k da| < 1 lie in (lo, lo + 2 / |da|): n_taps consecutive bins
-          // from floor(lo) + 1 cover them (extra taps get weight 0 from the hat).
-          const int n_taps = static_cast<int>(2.0 * inv) + 1;
-          const double shift = K + 16.0;
-          const scalar_t w0 = static_cast<scalar_t>(vp.weight);
-          for (int64_t i = ib; i < ie; ++i) {
-            scalar_t* acc_row = acc_block + (i - ib) * n1 * bc;
-            // L(j) = alpha0 + beta * plane - other: the position error of bin 0 at (i, j).
-            const double L0 = vp.xdom ? vp.alpha0 + vp.beta * i : vp.alpha0 - i;
-            const double dL = vp.xdom ? -1.0 : vp.beta;
-            int j_start = 0;
+    scalar_t* acc_block = out + ib * n1 * bc;  // accumulate in place (zero-initialised)
+    for (int64_t v = 0; v < n_views; ++v) {
+      const scalar_t* yv = y + v * K * bc;
+      const ViewParams& vp = views[v];
+      const double inv = 1.0 / std::fabs(vp.dalpha);
+      const double da = vp.dalpha;
+      // Bins with |L + k da| < 1 lie in (lo, lo + 2 / |da|): n_taps consecutive bins
+      // from floor(lo) + 1 cover them (extra taps get weight 0 from the hat).
+      const int n_taps = static_cast<int>(2.0 * inv) + 1;
+      const double shift = K + 16.0;
+      const scalar_t w0 = static_cast<scalar_t>(vp.weight);
+      for (int64_t i = ib; i < ie; ++i) {
+        scalar_t* acc_row = acc_block + (i - ib) * n1 * bc;
+        // L(j) = alpha0 + beta * plane - other: the position error of bin 0 at (i, j).
+        const double L0 = vp.xdom ? vp.alpha0 + vp.beta * i : vp.alpha0 - i;
+        const double dL = vp.xdom ? -1.0 : vp.beta;
+        int j_start = 0;
 #ifdef ALARA_HAVE_AVX2_PATH
-            if constexpr (std::is_same_v<scalar_t, float>) {
-              if (use_avx2 && bc >= 8 && n_taps <= avx2::kMaxTaps) {
-                avx2::bp_row_channels(acc_row, n1, bc, yv, K, L0, dL, da, n_taps, w0,
-                                      scratch_w.data(), scratch_k.data());
-                continue;
-              }
-              if (y_padded != nullptr && avx2::bp_row_fits(dL, da, n_taps)) {
-                j_start = n1 & ~7;
-                avx2::bp_row(acc_row, j_start, y_padded + v * (K + 2 * avx2::kBinPad) + avx2::kBinPad,
-                             K, L0, dL, da, n_taps, w0);
-              }
-            }
-#endif
-            for (int j = j_start; j < n1; ++j) {
-              const double L = L0 + dL * j;
-              double lo = (da > 0 ? -1.0 - L : 1.0 - L) / da;  // = min((-1-L)/da, (1-L)/da)
-              lo = std::min(std::max(lo, -8.0), K + 8.0);
-              const int k0 = static_cast<int>(lo + shift) - static_cast<int>(shift) + 1;
-              scalar_t* a = acc_row + static_cast<int64_t>(j) * bc;
-              if (bc == 1) {
-                scalar_t sum = 0;
-                for (int t = 0; t < n_taps; ++t) {
-                  const int k = k0 + t;
-                  const double err = L + k * da;
-                  const scalar_t w = static_cast<scalar_t>(std::max(0.0, 1.0 - std::fabs(err)));
-                  const int kc = std::min(std::max(k, 0), K - 1);
-                  sum += (k == kc) ? w * yv[kc] : scalar_t(0);
-                }
-                a[0] += w0 * sum;
-              } else {
-                for (int t = 0; t < n_taps; ++t) {
-                  const int k = k0 + t;
-                  if (k < 0 || k >= K) continue;
-                  const double err = L + k * da;
-                  const scalar_t w = w0 * static_cast<scalar_t>(std::max(0.0, 1.0 - std::fabs(err)));
-                  if (w != 0) axpy(w, yv + static_cast<int64_t>(k) * bc, a, bc);
-                }
-              }
-            }
+        if constexpr (std::is_same_v<scalar_t, float>) {
+          if (use_avx2 && bc >= 8 && n_taps <= avx2::kMaxTaps) {
+            avx2::bp_row_channels(acc_row, n1, bc, yv, K, L0, dL, da, n_taps, w0,
+                                  scratch_w.data(), scratch_k.data());
+            continue;
           }
-        } else {
-          const Joseph* tv = table.data() + v * K;
-          const double shift = K + 16.0;
-          for (int64_t i = ib; i < ie; ++i) {
-            scalar_t* acc_row = acc_block + (i - ib) * n1 * bc;
-            const double px = g.x0 + (i + 0.5) * g.dx;
-            for (int j = 0; j < n1; ++j) {
-              const double py = g.y0 + (j + 0.5) * g.dy;
-              double k_lo, k_hi;
-              diamond_bin_range(g, c, s, px, py, k_lo, k_hi);
-              // ceil / floor by shifted truncation (no libm calls), clamped to the detector
-              k_lo = dmin(dmax(k_lo, -1.0), K + 1.0);
-              k_hi = dmin(dmax(k_hi, -1.0), K + 1.0);
-              const int k_first = std::max(0, -(static_cast<int>(shift - k_lo) - static_cast<int>(shift)));
-              const int k_last = std::min(K - 1, static_cast<int>(k_hi + shift) - static_cast<int>(shift));
-              const double dwt = dw ? distance_weight(g, c, s, px, py) : 1.0;
-              scalar_t* a = acc_row + static_cast<int64_t>(j) * bc;
-              if (bc == 1) {  // sum the taps in a register, one update of the pixel
-                double sum = 0;
-                for (int k = k_first; k <= k_last; ++k) {
-                  const Joseph& t = tv[k];
-                  const double err = t.xdom ? t.alpha + t.beta * i - j : t.alpha + t.beta * j - i;
-                  const double h = 1.0 - (err < 0 ? -err : err);
-                  sum += t.weight * (h > 0 ? h : 0.0) * yv[k];
-                }
-                a[0] += static_cast<scalar_t>(sum * dwt);
-                continue;
-              }
-              for (int k = k_first; k <= k_last; ++k) {
-                const Joseph& t = tv[k];
-                const double err = t.xdom ? t.alpha + t.beta * i - j : t.alpha + t.beta * j - i;
-                const double h = 1.0 - (err < 0 ? -err : err);
-                const scalar_t wd = static_cast<scalar_t>(t.weight * (h > 0 ? h : 0.0) * dwt);
-                axpy(wd, yv + static_cast<int64_t>(k) * bc, a, bc);
-              }
+          if (y_padded != nullptr && avx2::bp_row_fits(dL, da, n_taps)) {
+            j_start = n1 & ~7;
+            avx2::bp_row(acc_row, j_start, y_padded + v * (K + 2 * avx2::kBinPad) + avx2::kBinPad,
+                         K, L0, dL, da, n_taps, w0);
+          }
+        }
+#endif
+        for (int j = j_start; j < n1; ++j) {
+          const double L = L0 + dL * j;
+          double lo = (da > 0 ? -1.0 - L : 1.0 - L) / da;  // = min((-1-L)/da, (1-L)/da)
+          lo = std::min(std::max(lo, -8.0), K + 8.0);
+          const int k0 = static_cast<int>(lo + shift) - static_cast<int>(shift) + 1;
+          scalar_t* a = acc_row + static_cast<int64_t>(j) * bc;
+          if (bc == 1) {
+            scalar_t sum = 0;
+            for (int t = 0; t < n_taps; ++t) {
+              const int k = k0 + t;
+              const double err = L + k * da;
+              const scalar_t w = static_cast<scalar_t>(std::max(0.0, 1.0 - std::fabs(err)));
+              const int kc = std::min(std::max(k, 0), K - 1);
+              sum += (k == kc) ? w * yv[kc] : scalar_t(0);
+            }
+            a[0] += w0 * sum;
+          } else {
+            for (int t = 0; t < n_taps; ++t) {
+              const int k = k0 + t;
+              if (k < 0 || k >= K) continue;
+              const double err = L + k * da;
+              const scalar_t w = w0 * static_cast<scalar_t>(std::max(0.0, 1.0 - std::fabs(err)));
+              if (w != 0) axpy(w, yv + static_cast<int64_t>(k) * bc, a, bc);
             }
           }
         }
       }
     }
   });
+}
+
+// One ray of a backprojection scatter table: its Joseph line on the planes [p0, p1].
+struct ScatterRay {
+  double alpha, beta, weight;
+  int p0, p1, k;
+};
+
+// Backprojection as the exact transpose of the ray-driven forward projection: every ray
+// adds weight * y * (1 - f, f) onto the two pixels it interpolates between on each of its
+// planes.  Rays are split into the two Joseph families (x- and y-dominant), each
+// scattered into its own plane layout (acc_x [n0, n1 + 2 kPad, bc], acc_y [n1, n0 + 2 kPad,
+// bc], zero-initialised): a task owns a block of planes, so no two threads write the same
+// pixel and no atomics are needed.  Per ray and plane this is one multiply-add for the
+// position and two updates; all per-ray set-up (the Joseph line, the planes it touches)
+// is done once per ray, outside the plane loop.  Used for fan beams (any detector).
+template <typename scalar_t, bool DW>
+void backproject_scatter(const Geometry& g, const std::vector<double>& cs,
+                         const std::vector<double>& sn, const scalar_t* y, int64_t bc,
+                         scalar_t* acc_x, scalar_t* acc_y) {
+  const int64_t n_views = static_cast<int64_t>(cs.size());
+  const int K = g.n_bins;
+  std::vector<Joseph> table(n_views * K);
+  for_each_chunk(n_views * K, 4096, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t v = r / K;
+      table[r] = ray_params(g, cs[v], sn[v], static_cast<int>(r - v * K));
+    }
+  });
+  // rays[f][start[f][v] .. start[f][v + 1]): the rays of view v in family f (0: x-dominant)
+  std::vector<ScatterRay> rays[2];
+  std::vector<int64_t> start[2];
+  for (int f = 0; f < 2; ++f) {
+    rays[f].reserve(n_views * K);
+    start[f].assign(n_views + 1, 0);
+  }
+  for (int64_t v = 0; v < n_views; ++v) {
+    for (int k = 0; k < K; ++k) {
+      const Joseph& j = table[v * K + k];
+      const int f = j.xdom ? 0 : 1;
+      int p0, p1;
+      plane_range(j.alpha, j.beta, f == 0 ? g.n0 : g.n1, f == 0 ? g.n1 : g.n0, p0, p1);
+      if (p1 >= p0) rays[f].push_back(ScatterRay{j.alpha, j.beta, j.weight, p0, p1, k});
+    }
+    for (int f = 0; f < 2; ++f) start[f][v + 1] = static_cast<int64_t>(rays[f].size());
+  }
+#ifdef ALARA_HAVE_AVX2_PATH
+  const bool use_avx2 = avx2::supported();
+#endif
+  constexpr int kPlanes = 16;  // planes per task: 16 rows of one image stay in L1
+  for (int f = 0; f < 2; ++f) {
+    const bool xdom = f == 0;
+    const int n_planes = xdom ? g.n0 : g.n1, n_other = xdom ? g.n1 : g.n0;
+    const int64_t stride = n_other + 2 * kPad;
+    scalar_t* acc = xdom ? acc_x : acc_y;
+    const double pd = xdom ? g.dx : g.dy, od = xdom ? g.dy : g.dx;
+    const double pmin = xdom ? g.x0 : g.y0, omin = xdom ? g.y0 : g.x0;
+    for_each_chunk(n_planes, kPlanes, [&](int64_t pb, int64_t pe) {
+      for (int64_t v = 0; v < n_views; ++v) {
+        const double c = cs[v], s = sn[v];
+        const scalar_t* yv = y + v * K * bc;
+        for (int64_t r = start[f][v]; r < start[f][v + 1]; ++r) {
+          const ScatterRay& ray = rays[f][r];
+          const int lo = std::max<int>(ray.p0, static_cast<int>(pb));
+          const int hi = std::min<int>(ray.p1, static_cast<int>(pe) - 1);
+          const scalar_t* yk = yv + static_cast<int64_t>(ray.k) * bc;
+          const scalar_t w = static_cast<scalar_t>(ray.weight);
+          for (int p = lo; p <= hi; ++p) {
+            const double pos = ray.alpha + ray.beta * p;
+            const int q = fast_floor(pos);
+            const scalar_t fr = static_cast<scalar_t>(pos - q);
+            scalar_t w0 = w * (1 - fr), w1 = w * fr;
+            if constexpr (DW) {
+              const double pc = pmin + (p + 0.5) * pd;
+              const double oa = omin + (q + 0.5) * od, ob = oa + od;
+              w0 *= static_cast<scalar_t>(xdom ? distance_weight(g, c, s, pc, oa) : distance_weight(g, c, s, oa, pc));
+              w1 *= static_cast<scalar_t>(xdom ? distance_weight(g, c, s, pc, ob) : distance_weight(g, c, s, ob, pc));
+            }
+            scalar_t* a = acc + (p * stride + q + kPad) * bc;
+            if (bc == 1) {
+              a[0] += w0 * yk[0];
+              a[1] += w1 * yk[0];
+              continue;
+            }
+#ifdef ALARA_HAVE_AVX2_PATH
+            if constexpr (std::is_same_v<scalar_t, float>) {
+              if (use_avx2) {
+                avx2::scatter_pair(a, a + bc, yk, bc, w0, w1);
+                continue;
+              }
+            }
+#endif
+            for (int64_t ch = 0; ch < bc; ++ch) {
+              a[ch] += w0 * yk[ch];
+              a[bc + ch] += w1 * yk[ch];
+            }
+          }
+        }
+      }
+    });
+  }
 }
 
 std::vector<double> cpu_doubles(const at::Tensor& t) {
@@ -363,6 +414,20 @@ void cos_sin(const at::Tensor& angles, std::vector<double>& cs, std::vector<doub
     cs[v] = std::cos(a);
     sn[v] = std::sin(a);
   }
+}
+
+// Batches of 2 to 7 images run one image at a time through the batch-1 kernels: the
+// channels-last kernels pay off only from a full block of kChannelBlock channels, and
+// below that a call would cost more than B batch-1 calls.
+template <typename F>
+at::Tensor one_at_a_time(const at::Tensor& t, const F& run) {
+  const int64_t B = t.size(0), C = t.size(1);
+  auto flat = t.reshape({B * C, 1, t.size(2), t.size(3)});
+  std::vector<at::Tensor> outs;
+  outs.reserve(B * C);
+  for (int64_t i = 0; i < B * C; ++i) outs.push_back(run(flat.narrow(0, i, 1)));
+  auto out = at::cat(outs, 0);
+  return out.reshape({B, C, out.size(2), out.size(3)});
 }
 
 bool is_half(const at::Tensor& t) {
@@ -381,6 +446,12 @@ at::Tensor project_cpu(const at::Tensor& image, const at::Tensor& angles, int64_
         .to(image.scalar_type());
   }
   const int64_t B = image.size(0), C = image.size(1), n0 = image.size(2), n1 = image.size(3);
+  if (B * C > 1 && B * C < kChannelBlock) {  // see one_at_a_time
+    return one_at_a_time(image, [&](const at::Tensor& x) {
+      return project_cpu(x, angles, kind, n_bins, x0, y0, dx, dy, s0, ds, src_radius, src_det,
+                         distance_weight);
+    });
+  }
   const Geometry g = make_geometry(kind, n0, n1, x0, y0, dx, dy, n_bins, s0, ds, src_radius, src_det);
   std::vector<double> cs, sn;
   cos_sin(angles, cs, sn);
@@ -422,22 +493,37 @@ at::Tensor backproject_cpu(const at::Tensor& sino, const at::Tensor& angles, int
         .to(sino.scalar_type());
   }
   const int64_t B = sino.size(0), C = sino.size(1), K = sino.size(3);
+  if (B * C > 1 && B * C < kChannelBlock) {  // see one_at_a_time
+    return one_at_a_time(sino, [&](const at::Tensor& s) {
+      return backproject_cpu(s, angles, kind, n0, n1, x0, y0, dx, dy, s0, ds, src_radius,
+                             src_det, distance_weight);
+    });
+  }
   const Geometry g = make_geometry(kind, n0, n1, x0, y0, dx, dy, K, s0, ds, src_radius, src_det);
   std::vector<double> cs, sn;
   cos_sin(angles, cs, sn);
   const int64_t bc = B * C;
-  auto out = at::zeros({n0, n1, bc}, sino.options());
-  if (bc == 0) return out.permute({2, 0, 1}).reshape({B, C, n0, n1});
+  if (bc == 0) return at::zeros({B, C, n0, n1}, sino.options());
   auto y = sino.reshape({bc, -1, K}).permute({1, 2, 0}).contiguous();  // [V, K, bc]
   at::Tensor y_padded;  // [V, K + 2 kBinPad] for the AVX2 parallel-beam rows
+  auto out = at::zeros({kind == PARALLEL ? n0 : 0, n1, bc}, sino.options());
 #ifdef ALARA_HAVE_AVX2_PATH
   if (kind == PARALLEL && bc == 1 && sino.scalar_type() == at::kFloat && avx2::supported())
     y_padded = at::constant_pad_nd(y.reshape({-1, K}), {avx2::kBinPad, avx2::kBinPad}).contiguous();
 #endif
+  if (kind != PARALLEL) {
+    auto acc_x = at::zeros({n0, n1 + 2 * kPad, bc}, sino.options());
+    auto acc_y = at::zeros({n1, n0 + 2 * kPad, bc}, sino.options());
+    AT_DISPATCH_FLOATING_TYPES(sino.scalar_type(), "alara_backproject_cpu", [&] {
+      auto run = distance_weight ? backproject_scatter<scalar_t, true> : backproject_scatter<scalar_t, false>;
+      run(g, cs, sn, y.data_ptr<scalar_t>(), bc, acc_x.data_ptr<scalar_t>(), acc_y.data_ptr<scalar_t>());
+    });
+    auto img = acc_x.narrow(1, kPad, n1) + acc_y.narrow(1, kPad, n0).transpose(0, 1);
+    return img.permute({2, 0, 1}).reshape({B, C, n0, n1}).contiguous();
+  }
   AT_DISPATCH_FLOATING_TYPES(sino.scalar_type(), "alara_backproject_cpu", [&] {
-    backproject_kernel<scalar_t>(g, cs, sn, y.data_ptr<scalar_t>(), bc, distance_weight,
-                                 out.data_ptr<scalar_t>(),
-                                 y_padded.defined() ? y_padded.data_ptr<float>() : nullptr);
+    backproject_parallel<scalar_t>(g, cs, sn, y.data_ptr<scalar_t>(), bc, out.data_ptr<scalar_t>(),
+                                   y_padded.defined() ? y_padded.data_ptr<float>() : nullptr);
   });
   return out.permute({2, 0, 1}).reshape({B, C, n0, n1}).contiguous();
 }

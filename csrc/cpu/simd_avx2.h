@@ -72,9 +72,22 @@ ALARA_AVX2 inline float ray_sum1(const float* base, int64_t stride, double alpha
   return acc;
 }
 
-// Forward projection of one ray for 8 channels (channels-last image, bc channels).
+// Lane mask of the first n (1..8) lanes, for the last, partial block of channels.
+ALARA_AVX2 inline __m256i first_lanes(int n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+template <bool kMasked>
+ALARA_AVX2 inline __m256 load8(const float* a, __m256i m) {
+  return kMasked ? _mm256_maskload_ps(a, m) : _mm256_loadu_ps(a);
+}
+
+// Forward projection of one ray for the channels [0, n) (n <= 8) of a channels-last image
+// (bc channels): kMasked reads only the first n lanes (a partial block) and writes n sums.
+template <bool kMasked>
 ALARA_AVX2 inline void ray_sum8(const float* base, int64_t stride, int64_t bc, double alpha,
-                                double beta, int p0, int p1, float* out) {
+                                double beta, int p0, int p1, float* out, int n = 8) {
+  const __m256i m = kMasked ? first_lanes(n) : _mm256_set1_epi32(-1);
   __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
   int p = p0;
   for (; p + 1 <= p1; p += 2) {
@@ -84,8 +97,8 @@ ALARA_AVX2 inline void ray_sum8(const float* base, int64_t stride, int64_t bc, d
     const float* a1 = base + ((p + 1) * stride + static_cast<int64_t>(fl1)) * bc;
     const __m256 f0 = _mm256_set1_ps(static_cast<float>(pos0 - fl0));
     const __m256 f1 = _mm256_set1_ps(static_cast<float>(pos1 - fl1));
-    const __m256 x0 = _mm256_loadu_ps(a0), y0 = _mm256_loadu_ps(a0 + bc);
-    const __m256 x1 = _mm256_loadu_ps(a1), y1 = _mm256_loadu_ps(a1 + bc);
+    const __m256 x0 = load8<kMasked>(a0, m), y0 = load8<kMasked>(a0 + bc, m);
+    const __m256 x1 = load8<kMasked>(a1, m), y1 = load8<kMasked>(a1 + bc, m);
     acc0 = _mm256_add_ps(acc0, _mm256_fmadd_ps(f0, _mm256_sub_ps(y0, x0), x0));
     acc1 = _mm256_add_ps(acc1, _mm256_fmadd_ps(f1, _mm256_sub_ps(y1, x1), x1));
   }
@@ -94,10 +107,32 @@ ALARA_AVX2 inline void ray_sum8(const float* base, int64_t stride, int64_t bc, d
     const double fl = __builtin_floor(pos);
     const float* a = base + (p * stride + static_cast<int64_t>(fl)) * bc;
     const __m256 f = _mm256_set1_ps(static_cast<float>(pos - fl));
-    const __m256 x = _mm256_loadu_ps(a), y = _mm256_loadu_ps(a + bc);
+    const __m256 x = load8<kMasked>(a, m), y = load8<kMasked>(a + bc, m);
     acc0 = _mm256_add_ps(acc0, _mm256_fmadd_ps(f, _mm256_sub_ps(y, x), x));
   }
-  _mm256_storeu_ps(out, _mm256_add_ps(acc0, acc1));
+  if (kMasked)
+    _mm256_maskstore_ps(out, m, _mm256_add_ps(acc0, acc1));
+  else
+    _mm256_storeu_ps(out, _mm256_add_ps(acc0, acc1));
+}
+
+// acc0[c] += w0 * y[c], acc1[c] += w1 * y[c] for the bc channels (the scatter of one ray
+// onto the two pixels it interpolates between, channels-last).
+ALARA_AVX2 inline void scatter_pair(float* acc0, float* acc1, const float* y, int64_t bc,
+                                    float w0, float w1) {
+  const __m256 v0 = _mm256_set1_ps(w0), v1 = _mm256_set1_ps(w1);
+  int64_t c = 0;
+  for (; c + 8 <= bc; c += 8) {
+    const __m256 yv = _mm256_loadu_ps(y + c);
+    _mm256_storeu_ps(acc0 + c, _mm256_fmadd_ps(v0, yv, _mm256_loadu_ps(acc0 + c)));
+    _mm256_storeu_ps(acc1 + c, _mm256_fmadd_ps(v1, yv, _mm256_loadu_ps(acc1 + c)));
+  }
+  if (c < bc) {
+    const __m256i m = first_lanes(static_cast<int>(bc - c));
+    const __m256 yv = _mm256_maskload_ps(y + c, m);
+    _mm256_maskstore_ps(acc0 + c, m, _mm256_fmadd_ps(v0, yv, _mm256_maskload_ps(acc0 + c, m)));
+    _mm256_maskstore_ps(acc1 + c, m, _mm256_fmadd_ps(v1, yv, _mm256_maskload_ps(acc1 + c, m)));
+  }
 }
 
 // Zero padding of the image rows that group_sum8 reads.
@@ -274,8 +309,13 @@ ALARA_AVX2 inline void bp_row_channels(float* acc, int n1, int64_t bc, const flo
         s = _mm256_fmadd_ps(_mm256_set1_ps(wt[t * n8 + j]), _mm256_loadu_ps(y + off[t * n8 + j] + c), s);
       _mm256_storeu_ps(a + c, s);
     }
-    for (; c < bc; ++c)
-      for (int t = 0; t < n_taps; ++t) a[c] += wt[t * n8 + j] * y[off[t * n8 + j] + c];
+    if (c < bc) {  // the last, partial block of channels
+      const __m256i m = first_lanes(static_cast<int>(bc - c));
+      __m256 s = _mm256_maskload_ps(a + c, m);
+      for (int t = 0; t < n_taps; ++t)
+        s = _mm256_fmadd_ps(_mm256_set1_ps(wt[t * n8 + j]), _mm256_maskload_ps(y + off[t * n8 + j] + c, m), s);
+      _mm256_maskstore_ps(a + c, m, s);
+    }
   }
 }
 
