@@ -5,12 +5,15 @@ The built-in components are a plugin like any other (entry point ``builtin`` of 
 ``alara`` distribution); the core never imports them.
 
 - ``ALARA_BLOCK_PLUGINS=name1,name2`` blocks plugins by entry-point name or distribution
-  name (spelt as pip accepts it: ``my_dist`` blocks ``My-Dist``).
-- A plugin that fails to import, whose hooks do not match the specs, or whose hooks fail
-  while registering (a name another plugin registered first, an invalid class, a bug) is
-  skipped with a :class:`PluginLoadWarning` naming it and the reason; the others still
-  load.  Plugins registered in-process with :meth:`AlaraPluginManager.register` raise
-  instead.
+  name (spelt as pip accepts it: ``my_dist`` blocks ``My-Dist``).  A name that matches no
+  installed plugin is warned about (a typo would otherwise block nothing), and an unknown
+  component name lists the blocked plugins it might have come from.
+- A plugin that fails to import (an exception, ``sys.exit`` or any ``BaseException``
+  other than ``KeyboardInterrupt``), whose hooks do not match the specs, or whose hooks
+  fail while registering (a name another plugin registered first, an invalid class, a
+  bug) is skipped with a :class:`PluginLoadWarning` naming it and the reason; the others
+  still load.  Plugins registered in-process with :meth:`AlaraPluginManager.register`
+  raise instead.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ import pluggy
 
 from alara import hookspecs
 from alara.interfaces import KINDS, Component
-from alara.registry import Registry
+from alara.params import close_matches
+from alara.registry import Registry, UnknownComponentError
 
 __all__ = [
     "BLOCK_ENV",
@@ -94,6 +98,32 @@ def _origin_of(dist: Optional[metadata.Distribution]) -> str:
     return f"{name} {dist.version}"
 
 
+class _PluginRegistry(Registry):
+    """A registry the manager fills: an unknown name also names the plugins
+    ``ALARA_BLOCK_PLUGINS`` kept out, since the name may be one of theirs (a blocked
+    plugin is never imported, so which one cannot be known)."""
+
+    def __init__(self, kind: str, base: type, blocked: list[PluginInfo]) -> None:
+        super().__init__(kind, base)
+        self._blocked = blocked
+
+    def entry(self, name: str):  # type: ignore[override]
+        try:
+            return super().entry(name)
+        except UnknownComponentError as exc:
+            if not self._blocked:
+                raise
+            which = ", ".join(f"{p.name!r} ({p.origin})" for p in self._blocked)
+            raise UnknownComponentError(
+                f"{exc}; {BLOCK_ENV} blocks plugin(s) {which}: if {name!r} comes from one of "
+                f"them, remove it from {BLOCK_ENV}") from None
+
+
+def _is_fatal(exc: BaseException) -> bool:
+    """Exceptions a plugin's failure must not swallow: the user pressing Ctrl-C."""
+    return isinstance(exc, KeyboardInterrupt)
+
+
 class AlaraPluginManager:
     """pluggy manager plus the registries it fills (one instance per process, see
     :func:`get_manager`; tests may build their own)."""
@@ -127,18 +157,23 @@ class AlaraPluginManager:
         eps = list(metadata.entry_points(group=ENTRY_POINT_GROUP))
         # Built-ins first so that they own their names; then a stable order.
         eps.sort(key=lambda ep: (ep.name != BUILTIN_PLUGIN, ep.name))
+        known: set[str] = set()  # entry-point and distribution names, to check the block list
         for ep in eps:
             dist = getattr(ep, "dist", None)
             origin = _origin_of(dist)
             dist_name = dist.metadata["Name"] if dist is not None else None
+            known |= {ep.name} | ({dist_name} if dist_name else set())
             if ep.name in blocked or (dist_name and _normalise(dist_name) in blocked_dists):
-                self.blocked.append(PluginInfo(ep.name, origin, ()))
+                if ep.name not in {p.name for p in self.blocked}:
+                    self.blocked.append(PluginInfo(ep.name, origin, ()))
                 continue
             if self.pm.get_plugin(ep.name) is not None:
                 continue  # the same distribution seen twice on sys.path
             try:
                 plugin = ep.load()
-            except Exception as exc:  # any import-time failure of third-party code
+            except BaseException as exc:  # third-party code at import: sys.exit() included
+                if _is_fatal(exc):
+                    raise
                 self._skip(ep.name, origin, f"import of {ep.value!r} failed: {type(exc).__name__}: {exc}")
                 continue
             try:
@@ -147,7 +182,19 @@ class AlaraPluginManager:
                 self._skip(ep.name, origin, str(exc))
                 continue
             self._origins[ep.name] = origin
+        self._warn_unknown_blocked(blocked, known)
         self.check_pending(strict=False)
+
+    def _warn_unknown_blocked(self, blocked: set[str], known: set[str]) -> None:
+        """Warn about block-list names no installed plugin has (a typo blocks nothing)."""
+        normal = {_normalise(k) for k in known}
+        for name in sorted(blocked):
+            if name in known or _normalise(name) in normal:
+                continue
+            hint = close_matches(name, sorted(known))
+            warnings.warn(f"alara: {BLOCK_ENV} names {name!r}, but no installed alara plugin "
+                          f"(entry point or distribution) is called that{hint}; installed: "
+                          f"{', '.join(sorted(known)) or 'none'}", PluginLoadWarning, stacklevel=4)
 
     def check_pending(self, strict: bool = True) -> None:
         """Check that every hook a plugin implements is a known ``alara`` hook.
@@ -216,7 +263,8 @@ class AlaraPluginManager:
         classes taken out again and is skipped with a :class:`PluginLoadWarning`; the
         exception propagates for in-process plugins (see :meth:`register`).
         """
-        regs: dict[str, Registry[Any]] = {kind: Registry(kind, base) for kind, base in KINDS.items()}
+        regs: dict[str, Registry[Any]] = {kind: _PluginRegistry(kind, base, self.blocked)
+                                          for kind, base in KINDS.items()}
         for name, plugin in list(self.pm.list_name_plugin()):
             if plugin is None:  # blocked
                 continue
@@ -227,7 +275,9 @@ class AlaraPluginManager:
                         if impl.plugin is plugin:
                             with reg.registering_for(name, origin):
                                 impl.function(**{arg: reg for arg in impl.argnames})
-            except Exception as exc:  # third-party code: report and skip, the others still load
+            except BaseException as exc:  # third-party code: report and skip, the others load
+                if _is_fatal(exc):
+                    raise
                 for reg in regs.values():
                     reg.discard_plugin(name)
                 self.pm.unregister(name=name)
