@@ -67,6 +67,20 @@ def _add_output_args(p: argparse.ArgumentParser, seed_help: str) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
+def _add_texture_args(p: argparse.ArgumentParser) -> None:
+    from alara.data.texture import DEFAULT_TEXTURE as d
+
+    g = p.add_argument_group("texture (tissue texture, lung vessels and airways; see docs/data.md)")
+    g.add_argument("--no-texture", action="store_true",
+                   help="piecewise-constant cartoon patients (no texture, vessel trees, airways)")
+    g.add_argument("--soft-hu", type=float, default=d.soft_hu, metavar="HU",
+                   help=f"soft-tissue and organ texture std in HU (default {d.soft_hu:g})")
+    g.add_argument("--lung-hu", type=float, default=d.lung_hu, metavar="HU",
+                   help=f"lung parenchyma texture std in HU (default {d.lung_hu:g})")
+    g.add_argument("--bone-hu", type=float, default=d.bone_hu, metavar="HU",
+                   help=f"trabecular bone texture std in HU (default {d.bone_hu:g})")
+
+
 def _output_kwargs(args: argparse.Namespace) -> dict:
     """Keyword arguments of ``generate_dataset`` / ``import_dicom`` from the shared options."""
     return dict(geometry=_geometry(args), upsample=args.upsample, n0=args.n0, seed=args.seed,
@@ -76,11 +90,14 @@ def _output_kwargs(args: argparse.Namespace) -> dict:
 
 def _synth(args: argparse.Namespace) -> int:
     from alara.data.synth import generate_dataset
+    from alara.data.texture import TextureParams
 
+    texture = None if args.no_texture else TextureParams(
+        soft_hu=args.soft_hu, lung_hu=args.lung_hu, bone_hu=args.bone_hu)
     result = generate_dataset(
         args.out, patients=(args.train, args.validation, args.test),
         slices_per_patient=args.slices, observations=not args.no_observations,
-        **_output_kwargs(args))
+        texture=texture, **_output_kwargs(args))
     lengths = ", ".join(f"{k} {v}" for k, v in result.info.lengths.items())
     print(f"wrote {result.root}: {lengths} samples from {result.n_patients} patients "
           f"({result.seconds_per_patient:.2f} s per patient)")
@@ -131,6 +148,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--test", type=_whole(0), default=2, help="test patients (default 2)")
     p.add_argument("--slices", type=_whole(1), default=4, help="slices per patient (default 4)")
     p.add_argument("--no-observations", action="store_true", help="ground truth only")
+    _add_texture_args(p)
     _add_output_args(p, "random seed")
     _add_geometry_args(p, 128, 180)
     p.set_defaults(func=_synth)

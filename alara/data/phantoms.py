@@ -19,13 +19,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
+from alara.data.lung import Capsules, LungShape, capsule_coverage, lung_tree
+from alara.data.texture import DEFAULT_TEXTURE, LUNG, SOFT, STRANDS, TRABECULAR, TextureFields, TextureParams
 from alara.geometry import ImageGrid
 
-__all__ = ["Lesion", "Patient", "sample_patient", "render_slice", "slice_positions", "HU"]
+__all__ = ["Lesion", "Patient", "sample_patient", "render_slice", "slice_positions", "HU",
+           "TISSUES"]
 
 #: Typical tissue values (HU) used by the generator.
 HU = {
@@ -33,6 +37,12 @@ HU = {
     "liver": 60.0, "spleen": 50.0, "csf": 15.0, "cancellous": 250.0, "cortical": 1000.0,
     "rib": 750.0, "sternum": 550.0, "gas": -900.0,
 }
+
+#: Tissue labels painted with the HU values; texture is added per tissue.
+TISSUES = ("air", "fat", "soft", "organ", "blood", "lung", "cancellous", "bone", "other")
+_T = {name: k for k, name in enumerate(TISSUES)}
+#: Airway wall (HU): bronchial wall with its partial volume of cartilage and mucosa.
+_AIRWAY_WALL_HU = 0.0
 
 # Craniocaudal length (m) spanned by slice positions t in [0, 1]; sets how far a lesion
 # centred at t0 reaches into neighbouring slices.
@@ -136,6 +146,7 @@ class _Canvas:
         self.xs, self.ys = grid.coordinates(dtype=torch.float64)
         self.X, self.Y = torch.meshgrid(self.xs, self.ys, indexing="ij")
         self.hu = torch.full(grid.shape, HU["air"], dtype=torch.float64)
+        self.tissue = torch.zeros(grid.shape, dtype=torch.int8)
 
     def _window(self, coords: torch.Tensor, lo: float, hi: float) -> slice:
         # Index range of pixel centres in [lo, hi] (coords are sorted ascending).
@@ -151,8 +162,9 @@ class _Canvas:
         mask[win] = ((dx * c + dy * s) / a) ** 2 + ((-dx * s + dy * c) / b) ** 2 <= 1.0
         return mask
 
-    def paint(self, mask: torch.Tensor, value: float) -> None:
-        self.hu[mask] = value
+    def paint(self, mask: torch.Tensor, value: float, tissue: str) -> None:
+        self.hu.masked_fill_(mask, value)
+        self.tissue.masked_fill_(mask, _T[tissue])
 
 
 def _bump(t: float, lo: float, hi: float) -> float:
@@ -171,18 +183,24 @@ def _smooth_field(gen: torch.Generator, canvas: _Canvas, extent: float, cells: i
                          align_corners=False)[0, 0].clamp(-1, 1)
 
 
-def render_slice(patient: Patient, t: float, grid: ImageGrid) -> torch.Tensor:
+def render_slice(patient: Patient, t: float, grid: ImageGrid,
+                 texture: Optional[TextureParams] = DEFAULT_TEXTURE) -> torch.Tensor:
     """Rasterise the patient's slice at position ``t`` in ``[0, 1]`` (apex -> upper
     abdomen) onto ``grid``; returns HU as float32 ``grid.shape``, oriented as LoDoPaB
-    (axis 1 from anterior to posterior: world ``y`` is anatomical ``-y``)."""
+    (axis 1 from anterior to posterior: world ``y`` is anatomical ``-y``).
+
+    ``texture`` adds tissue texture, lung vessels and airways (:mod:`alara.data.texture`,
+    :mod:`alara.data.lung`) to the piecewise-constant anatomy; ``None`` gives the cartoon.
+    """
     # Paint in anatomical coordinates on the grid mirrored in y, then flip axis 1: pixel
     # j of the result is at world y_j, i.e. at anatomical -y_j.
     mirrored = ImageGrid(grid.shape, (grid.min_pt[0], -grid.max_pt[1]),
                          (grid.max_pt[0], -grid.min_pt[1]))
-    return _render_anatomical(patient, t, mirrored).flip(1)
+    return _render_anatomical(patient, t, mirrored, texture).flip(1)
 
 
-def _render_anatomical(patient: Patient, t: float, grid: ImageGrid) -> torch.Tensor:
+def _render_anatomical(patient: Patient, t: float, grid: ImageGrid,
+                       texture: Optional[TextureParams]) -> torch.Tensor:
     # Slice details (vessels, texture) come from their own generator, seeded by patient
     # and slice only, and are drawn before rasterising: the same on every grid.
     gen = torch.Generator().manual_seed((patient.seed * 1_000_003 + int(round(t * 1e6))) % (2 ** 63 - 1))
@@ -194,32 +212,34 @@ def _render_anatomical(patient: Patient, t: float, grid: ImageGrid) -> torch.Ten
     theta = torch.atan2((c.Y - cy) / p.half_depth, c.X / p.half_width)
     wobble = 1.0 + sum(amp * torch.cos((k + 2) * theta + ph) for k, (amp, ph) in enumerate(p.harmonics))
     r = torch.sqrt((c.X / p.half_width) ** 2 + ((c.Y - cy) / p.half_depth) ** 2)
-    c.paint(r <= wobble, HU["fat"])
+    c.paint(r <= wobble, HU["fat"], "fat")
     wi, di = p.half_width - p.fat, p.half_depth - p.fat
     inner = torch.sqrt((c.X / wi) ** 2 + ((c.Y - cy) / di) ** 2) <= wobble
-    c.paint(inner, HU["soft"])
+    c.paint(inner, HU["soft"], "soft")
     # Gentle texture in soft tissue (+-8 HU).
-    texture = 8.0 * _smooth_field(gen, c, max(wi, di))
-    c.hu[inner] += texture[inner]
+    smooth = 8.0 * _smooth_field(gen, c, max(wi, di))
+    c.hu[inner] += smooth[inner]
 
     thorax = t < 0.85
     # Liver (patient's right = -x) and spleen/stomach (patient's left) low in the scan.
     liver = _bump(t, p.liver_start, 1.6)
     if liver > 0:
         c.paint(c.ellipse(-0.25 * wi, cy - 0.05 * di, 0.6 * wi * liver, 0.75 * di * liver, 0.3),
-                HU["liver"])
+                HU["liver"], "organ")
     if t > 0.75:
         s = _bump(t, 0.75, 1.4)
-        c.paint(c.ellipse(0.55 * wi, cy - 0.35 * di, 0.22 * wi * s, 0.3 * di * s, -0.5), HU["spleen"])
-        c.paint(c.ellipse(0.35 * wi, cy + 0.3 * di, 0.22 * wi * s, 0.2 * di * s), HU["gas"])
+        c.paint(c.ellipse(0.55 * wi, cy - 0.35 * di, 0.22 * wi * s, 0.3 * di * s, -0.5), HU["spleen"], "organ")
+        c.paint(c.ellipse(0.35 * wi, cy + 0.3 * di, 0.22 * wi * s, 0.2 * di * s), HU["gas"], "other")
 
     # Lungs: small at the apex, largest mid-thorax, pushed up by the diaphragm below.
     lung = _bump(t, -0.15, 0.92)
+    lungs: list[LungShape] = []
     if lung > 0.05:
         for side in (-1.0, 1.0):
-            lx = side * wi * 0.5
-            c.paint(c.ellipse(lx, cy + 0.05 * di, p.lung_width * wi * lung,
-                              p.lung_depth * di * lung, side * 0.15), p.lung_hu)
+            shape = LungShape(side * wi * 0.5, cy + 0.05 * di, p.lung_width * wi * lung,
+                              p.lung_depth * di * lung, side * 0.15, side)
+            lungs.append(shape)
+            c.paint(c.ellipse(shape.cx, shape.cy, shape.a, shape.b, shape.angle), p.lung_hu, "lung")
         # Vessels: small soft-tissue dots inside the lungs.
         for _ in range(int(24 * lung)):
             side = 1.0 if _u(gen) < 0.5 else -1.0
@@ -227,33 +247,33 @@ def _render_anatomical(patient: Patient, t: float, grid: ImageGrid) -> torch.Ten
             vx = side * wi * 0.5 + rad * p.lung_width * wi * lung * math.cos(ang)
             vy = cy + 0.05 * di + rad * p.lung_depth * di * lung * math.sin(ang)
             vr = _u(gen, 0.0008, 0.0025)
-            c.paint(c.ellipse(vx, vy, vr, vr) & (c.hu < -500), _u(gen, -100.0, 40.0))
+            c.paint(c.ellipse(vx, vy, vr, vr) & (c.hu < -500), _u(gen, -100.0, 40.0), "other")
 
     # Mediastinum: heart (patient's left of centre) and aorta.
     heart = _bump(t, 0.3, 0.85) * p.heart_size
     if heart > 0.05:
         c.paint(c.ellipse(0.12 * wi, cy + 0.2 * di, 0.3 * wi * heart, 0.38 * di * heart, 0.5),
-                HU["soft"])
+                HU["soft"], "soft")
         c.paint(c.ellipse(0.13 * wi, cy + 0.2 * di, 0.2 * wi * heart, 0.26 * di * heart, 0.5),
-                HU["blood"])
+                HU["blood"], "blood")
     # Descending aorta: left-anterior of the vertebral body (it used to sit inside it).
     aorta_r = 0.06 * di
-    c.paint(c.ellipse(0.1 * wi, cy - 0.4 * di, aorta_r, aorta_r), HU["blood"])
+    c.paint(c.ellipse(0.1 * wi, cy - 0.4 * di, aorta_r, aorta_r), HU["blood"], "blood")
     if 0.2 < t < 0.55:
-        c.paint(c.ellipse(-0.03 * wi, cy + 0.15 * di, aorta_r, aorta_r), HU["blood"])
+        c.paint(c.ellipse(-0.03 * wi, cy + 0.15 * di, aorta_r, aorta_r), HU["blood"], "blood")
 
     # Spine: vertebral body (cortical shell, cancellous core), canal, spinous process.
     vy, vr = cy - di + 0.33 * di, 0.17 * di
-    c.paint(c.ellipse(0.0, vy, vr * 1.1, vr), HU["cortical"])
-    c.paint(c.ellipse(0.0, vy, vr * 0.85, vr * 0.78), HU["cancellous"])
+    c.paint(c.ellipse(0.0, vy, vr * 1.1, vr), HU["cortical"], "bone")
+    c.paint(c.ellipse(0.0, vy, vr * 0.85, vr * 0.78), HU["cancellous"], "cancellous")
     canal_y = vy - vr - 0.07 * di
     c.paint(c.ellipse(0.0, canal_y, 0.09 * di, 0.07 * di) & ~c.ellipse(0.0, canal_y, 0.06 * di, 0.045 * di),
-            HU["cortical"] * 0.8)
-    c.paint(c.ellipse(0.0, canal_y, 0.06 * di, 0.045 * di), HU["csf"])
-    c.paint(c.ellipse(0.0, canal_y - 0.16 * di, 0.025 * di, 0.1 * di), HU["cortical"] * 0.8)
+            HU["cortical"] * 0.8, "bone")
+    c.paint(c.ellipse(0.0, canal_y, 0.06 * di, 0.045 * di), HU["csf"], "other")
+    c.paint(c.ellipse(0.0, canal_y - 0.16 * di, 0.025 * di, 0.1 * di), HU["cortical"] * 0.8, "bone")
     for side in (-1.0, 1.0):  # transverse processes
         c.paint(c.ellipse(side * 0.16 * di, canal_y, 0.1 * di, 0.025 * di, side * 0.3),
-                HU["cortical"] * 0.8)
+                HU["cortical"] * 0.8, "bone")
 
     # Ribs along the inner body wall and the sternum (thorax only).
     if thorax:
@@ -264,8 +284,11 @@ def _render_anatomical(patient: Patient, t: float, grid: ImageGrid) -> torch.Ten
             ang += _u(gen, -0.05, 0.05)
             rx, ry = 0.93 * wi * math.cos(ang), cy + 0.9 * di * math.sin(ang)
             rr = 0.012 + 0.02 * p.half_width
-            c.paint(c.ellipse(rx, ry, rr * 0.45, rr * 0.25, ang), HU["rib"])
-        c.paint(c.ellipse(0.0, cy + 0.9 * di, 0.09 * wi, 0.05 * di), HU["sternum"])
+            c.paint(c.ellipse(rx, ry, rr * 0.45, rr * 0.25, ang), HU["rib"], "bone")
+        c.paint(c.ellipse(0.0, cy + 0.9 * di, 0.09 * wi, 0.05 * di), HU["sternum"], "cancellous")
+
+    if texture is not None:
+        _add_texture(c, p, t, texture, lungs)
 
     # Lesions: spheres; the cross-section shrinks with distance from the lesion centre.
     for les in p.lesions:
@@ -277,3 +300,28 @@ def _render_anatomical(patient: Patient, t: float, grid: ImageGrid) -> torch.Ten
         host = (c.hu < -500) if les.in_lung else (c.hu > -200) & (c.hu < 200)
         c.hu[m & host] += les.contrast
     return c.hu.to(torch.float32)
+
+
+def _add_texture(c: _Canvas, p: Patient, t: float, params: TextureParams,
+                 lungs: list[LungShape]) -> None:
+    """Texture per tissue, then lung vessels and airways, onto the painted anatomy."""
+    # Its own generator: the cartoon anatomy (and its draws) is the same with or without.
+    gen = torch.Generator().manual_seed((p.seed * 999_983 + int(round(t * 1e6)) + 17) % (2 ** 63 - 1))
+    fields = TextureFields(gen, params).sample(c.xs, c.ys).to(torch.float64)
+    tissue, hu = c.tissue, c.hu
+    zero = torch.zeros((), dtype=hu.dtype)
+    soft = (tissue == _T["soft"]) | (tissue == _T["organ"])
+    hu += torch.where(soft, params.soft_hu * fields[SOFT].clamp(-3, 3), zero)
+    hu += torch.where(tissue == _T["fat"], (HU["soft"] - HU["fat"]) * fields[STRANDS], zero)
+    hu += torch.where(tissue == _T["cancellous"], params.bone_hu * fields[TRABECULAR].clamp(-3, 3), zero)
+    lung = tissue == _T["lung"]
+    hu += torch.where(lung, params.lung_hu * fields[LUNG].clamp(-3, 3), zero)
+    if not lungs or params.vessels <= 0 or not lung.any():
+        return
+    parts = [lung_tree(gen, shape, params.vessels) for shape in lungs]
+    layers = [Capsules(torch.cat([q[k].p0 for q in parts]), torch.cat([q[k].p1 for q in parts]),
+                       torch.cat([q[k].radius for q in parts])) for k in range(3)]
+    cover = capsule_coverage(layers, c.xs, c.ys)
+    # Vessels, then airway walls over them, then the air lumens inside the walls.
+    for k, value in enumerate((HU["blood"], _AIRWAY_WALL_HU, HU["air"])):
+        hu += torch.where(lung, (value - hu) * cover[k], zero)

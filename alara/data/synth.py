@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from alara.data.lodopab import MIN_COUNT, SPLITS, hu_to_x
 from alara.data.metadata import DatasetInfo, geometry_to_dict
 from alara.data.phantoms import render_slice, sample_patient, slice_positions
+from alara.data.texture import DEFAULT_TEXTURE, TextureParams
 from alara.data.writer import (
     OutputDir, SplitWriter, check_file_count, check_write_options, write_patient_ids,
 )
@@ -80,14 +81,17 @@ def generate_dataset(root: PathLike, *, patients: Sequence[int] = (8, 2, 2),
                      upsample: int = 2, n0: float = LODOPAB_N0, seed: int = 0,
                      samples_per_file: int = 128, observations: bool = True,
                      overwrite: bool = False, progress: bool = True,
-                     backend: str = "auto") -> SynthResult:
+                     backend: str = "auto",
+                     texture: Optional[TextureParams] = DEFAULT_TEXTURE) -> SynthResult:
     """Write a synthetic data set in the LoDoPaB layout under ``root``.
 
     ``patients`` gives the number of patients in (train, validation, test); each patient
     contributes ``slices_per_patient`` slices to its split only.  Samples are shuffled
     within a split (LoDoPaB's ``_rand`` order) and ``patient_ids_rand_{split}.csv`` records
     each sample's patient.  Ground truth is the ``upsample``-times finer rendering averaged
-    down to the grid; observations are simulated from the fine rendering.
+    down to the grid; observations are simulated from the fine rendering.  ``texture``
+    sets the tissue texture and lung vessels (:class:`alara.data.texture.TextureParams`);
+    ``None`` writes the piecewise-constant cartoon patients.
     """
     # Every option is checked before the output directory is touched.
     if len(patients) != 3 or any(isinstance(n, bool) or not isinstance(n, numbers.Integral)
@@ -99,19 +103,22 @@ def generate_dataset(root: PathLike, *, patients: Sequence[int] = (8, 2, 2),
         raise ValueError(f"slices_per_patient (--slices) must be a whole number >= 1, got "
                          f"{slices_per_patient!r}")
     check_write_options(n0=n0, samples_per_file=samples_per_file, upsample=upsample, seed=seed)
+    if texture is not None and not isinstance(texture, TextureParams):
+        raise ValueError(f"texture must be an alara.data.texture.TextureParams or None (the "
+                         f"cartoon patients), got {type(texture).__name__}")
     for split, n_pat in zip(SPLITS, patients):
         check_file_count(split, int(n_pat) * int(slices_per_patient), samples_per_file)
     geometry = geometry if geometry is not None else small_geometry()
     fine_geometry(geometry, upsample)
     with OutputDir(root, overwrite) as out:
         return _write_dataset(out, patients, slices_per_patient, geometry, upsample, n0, seed,
-                              samples_per_file, observations, progress, backend)
+                              samples_per_file, observations, progress, backend, texture)
 
 
 def _write_dataset(out: OutputDir, patients: Sequence[int], slices_per_patient: int,
                    geometry: Geometry, upsample: int, n0: float, seed: int,
                    samples_per_file: int, observations: bool, progress: bool,
-                   backend: str) -> SynthResult:
+                   backend: str, texture: Optional[TextureParams]) -> SynthResult:
     """:func:`generate_dataset` once its options are checked: stage, then commit ``out``."""
     root = out.path
     fine = fine_geometry(geometry, upsample)
@@ -136,7 +143,7 @@ def _write_dataset(out: OutputDir, patients: Sequence[int], slices_per_patient: 
         gt = SplitWriter(root, split, "ground_truth", samples_per_file)
         obs = SplitWriter(root, split, "observation", samples_per_file) if observations else None
         for patient, t in items:
-            x_fine = hu_to_x(render_slice(patient, t, fine.grid))[None, None]
+            x_fine = hu_to_x(render_slice(patient, t, fine.grid, texture))[None, None]
             gt.append(F.avg_pool2d(x_fine, upsample)[0, 0])
             if obs is not None:
                 y = simulate_observation(x_fine, fine, n0, generator=noise, backend=backend)
@@ -154,7 +161,8 @@ def _write_dataset(out: OutputDir, patients: Sequence[int], slices_per_patient: 
         sinogram_shape=geometry.sinogram_shape if observations else None,
         geometry=geometry_to_dict(geometry), n0=float(n0), source="alara-synth",
         extra={"seed": int(seed), "patients": [int(n) for n in patients],
-               "slices_per_patient": int(slices_per_patient), "upsample": int(upsample)},
+               "slices_per_patient": int(slices_per_patient), "upsample": int(upsample),
+               "texture": dataclasses.asdict(texture) if texture is not None else None},
     )
     info = out.commit(info)
     return SynthResult(out.root, info, total_patients, seconds)
