@@ -5,7 +5,6 @@ Run: ``python -m pytest benchmarks/test_ops_torch.py --benchmark-only -s``
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
@@ -57,12 +56,3 @@ def test_skimage(timed, data, batch, op):
     arg = x if op == "fp" else fwd(x)
     timed(f"{op} lodopab b{batch}", "skimage-radon", fwd if op == "fp" else bwd, arg,
           rounds=1 if batch > 1 else 2)
-
-
-def test_astra_convention_matches(data):
-    """The peers compute the same transform (so the timings compare like with like)."""
-    fwd, _ = peers.astra_cpu(GEOMETRY, "linear")
-    x = data[1][0]
-    ref = fwd(x.numpy())
-    ours = ops.project(x, GEOMETRY, backend="torch").numpy()
-    assert np.linalg.norm(ours - ref) / np.linalg.norm(ref) < 2e-4

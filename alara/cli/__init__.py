@@ -14,6 +14,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "alara.cli.demo",
     "alara.cli.plugins",
     "alara.cli.data",
+    "alara.cli.bench",
 )
 
 

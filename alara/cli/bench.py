@@ -1,0 +1,393 @@
+"""``alara bench``: time alara's operators against every installed peer in one process.
+
+Each case (geometry, operation, batch) is timed for alara's native and pure-torch
+backends and for the peers found (ASTRA CPU and, with ``--device cuda``, ASTRA GPU;
+scikit-image for the parallel beam), on the same data, one after the other, so that the
+printed ratios compare runs on the same (possibly shared) machine.  Peers loop over the
+batch, as their users do.  The ratio column divides by the case's reference peer: ASTRA's
+``line`` projector (``line_fanflat`` for fan beams) on CPU, ASTRA's GPU projector on CUDA.
+
+The peer adapters (:func:`astra_pair`, :func:`skimage_pair`) are also what the peer tests
+in ``tests/ops/test_peers.py`` check against alara, so a wrong convention fails there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from alara.geometry import FanBeam, Geometry, ParallelBeam, lodopab
+
+Pair = tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray]]
+OPS = ("fp", "bp")
+GEOMETRY_CHOICES = ("lodopab", "fan", "fan-curved")
+
+
+def fan_geometry(detector: str = "flat") -> FanBeam:
+    """The LoDoPaB grid seen by a fan beam: 1000 views over 2 pi, 513 bins covering the
+    image, source and detector 0.5 m from the axis (magnification 2)."""
+    grid = lodopab().grid
+    half = math.tan(math.asin(grid.radius / 0.5))  # half-width of the image's shadow, per m
+    angles = torch.linspace(0, 2 * math.pi, 1001, dtype=torch.float64)[:-1]
+    if detector == "curved":  # the same fan angles on an equiangular arc
+        return FanBeam(grid, angles, 513, 2.04 * math.atan(half) / 513, src_radius=0.5,
+                       det_radius=0.5, detector="curved")
+    return FanBeam(grid, angles, 513, 2.04 * half / 513, src_radius=0.5, det_radius=0.5)
+
+
+def bench_geometry(name: str) -> Geometry:
+    """``lodopab`` (parallel beam), ``fan`` (flat detector) or ``fan-curved``."""
+    if name == "lodopab":
+        return lodopab()
+    if name == "fan":
+        return fan_geometry("flat")
+    if name == "fan-curved":
+        return fan_geometry("curved")
+    raise ValueError(f"unknown benchmark geometry {name!r}; choose from {GEOMETRY_CHOICES}")
+
+
+# --------------------------------------------------------------------------- peers
+
+
+def _batched(fn: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+    def run(a: np.ndarray) -> np.ndarray:
+        out = np.stack([fn(s) for s in a.reshape(-1, *a.shape[-2:])])
+        return out.reshape(*a.shape[:-2], *out.shape[-2:])
+
+    return run
+
+
+def astra_geometries(geometry: Geometry):
+    """ASTRA volume and projection geometries computing alara's transform.
+
+    ASTRA's volume rows run along its y axis from max to min and its columns along x; with
+    alara's axis 0 (world x) as ASTRA's rows, the image goes in untransposed when ASTRA's
+    x is alara's y and ASTRA's y is alara's -x: ``create_vol_geom(n0, n1, ymin, ymax,
+    -xmax, -xmin)``, and that rotation by 90 degrees shifts every angle by ``-pi/2``.
+    A curved fan has no ASTRA 2-D counterpart (``ValueError``).
+    """
+    import astra
+
+    grid = geometry.grid
+    (xmin, ymin), (xmax, ymax) = grid.min_pt, grid.max_pt
+    vol = astra.create_vol_geom(grid.shape[0], grid.shape[1], ymin, ymax, -xmax, -xmin)
+    if abs(geometry.bin_offset) > 0:
+        raise ValueError("ASTRA's plain geometries have no detector offset")
+    angles = geometry.angles.numpy() - math.pi / 2
+    if isinstance(geometry, ParallelBeam):
+        return vol, astra.create_proj_geom("parallel", geometry.bin_spacing, geometry.n_bins, angles)
+    if geometry.detector != "flat":
+        raise ValueError("ASTRA has no 2-D curved fan-beam detector")
+    return vol, astra.create_proj_geom("fanflat", geometry.bin_spacing, geometry.n_bins, angles,
+                                       geometry.src_radius, geometry.det_radius)
+
+
+def astra_pair(geometry: Geometry, projector: str) -> Pair:
+    """ASTRA's ``projector`` (``line``, ``linear``, ``strip``, ``line_fanflat``; ``cuda``
+    runs on the GPU) as ``(forward, backward)`` on float32 arrays ``[..., rows, cols]``."""
+    import astra
+
+    vol, proj = astra_geometries(geometry)
+    pid = astra.create_projector(projector, proj, vol)
+
+    def forward(img: np.ndarray) -> np.ndarray:
+        sid, sino = astra.create_sino(np.ascontiguousarray(img, dtype=np.float32), pid)
+        astra.data2d.delete(sid)
+        return sino
+
+    def backward(sino: np.ndarray) -> np.ndarray:
+        bid, img = astra.create_backprojection(np.ascontiguousarray(sino, dtype=np.float32), pid)
+        astra.data2d.delete(bid)
+        return img
+
+    return _batched(forward), _batched(backward)
+
+
+def skimage_pair(geometry: ParallelBeam) -> Pair:
+    """scikit-image's ``radon`` and unfiltered ``iradon`` (parallel beam only).  ``radon``
+    picks its own detector (one bin per pixel of the padded diagonal), so the backward
+    callable takes a sinogram made by the forward one, not alara's."""
+    from skimage import transform
+
+    theta = np.degrees(geometry.angles.numpy())
+    size = geometry.grid.shape[0]
+
+    def forward(img: np.ndarray) -> np.ndarray:
+        return transform.radon(img, theta=theta, circle=False)
+
+    def backward(sino: np.ndarray) -> np.ndarray:
+        return transform.iradon(sino, theta=theta, filter_name=None, circle=False, output_size=size)
+
+    return _batched(forward), _batched(backward)
+
+
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def astra_cuda_available() -> bool:
+    if not _installed("astra"):
+        return False
+    import astra
+
+    return bool(astra.use_cuda())
+
+
+# --------------------------------------------------------------------------- timing
+
+
+@dataclass
+class Result:
+    geometry: str
+    op: str
+    batch: int
+    impl: str
+    ms: float  # best of the rounds
+    rounds_ms: list[float] = field(default_factory=list)
+    ratio: float | None = None  # ms / the reference's ms in the same case
+    per_image_vs_batch1: float | None = None  # (ms / batch) / ms at batch 1, same impl
+
+
+def time_call(fn: Callable[[], object], rounds: int, cuda: bool) -> list[float]:
+    """Wall times (ms) of ``rounds`` calls after one warm-up call."""
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
+
+    fn()
+    sync()
+    out = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        out.append((time.perf_counter() - t0) * 1e3)
+    return out
+
+
+def _cases(geometry: Geometry, name: str, device: str, impls: set[str]):
+    """``(impl, fp, bp, takes_torch, reference)`` for every implementation to time."""
+    from alara import ops
+    from alara.ops import backend
+
+    dev = torch.device(device)
+    if "native" in impls and backend.native_available(dev):
+        yield ("alara-native", lambda x: ops.project(x, geometry, "native"),
+               lambda y: ops.backproject(y, geometry, "native"), True)
+    if "torch" in impls:
+        yield ("alara-torch", lambda x: ops.project(x, geometry, "torch"),
+               lambda y: ops.backproject(y, geometry, "torch"), True)
+    if "astra" in impls and _installed("astra"):
+        flat = fan_geometry("flat") if name == "fan-curved" else geometry  # nearest peer
+        if device == "cuda":
+            if astra_cuda_available():
+                yield ("astra-gpu", *astra_pair(flat, "cuda"), False)
+        elif isinstance(geometry, ParallelBeam):
+            yield ("astra-line", *astra_pair(flat, "line"), False)
+            yield ("astra-linear", *astra_pair(flat, "linear"), False)
+        else:
+            yield ("astra-line_fanflat", *astra_pair(flat, "line_fanflat"), False)
+    if "skimage" in impls and device == "cpu" and isinstance(geometry, ParallelBeam) \
+            and _installed("skimage"):
+        yield ("skimage", *skimage_pair(geometry), False)
+
+
+def reference_impl(geometry: Geometry, device: str) -> str:
+    if device == "cuda":
+        return "astra-gpu"
+    return "astra-line" if isinstance(geometry, ParallelBeam) else "astra-line_fanflat"
+
+
+def run(geometries: list[str], batches: list[int], ops_: list[str], dtype: torch.dtype,
+        device: str, rounds: int, impls: set[str], log=print) -> list[Result]:
+    """Time every case; returns the results with ratios filled in."""
+    results: list[Result] = []
+    gen = torch.Generator().manual_seed(0)
+    cuda = device == "cuda"
+    for name in geometries:
+        g = bench_geometry(name)
+        cases = list(_cases(g, name, device, impls))
+        for batch in batches:
+            x = torch.rand(batch, 1, *g.grid.shape, generator=gen, dtype=dtype).to(device)
+            y = torch.rand(batch, 1, *g.sinogram_shape, generator=gen, dtype=dtype).to(device)
+            xs, ys = (x.float().cpu().numpy(), y.float().cpu().numpy())
+            for op in ops_:
+                for impl, fp, bp, takes_torch in cases:
+                    fn = fp if op == "fp" else bp
+                    if takes_torch:
+                        arg = x if op == "fp" else y
+                    else:  # scikit-image's backward takes its own sinogram
+                        arg = xs if op == "fp" else (fp(xs) if impl == "skimage" else ys)
+                    times = time_call(lambda: fn(arg), rounds, cuda)
+                    results.append(Result(name, op, batch, impl, min(times), times))
+                    log(f"  {name:<10} {op} b{batch:<3} {impl:<19} {min(times):10.1f} ms")
+    _fill_ratios(results, device)
+    return results
+
+
+def _fill_ratios(results: list[Result], device: str) -> None:
+    by_case = {}
+    for r in results:
+        by_case.setdefault((r.geometry, r.op, r.batch), {})[r.impl] = r
+    for (name, op, batch), impls in by_case.items():
+        ref = impls.get(reference_impl(bench_geometry(name), device))
+        for r in impls.values():
+            if ref is not None:
+                r.ratio = r.ms / ref.ms
+            one = by_case.get((name, op, 1), {}).get(r.impl)
+            if one is not None:
+                r.per_image_vs_batch1 = (r.ms / batch) / one.ms
+
+
+def format_table(results: list[Result], device: str) -> str:
+    """Markdown table: one row per case and implementation."""
+    lines = ["| geometry | op | batch | implementation | ms (best) | ratio to reference | "
+             "per image / batch 1 |", "|---|---|---|---|---|---|---|"]
+    for r in results:
+        ref = reference_impl(bench_geometry(r.geometry), device)
+        ratio = f"{r.ratio:.3f}x {ref}" if r.ratio is not None else "-"
+        per = f"{r.per_image_vs_batch1:.2f}" if r.per_image_vs_batch1 is not None else "-"
+        lines.append(f"| {r.geometry} | {r.op} | {r.batch} | {r.impl} | {r.ms:.1f} | {ratio} | {per} |")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- machine
+
+
+def machine_info(device: str) -> dict[str, object]:
+    """What the numbers depend on: versions, threads, CPU or GPU, the load average."""
+    from alara.cli import info
+
+    out: dict[str, object] = dict(info.collect())
+    out["cpu"] = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                out["cpu"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    out["cores"] = os.cpu_count()
+    out["load average (1, 5, 15 min)"] = os.getloadavg() if hasattr(os, "getloadavg") else None
+    if _installed("astra"):
+        import astra
+
+        out["astra"] = astra.__version__
+    if _installed("skimage"):
+        import skimage
+
+        out["scikit-image"] = skimage.__version__
+    if device == "cuda" and torch.cuda.is_available():
+        out["gpu"] = torch.cuda.get_device_name()
+    return out
+
+
+class BusyLoad:
+    """``n`` processes spinning on the CPU while the benchmark runs (a shared machine)."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self.procs: list[subprocess.Popen] = []
+
+    def __enter__(self):
+        for _ in range(self.n):
+            self.procs.append(subprocess.Popen([sys.executable, "-c", "while True: pass"]))
+        return self
+
+    def __exit__(self, *exc):
+        for p in self.procs:
+            p.kill()
+            p.wait()
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def parse_batches(text: str) -> list[int]:
+    """``"1,8"`` or ``"1-16"`` (or a mix, ``"1-4,8,16"``) -> sorted batch sizes."""
+    out: set[int] = set()
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            if "-" in part:
+                lo, hi = (int(v) for v in part.split("-", 1))
+                out.update(range(lo, hi + 1))
+            elif part:
+                out.add(int(part))
+        except ValueError:
+            raise ValueError(f"--batch takes sizes like 1,8 or 1-16, got {text!r}") from None
+    if not out or min(out) < 1:
+        raise ValueError(f"--batch sizes must be >= 1, got {text!r}")
+    return sorted(out)
+
+
+def _run(args: argparse.Namespace) -> int:
+    geometries = list(GEOMETRY_CHOICES) if args.geometry == "all" else [args.geometry]
+    batches = parse_batches(args.batch)
+    ops_ = list(OPS) if args.op == "both" else [args.op]
+    impls = {s.strip() for s in args.impl.split(",") if s.strip()}
+    unknown = impls - {"native", "torch", "astra", "skimage"}
+    if unknown:
+        raise ValueError(f"--impl takes native, torch, astra, skimage; got {sorted(unknown)}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda needs a CUDA GPU, and torch sees none")
+    if args.rounds < 1:
+        raise ValueError(f"--rounds must be >= 1, got {args.rounds}")
+    dtype = {"float32": torch.float32, "float64": torch.float64}[args.dtype]
+    meta = machine_info(args.device)
+    meta["command"] = "alara bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "alara bench"
+    meta["busy processes added"] = args.load
+    print(f"alara bench on {meta['cpu']} ({meta['threads']} threads), load average "
+          f"{meta['load average (1, 5, 15 min)']}, {args.device}, {args.dtype}", flush=True)
+    with BusyLoad(args.load):
+        results = run(geometries, batches, ops_, dtype, args.device, args.rounds, impls,
+                      log=lambda s: print(s, flush=True))
+    print()
+    print(format_table(results, args.device))
+    if args.json:
+        from alara.data.writer import atomic_file
+
+        meta["load average after"] = os.getloadavg() if hasattr(os, "getloadavg") else None
+        with atomic_file(args.json) as tmp:
+            tmp.write_text(json.dumps({"machine": meta, "dtype": args.dtype, "device": args.device,
+                                       "results": [asdict(r) for r in results]}, indent=1,
+                                      default=str))
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="time the CT operators against installed peers",
+                       description="Time alara's native and pure-torch projection (fp) and "
+                                   "backprojection (bp) against every installed peer (ASTRA "
+                                   "CPU/GPU, scikit-image) in one process and print the "
+                                   "ratios to ASTRA.")
+    p.add_argument("--geometry", choices=(*GEOMETRY_CHOICES, "all"), default="all",
+                   help="lodopab: 362x362, 1000 views x 513 bins, parallel; fan / fan-curved: "
+                        "the same grid, 1000 views over 2 pi, 513 bins (default: all)")
+    p.add_argument("--batch", default="1,8", help="batch sizes, e.g. 1,8 or 1-16 (default 1,8)")
+    p.add_argument("--op", choices=("fp", "bp", "both"), default="both")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                   help="alara's dtype (peers always run in float32)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--impl", default="native,torch,astra,skimage",
+                   help="comma list of implementations to time (default: all installed)")
+    p.add_argument("--rounds", type=int, default=3, help="timed calls per case, after one "
+                   "warm-up; the best is reported (default 3)")
+    p.add_argument("--load", type=int, default=0, metavar="N",
+                   help="run N busy processes meanwhile, to measure a shared machine")
+    p.add_argument("--json", metavar="OUT", help="also write every timing to this JSON file")
+    p.set_defaults(func=_run)
