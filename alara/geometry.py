@@ -19,6 +19,7 @@ All lengths are in metres, so a projection of ``mu`` in 1/m is dimensionless.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Literal, Sequence, Union
 
@@ -48,6 +49,22 @@ def _positive(name: str, value: float) -> float:
     return value
 
 
+def _count(name: str, value: object) -> int:
+    """A size or count: an integer >= 1.  A float such as 64.5 (or 90.0) is refused rather
+    than truncated, so a computed size never silently changes the geometry."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_floating_point():
+            value = int(value)
+        else:
+            hint = (f"; pass int({value!r}) if {int(value)} is meant"
+                    if isinstance(value, float) and value.is_integer() else "")
+            raise TypeError(f"{name} must be a whole number, got {value!r} "
+                            f"({type(value).__name__}){hint}")
+    if value <= 0:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return int(value)
+
+
 @dataclass(frozen=True)
 class ImageGrid:
     """A regular pixel grid on the rectangle ``[min_pt, max_pt]`` (metres).
@@ -62,9 +79,7 @@ class ImageGrid:
     def __post_init__(self) -> None:
         if len(self.shape) != 2 or len(self.min_pt) != 2 or len(self.max_pt) != 2:
             raise ValueError("ImageGrid needs 2-element shape, min_pt and max_pt")
-        shape = tuple(int(s) for s in self.shape)
-        if any(s <= 0 for s in shape):
-            raise ValueError(f"ImageGrid.shape must be positive, got {self.shape}")
+        shape = tuple(_count(f"ImageGrid.shape[{a}] (pixels)", s) for a, s in enumerate(self.shape))
         lo = tuple(float(v) for v in self.min_pt)
         hi = tuple(float(v) for v in self.max_pt)
         for a in range(2):
@@ -107,8 +122,9 @@ class ImageGrid:
 
 def uniform_angles(n: int, start: float = 0.0, stop: float = math.pi) -> torch.Tensor:
     """``n`` angles at the cell midpoints of ``[start, stop)`` (ODL's uniform partition)."""
-    if n <= 0:
-        raise ValueError(f"number of angles must be positive, got {n}")
+    n = _count("number of angles", n)
+    if not (math.isfinite(start) and math.isfinite(stop) and stop != start):
+        raise ValueError(f"angle range [{start}, {stop}) must be finite and non-empty")
     step = (stop - start) / n
     return start + (torch.arange(n, dtype=torch.float64) + 0.5) * step
 
@@ -132,9 +148,7 @@ class _Beam:
 
     def _validate_detector(self) -> None:
         object.__setattr__(self, "angles", _angles_tensor(self.angles))
-        if int(self.n_bins) <= 0:
-            raise ValueError(f"n_bins must be positive, got {self.n_bins}")
-        object.__setattr__(self, "n_bins", int(self.n_bins))
+        object.__setattr__(self, "n_bins", _count("n_bins", self.n_bins))
         object.__setattr__(self, "bin_spacing", _positive("bin_spacing", self.bin_spacing))
         if not math.isfinite(float(self.bin_offset)):
             raise ValueError(f"bin_offset must be finite, got {self.bin_offset!r}")

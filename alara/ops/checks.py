@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import math
+import warnings
+
 import torch
 
 from alara.geometry import FanBeam, Geometry, ParallelBeam
@@ -46,3 +50,69 @@ def check_tensor(t: object, name: str, trailing: tuple[int, int], what: str, dim
             and not bool(torch.isfinite(t.detach()).all())):
         raise ValueError(f"{name} contains NaN or infinite values")
     return t
+
+
+class CoverageWarning(UserWarning):
+    """The views do not cover the angles filtered backprojection needs."""
+
+
+def angular_coverage(geometry: Geometry) -> tuple[float, float]:
+    """``(covered, needed)`` angular range in radians for FBP of ``geometry``.
+
+    Each view stands for a cell of ``needed / V`` radians, so a uniform scan over exactly
+    the needed range covers it; the largest gap between views (modulo pi for parallel
+    beam, 2 pi for fan beam, whose FBP here assumes a full circle) is what is missing.
+    Needed: pi for parallel beam, pi + the fan angle of the image for fan beam (the
+    short-scan minimum).
+    """
+    if isinstance(geometry, FanBeam):
+        period = 2 * math.pi
+        needed = math.pi + 2 * math.asin(min(1.0, geometry.grid.radius / geometry.src_radius))
+    else:
+        period = needed = math.pi
+    n = geometry.n_views
+    if n < 2:
+        return 0.0, needed
+    a = torch.remainder(geometry.angles.double(), period).sort().values
+    gaps = torch.diff(torch.cat([a, a[:1] + period]))
+    covered = period - float(gaps.max()) + period / n
+    return min(covered, period), needed
+
+
+@functools.lru_cache(maxsize=64)
+def _coverage_message(geometry: Geometry) -> str:
+    covered, needed = angular_coverage(geometry)
+    # Sparse views with one gap of up to 1.5 cells are not a coverage problem.
+    tol = 0.5 * needed / max(geometry.n_views, 1)
+    if isinstance(geometry, FanBeam):
+        if covered < needed - tol:
+            return (f"fan-beam views cover about {covered:.3f} rad, less than the "
+                    f"pi + fan angle = {needed:.3f} rad that complete data need: FBP will "
+                    f"show limited-angle artefacts; spread the views over a full circle")
+        if covered < 2 * math.pi - 0.5 * 2 * math.pi / max(geometry.n_views, 1):
+            return (f"fan-beam views cover about {covered:.3f} rad: alara's fan-beam FBP "
+                    f"assumes a full circle (2 pi) of uniformly spaced views; a short scan "
+                    f"needs Parker weights, which it does not apply: expect shading errors")
+        return ""
+    if covered < needed - tol:
+        return (f"parallel-beam views cover about {covered:.3f} rad, less than the pi rad "
+                f"(half circle) FBP needs: expect limited-angle artefacts; spread the views "
+                f"over [0, pi)")
+    return ""
+
+
+def check_coverage(geometry: Geometry, stacklevel: int = 3) -> None:
+    """Warn (:class:`CoverageWarning`) when the views are too short in angle for FBP."""
+    if torch.compiler.is_compiling():
+        return
+    message = _coverage_message(geometry)
+    if message:
+        warnings.warn(message, CoverageWarning, stacklevel=stacklevel)
+
+
+def empty_result(t: torch.Tensor, trailing: tuple[int, int]) -> torch.Tensor:
+    """The result of an operator on an empty batch ``t`` (a zero batch or channel size):
+    an empty ``[B, C, *trailing]`` tensor of ``t``'s dtype, still attached to autograd, so
+    every backend gives the same answer without running a kernel."""
+    out = t.new_zeros(tuple(t.shape[:2]) + tuple(trailing))
+    return out + t.sum() * 0 if t.requires_grad else out

@@ -83,10 +83,13 @@ def fbp(y: torch.Tensor, geometry: Geometry, filter: str = "ram-lak",
     """Filtered backprojection of sinograms ``y`` ``[B, C, views, bins]``.
 
     Parallel beam assumes angles covering a half circle, fan beam a full circle, each
-    uniformly.  DIVal's LoDoPaB reference FBP is ``filter="hann", frequency_scaling=0.641``.
+    uniformly; shorter coverage gives a :class:`alara.ops.checks.CoverageWarning`.  DIVal's LoDoPaB reference FBP is ``filter="hann", frequency_scaling=0.641``.
     """
     checks.check_geometry(geometry)
     checks.check_tensor(y, "y", geometry.sinogram_shape, "sinogram shape", "views, bins")
+    checks.check_coverage(geometry)
+    if y.numel() == 0:
+        return checks.empty_result(y, geometry.grid.shape)
     work = y if y.dtype in (torch.float32, torch.float64) else y.float()
     grid = geometry.grid
     dx, dy = grid.spacing

@@ -84,6 +84,8 @@ def project(x: torch.Tensor, geometry: Geometry, backend: str = "auto") -> torch
     """
     checks.check_geometry(geometry)
     checks.check_tensor(x, "x", geometry.grid.shape, "image shape", "n0, n1")
+    if x.numel() == 0:
+        return checks.empty_result(x, geometry.sinogram_shape)
     if _backend.resolve(backend, x.device) == "native":
         # the native op carries its own autograd (backward = native backprojection)
         return _native().project(x, GeometryParams.of(geometry), geometry.angles)
@@ -95,6 +97,8 @@ def backproject(y: torch.Tensor, geometry: Geometry, backend: str = "auto") -> t
     adjoint of :func:`project`.  Returns ``[B, C, n0, n1]``."""
     checks.check_geometry(geometry)
     checks.check_tensor(y, "y", geometry.sinogram_shape, "sinogram shape", "views, bins")
+    if y.numel() == 0:
+        return checks.empty_result(y, geometry.grid.shape)
     if _backend.resolve(backend, y.device) == "native":
         return _native().backproject(y, GeometryParams.of(geometry), geometry.angles)
     return _Backproject.apply(y.contiguous(), geometry)
@@ -103,6 +107,8 @@ def backproject(y: torch.Tensor, geometry: Geometry, backend: str = "auto") -> t
 def backproject_distance_weighted(y: torch.Tensor, geometry: Geometry,
                                   backend: str = "auto") -> torch.Tensor:
     """Fan-beam backprojection with FBP's ``R / (R + p.e)`` weight per view and pixel."""
+    if y.numel() == 0:
+        return checks.empty_result(y, geometry.grid.shape)
     if _backend.resolve(backend, y.device) == "native":
         return _native().backproject(y, GeometryParams.of(geometry), geometry.angles, True)
     return _WeightedBackproject.apply(y.contiguous(), geometry)

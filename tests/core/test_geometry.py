@@ -40,7 +40,7 @@ def test_geometries_compare_by_value():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(shape=(0, 4), min_pt=(0, 0), max_pt=(1, 1)), "shape must be positive"),
+    (dict(shape=(0, 4), min_pt=(0, 0), max_pt=(1, 1)), r"shape\[0\] \(pixels\) must be >= 1"),
     (dict(shape=(4, 4), min_pt=(1, 0), max_pt=(0, 1)), "min_pt < max_pt"),
     (dict(shape=(4, 4), min_pt=(0, 0), max_pt=(float("nan"), 1)), "min_pt < max_pt"),
 ])
@@ -53,7 +53,7 @@ GRID = ImageGrid.square(16, 0.2)
 
 
 @pytest.mark.parametrize("make, match", [
-    (lambda: ParallelBeam(GRID, uniform_angles(4), 0, 0.01), "n_bins must be positive"),
+    (lambda: ParallelBeam(GRID, uniform_angles(4), 0, 0.01), "n_bins must be >= 1"),
     (lambda: ParallelBeam(GRID, uniform_angles(4), 8, -0.01), "bin_spacing must be a positive"),
     (lambda: ParallelBeam(GRID, [], 8, 0.01), "angles must not be empty"),
     (lambda: ParallelBeam(GRID, [0.0, float("nan")], 8, 0.01), "angles must be finite"),
@@ -70,3 +70,23 @@ GRID = ImageGrid.square(16, 0.2)
 def test_bad_beam(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: ImageGrid((64.5, 64), (0, 0), (1, 1)), r"shape\[0\] \(pixels\) must be a whole number, got 64.5"),
+    (lambda: ImageGrid((64, 64.0), (0, 0), (1, 1)), r"got 64.0 \(float\); pass int\(64.0\)"),
+    (lambda: uniform_angles(90.0), "number of angles must be a whole number"),
+    (lambda: ParallelBeam(GRID, uniform_angles(4), 24.5, 0.01), "n_bins must be a whole number"),
+    (lambda: lodopab(n_angles=10.0, n_bins=21, image_size=16), "number of angles"),
+])
+def test_non_integer_sizes_are_refused_not_truncated(make, match):
+    with pytest.raises(TypeError, match=match):
+        make()
+
+
+def test_integer_like_sizes_are_accepted():
+    import numpy as np
+
+    g = ImageGrid((np.int64(8), torch.tensor(6)), (0, 0), (1, 1))
+    assert g.shape == (8, 6) and all(type(n) is int for n in g.shape)
+    assert uniform_angles(np.int32(3)).shape == (3,)
