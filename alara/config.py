@@ -47,6 +47,9 @@ __all__ = [
 
 _COMPONENT_KEYS = ("name", "params")
 
+#: Sections of a run's config besides the component kinds (see alara.run_config).
+OTHER_SECTIONS: tuple[str, ...] = ("data", "objective", "train", "eval", "experiment")
+
 #: The component of each kind a pipeline uses when its config has no section for it: the
 #: End2end-ALARA setup (a low-dose FBP pre-scan as the prior, the ResNet-18 policy,
 #: LoDoPaB's noise, FBP + U-Net, PSNR).  Names only: the core never imports the plugins.
@@ -73,6 +76,9 @@ class ComponentSpec:
 def read_toml(path: Union[str, Path]) -> dict[str, Any]:
     """Parse a TOML file; a syntax error names the file (and tomllib gives the line)."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError("is a directory; pass the path of a TOML config file (e.g. "
+                          "configs/experiment.toml)", file=str(path))
     if not path.is_file():
         raise FileNotFoundError(f"config file {str(path)!r} does not exist")
     try:
@@ -80,6 +86,9 @@ def read_toml(path: Union[str, Path]) -> dict[str, Any]:
             return tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"invalid TOML: {exc}", file=str(path)) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not a UTF-8 text file ({exc.reason} at byte {exc.start}); a config must be "
+                          "TOML text saved as UTF-8", file=str(path)) from None
 
 
 # --------------------------------------------------------------------------- components
@@ -145,12 +154,12 @@ def load_components(
     else:
         doc, file = read_toml(source), str(source)
     out: dict[str, Component] = {}
-    # Other sections belong to other parts of alara, but a near miss of a kind is a typo.
+    # Settings sections belong to other parts of alara; anything else is a mistake.
+    known = list(KINDS) + list(OTHER_SECTIONS)
     for section in doc:
-        if section not in KINDS:
-            near = difflib.get_close_matches(section, list(KINDS), n=1, cutoff=0.85)
-            if near:
-                raise ConfigError(f"unknown section; did you mean [{near[0]}]?", file=file, section=section)
+        if section not in known:
+            raise ConfigError(f"unknown section{close_matches(section, known)} (sections: "
+                              f"{', '.join(known)})", file=file, section=section)
     for kind in required:
         if kind not in doc:
             raise ConfigError(f"missing section [{kind}]", file=file)

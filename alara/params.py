@@ -133,13 +133,15 @@ def _required(f: dataclasses.Field) -> bool:
 
 
 def make_config(config_cls: type, params: Mapping[str, Any], *, file: Optional[str] = None,
-                section: Optional[str] = None) -> Any:
+                section: Optional[str] = None, table: str = "params") -> Any:
     """Validate ``params`` against the frozen dataclass ``config_cls`` and build it.
 
     Unknown keys (with close matches), missing required keys and wrong types are
-    :class:`ConfigError` naming the file, the section and the key.
+    :class:`ConfigError` naming the file, the section (``[section.table]``: a component's
+    ``params``; ``table=""`` for a section whose keys are the parameters) and the key.
     """
-    where = dict(file=file, section=f"{section}.params" if section else "params")
+    name = ".".join(p for p in (section, table) if p) or None
+    where = dict(file=file, section=name)
     hints = typing.get_type_hints(config_cls)
     fields = {f.name: f for f in dataclasses.fields(config_cls) if f.init}
     for key in params:

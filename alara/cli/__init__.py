@@ -14,6 +14,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "alara.cli.demo",
     "alara.cli.plugins",
     "alara.cli.data",
+    "alara.cli.train",
+    "alara.cli.evaluate",
     "alara.cli.bench",
 )
 

@@ -163,8 +163,12 @@ def test_section_structure_errors(tmp_path):
         load_components(write(tmp_path, '[simulator]\nparams = {}\n'))
     with pytest.raises(ConfigError, match=r"\[simulator\] key 'params': must be a table"):
         load_components(write(tmp_path, '[simulator]\nname = "poisson"\nparams = 3\n'))
-    with pytest.raises(ConfigError, match=r"\[iq_metrics\]: unknown section; did you mean \[iq_metric\]"):
+    with pytest.raises(ConfigError, match=r"\[iq_metrics\]: unknown section; did you mean 'iq_metric'"):
         load_components(write(tmp_path, '[iq_metrics]\nname = "psnr"\n'))
+    # Far from every section: still an error (it used to be ignored silently).
+    with pytest.raises(ConfigError, match=r"\[scanner\]: unknown section \(sections: prior, dose_policy"):
+        load_components(write(tmp_path, '[scanner]\nkvp = 120\n'))
+    assert load_components(write(tmp_path, '[train]\nsteps = 3\n'), kinds=()) == {}
     with pytest.raises(ConfigError, match=r"missing section \[reconstructor\]"):
         load_components(write(tmp_path, '[simulator]\nname = "poisson"\n'), required=["reconstructor"])
 

@@ -1,0 +1,187 @@
+"""Evaluation: per-image results (patient, dose, every metric) and their summary.
+
+Noise is exact Poisson (the pipeline in eval mode), drawn from generators seeded by
+``(seed, realisation, image index)``, so a result is reproducible and two policies see
+the same random stream for the same image (common random numbers: their comparison is
+not blurred by independent noise draws).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Optional, Union
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from alara.geometry import Geometry
+from alara.interfaces import IQMetric
+from alara.pipeline import Pipeline, noise_generator
+
+__all__ = ["EvalConfig", "Results", "measure", "evaluate", "summarise", "percentile"]
+
+PathLike = Union[str, Path]
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """The ``[eval]`` section."""
+
+    #: Split evaluated by ``alara evaluate`` (the experiment uses validation to calibrate).
+    split: str = "test"
+    batch_size: int = 16
+    #: Noise realisations per image (Q is averaged over them).
+    realisations: int = 1
+    seed: int = 1234
+    #: Metrics reported besides the objective's, by registered name (default parameters).
+    metrics: tuple[str, ...] = ("psnr", "ssim")
+    #: Share of images that must reach the target: the experiment's guarantee.
+    share: float = 0.95
+
+    def __post_init__(self) -> None:
+        if self.split not in ("train", "validation", "test"):
+            raise ValueError(f"split must be 'train', 'validation' or 'test', got {self.split!r}")
+        if self.batch_size < 1 or self.realisations < 1:
+            raise ValueError("batch_size and realisations must be >= 1")
+        if not (math.isfinite(self.share) and 0 < self.share <= 1):
+            raise ValueError(f"share must be in (0, 1], got {self.share}")
+
+
+def percentile(values: np.ndarray, q: float) -> float:
+    """The ``q``-th percentile (linear interpolation, as numpy's default)."""
+    return float(np.percentile(values, q)) if len(values) else float("nan")
+
+
+@dataclass
+class Results:
+    """Per-image values: ``columns[name]`` arrays of length N (averaged over noise
+    realisations), with the image ``index`` and ``patient_id``."""
+
+    columns: dict[str, np.ndarray]
+    metric_names: list[str]
+    higher_is_better: dict[str, bool] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.columns["index"])
+
+    def to_csv(self) -> str:
+        """The table as CSV text, one row per image."""
+        buf = io.StringIO()
+        keys = list(self.columns)
+        w = csv.writer(buf)
+        w.writerow(keys)
+        for i in range(len(self)):
+            w.writerow([_fmt(self.columns[k][i]) for k in keys])
+        return buf.getvalue()
+
+    def write_csv(self, path: PathLike) -> Path:
+        """Write :meth:`to_csv` atomically."""
+        from alara.data.writer import atomic_file
+
+        with atomic_file(path) as tmp:
+            tmp.write_text(self.to_csv())
+        return Path(path)
+
+
+def _fmt(v: Any) -> Any:
+    if isinstance(v, (float, np.floating)):
+        return f"{float(v):.6g}"
+    return int(v) if isinstance(v, (np.integer,)) else v
+
+
+@torch.no_grad()
+def measure(pipeline: Pipeline, metrics: Mapping[str, IQMetric], x: torch.Tensor, geometry: Geometry,
+            index: torch.Tensor, *, seed: int = 1234, realisations: int = 1,
+            dose_scale: Union[float, torch.Tensor] = 1.0) -> dict[str, torch.Tensor]:
+    """Scan and score one batch ``x`` [B, 1, H, W] with images ids ``index`` [B]: returns
+    ``relative_dose``, ``mean_n0`` and each metric, [B, realisations] each (float64).
+
+    The pipeline runs in eval mode: exact noise, the policy's inference behaviour."""
+    pipeline.eval()
+    device = x.device
+    out: dict[str, list[torch.Tensor]] = {}
+    for r in range(realisations):
+        # One generator per image: results do not depend on how images are batched.
+        parts: dict[str, list[torch.Tensor]] = {}
+        for b in range(x.shape[0]):
+            gen = noise_generator(seed, r, int(index[b]), device=device)
+            scale = dose_scale[b:b + 1] if isinstance(dose_scale, torch.Tensor) and dose_scale.dim() else dose_scale
+            scan = pipeline(x[b:b + 1], geometry, generator=gen, dose_scale=scale)
+            vals = {"relative_dose": scan.relative_dose, "mean_n0": scan.n0.mean(-1)}
+            vals.update({name: m(scan.x_hat.float(), x[b:b + 1].float()) for name, m in metrics.items()})
+            for k, v in vals.items():
+                parts.setdefault(k, []).append(v.double().cpu())
+        for k, v in parts.items():
+            out.setdefault(k, []).append(torch.cat(v))
+    return {k: torch.stack(v, dim=1) for k, v in out.items()}
+
+
+def evaluate(pipeline: Pipeline, metrics: Mapping[str, IQMetric], data: Union[Dataset, Iterable],
+             geometry: Geometry, *, seed: int = 1234, realisations: int = 1, batch_size: int = 16,
+             dose_scale: Union[float, torch.Tensor] = 1.0, device: Union[str, torch.device] = "cpu",
+             progress: bool = True) -> Results:
+    """Evaluate ``pipeline`` on every image of ``data`` (a LoDoPaBDataset or any dataset of
+    dicts with ``ground_truth``/``index``/``patient_id``); ``dose_scale`` is a number or one
+    factor per image of the data set, by position."""
+    if isinstance(data, Dataset):
+        loader = DataLoader(data, batch_size=batch_size, shuffle=False)
+        total = math.ceil(len(data) / batch_size)  # type: ignore[arg-type]
+    else:
+        loader, total = data, None
+    pipeline.to(device)
+    cols: dict[str, list[np.ndarray]] = {"index": [], "patient_id": []}
+    pos = 0
+    for batch in tqdm(loader, total=total, desc="alara evaluate", unit="batch", disable=not progress):
+        x = batch["ground_truth"].to(device)
+        n = x.shape[0]
+        index = batch.get("index", torch.arange(pos, pos + n))
+        scale = dose_scale[pos:pos + n] if isinstance(dose_scale, torch.Tensor) and dose_scale.dim() else dose_scale
+        vals = measure(pipeline, metrics, x, geometry, torch.as_tensor(index), seed=seed,
+                       realisations=realisations, dose_scale=scale)
+        cols["index"].append(np.asarray(index))
+        cols["patient_id"].append(np.asarray(batch.get("patient_id", torch.full((n,), -1))))
+        for k, v in vals.items():
+            cols.setdefault(k, []).append(v.mean(dim=1).numpy())
+        pos += n
+    if pos == 0:
+        raise ValueError("nothing to evaluate: the data set is empty")
+    return Results({k: np.concatenate(v) for k, v in cols.items()}, list(metrics),
+                   {k: m.higher_is_better for k, m in metrics.items()})
+
+
+def summarise(results: Results, target: Optional[tuple[str, float]] = None) -> dict[str, Any]:
+    """Dose and metric statistics (mean, std, median, 5th/95th percentile, min, max) and,
+    for ``target = (metric, q)``, the share of images reaching ``q``."""
+
+    def stats(v: np.ndarray) -> dict[str, float]:
+        return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+                "median": float(np.median(v)), "p5": percentile(v, 5), "p95": percentile(v, 95),
+                "min": float(v.min()), "max": float(v.max())}
+
+    c = results.columns
+    out: dict[str, Any] = {"images": len(results),
+                           "patients": int(len(np.unique(c["patient_id"]))),
+                           "relative_dose": stats(c["relative_dose"]),
+                           "metrics": {m: stats(c[m]) for m in results.metric_names}}
+    if target is not None:
+        name, q = target
+        v = c[name]
+        met = v >= q if results.higher_is_better.get(name, True) else v <= q
+        out["target"] = {"metric": name, "q": float(q), "share_met": float(met.mean())}
+    return out
+
+
+def write_json(path: PathLike, obj: Any) -> Path:
+    """``obj`` as indented JSON, written atomically."""
+    from alara.data.writer import atomic_file
+
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    return Path(path)

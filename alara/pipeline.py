@@ -1,0 +1,113 @@
+"""The one forward pass: patient -> prior -> dose policy -> simulator -> reconstructor.
+
+Training, evaluation, calibration, the demo and the experiment all call
+:meth:`Pipeline.forward`, so a dose is always counted the same way (the prior's dose
+included) and noise is always drawn by the configured simulator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Union
+
+import torch
+from torch import nn
+
+from alara import ops
+from alara.geometry import Geometry
+from alara.interfaces import DosePolicy, Prior, PriorInfo, Reconstructor, Simulator, relative_dose
+
+__all__ = ["Scan", "Pipeline", "noise_generator"]
+
+
+@dataclass
+class Scan:
+    """Everything one pass produced for a batch of B patients.
+
+    - ``prior``: what the policy saw (its ``dose`` is already spent); ``None`` when ``n0``
+      was given and no policy ran;
+    - ``n0``: photons per bin per view [B, V] actually used (after ``dose_scale``);
+    - ``relative_dose``: ``(sum_v n0 + prior dose) / (4096 V)`` [B]: 1.0 is LoDoPaB's dose;
+    - ``sinogram``: noiseless normalised line integrals ``A x`` [B, 1, V, K];
+    - ``y``: the noisy post-log measurement; ``x_hat``: the reconstruction [B, 1, H, W].
+    """
+
+    prior: Optional[PriorInfo]
+    n0: torch.Tensor
+    relative_dose: torch.Tensor
+    sinogram: torch.Tensor
+    y: torch.Tensor
+    x_hat: torch.Tensor
+
+
+def noise_generator(seed: int, *streams: int, device: Union[str, torch.device] = "cpu") -> torch.Generator:
+    """A generator seeded by ``seed`` and stream ids (rank, step, batch...): the same ids
+    give the same noise, on any machine and after a resume, without saving RNG state."""
+    # SplitMix-style mixing so (1, 2) and (2, 1) give unrelated seeds.
+    h = int(seed) & 0xFFFFFFFFFFFFFFFF
+    for s in streams:
+        h = (h ^ (int(s) + 0x9E3779B97F4A7C15 + (h << 6) + (h >> 2))) & 0xFFFFFFFFFFFFFFFF
+        h = (h * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+        h ^= h >> 31
+    return torch.Generator(device=device).manual_seed(h & 0x7FFFFFFFFFFFFFFF)
+
+
+class Pipeline(nn.Module):
+    """``Pipeline(prior, dose_policy, simulator, reconstructor)``: built modules, no config.
+
+    ``forward(x, geometry)`` returns a :class:`Scan`.  ``dose_scale`` multiplies the
+    policy's ``n0`` (a scalar or one factor per patient [B]): the global calibration factor
+    of the experiment, or the per-image doses of the oracle.  ``n0`` replaces the policy
+    altogether, and then no prior is acquired (the reconstructor's warm-up over a range
+    of doses).
+    """
+
+    def __init__(self, prior: Prior, dose_policy: DosePolicy, simulator: Simulator,
+                 reconstructor: Reconstructor, backend: str = "auto") -> None:
+        super().__init__()
+        for what, module, base in (("prior", prior, Prior), ("dose_policy", dose_policy, DosePolicy),
+                                   ("simulator", simulator, Simulator),
+                                   ("reconstructor", reconstructor, Reconstructor)):
+            if not isinstance(module, base):
+                raise TypeError(f"Pipeline {what} must be an alara.interfaces.{base.__name__}, "
+                                f"got {type(module).__name__}")
+        self.prior = prior
+        self.dose_policy = dose_policy
+        self.simulator = simulator
+        self.reconstructor = reconstructor
+        self.backend = backend
+
+    def forward(self, x: torch.Tensor, geometry: Geometry, *,
+                generator: Optional[torch.Generator] = None,
+                dose_scale: Union[float, torch.Tensor] = 1.0,
+                n0: Optional[torch.Tensor] = None) -> Scan:
+        """Scan and reconstruct patients ``x`` [B, 1, H, W] (``x = mu / mu_max``)."""
+        if x.dim() != 4 or x.shape[1] != 1 or tuple(x.shape[-2:]) != tuple(geometry.grid.shape):
+            raise ValueError(f"x must be [B, 1, H, W] with (H, W) = {tuple(geometry.grid.shape)} "
+                             f"(the geometry's grid), got {tuple(x.shape)}")
+        sinogram = ops.project(x, geometry, backend=self.backend)
+        prior = None
+        if n0 is None:
+            prior = self.prior(x, geometry, simulator=self.simulator, generator=generator)
+            n0 = self.dose_policy(prior, geometry)
+        elif tuple(n0.shape) != (x.shape[0], geometry.n_views):
+            raise ValueError(f"n0 must be [B, views] = [{x.shape[0]}, {geometry.n_views}], "
+                             f"got {tuple(n0.shape)}")
+        n0 = n0 * _as_factor(dose_scale, n0)
+        y = self.simulator(sinogram, n0, generator=generator)
+        x_hat = self.reconstructor(y, geometry)
+        dose = relative_dose(n0, prior.dose if prior is not None else None)
+        return Scan(prior, n0, dose, sinogram, y, x_hat)
+
+
+def _as_factor(scale: Union[float, torch.Tensor], n0: torch.Tensor) -> torch.Tensor:
+    """``scale`` as a [B, 1] factor for ``n0`` [B, V]; refuses non-positive or NaN."""
+    s = torch.as_tensor(scale, dtype=n0.dtype, device=n0.device)
+    if s.dim() == 0:
+        s = s.expand(n0.shape[0])
+    if tuple(s.shape) != (n0.shape[0],):
+        raise ValueError(f"dose_scale must be a number or one factor per patient [{n0.shape[0]}], "
+                         f"got shape {tuple(s.shape)}")
+    if not bool((torch.isfinite(s) & (s > 0)).all()):
+        raise ValueError(f"dose_scale must be finite and positive, got {s.tolist()}")
+    return s.unsqueeze(-1)
