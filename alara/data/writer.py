@@ -367,7 +367,9 @@ class OutputDir:
 
         if self.path == self.root:
             raise RuntimeError("OutputDir.commit() outside its `with` block")
-        problems = check_dataset(self.path, info=info)
+        # Named by their final paths: the staging folder is deleted on the way out.
+        problems = [p.replace(str(self.path), str(self.root))
+                    for p in check_dataset(self.path, info=info)]
         if problems:
             listing = "\n  - ".join(problems)
             raise DataError(f"the new data set fails its own check, so it was not written "
