@@ -59,9 +59,10 @@ class CoverageWarning(UserWarning):
 def angular_coverage(geometry: Geometry) -> tuple[float, float]:
     """``(covered, needed)`` angular range in radians for FBP of ``geometry``.
 
-    Each view stands for a cell of ``needed / V`` radians, so a uniform scan over exactly
-    the needed range covers it; the largest gap between views (modulo pi for parallel
-    beam, 2 pi for fan beam, whose FBP here assumes a full circle) is what is missing.
+    Each view stands for a cell of the typical (median) spacing, so a uniform scan over
+    exactly the needed range covers it; the largest gap between views (modulo pi for
+    parallel beam, 2 pi for fan beam, whose FBP here assumes a full circle), less one
+    cell, is what is missing.
     Needed: pi for parallel beam, pi + the fan angle of the image for fan beam (the
     short-scan minimum).
     """
@@ -75,7 +76,10 @@ def angular_coverage(geometry: Geometry) -> tuple[float, float]:
         return 0.0, needed
     a = torch.remainder(geometry.angles.double(), period).sort().values
     gaps = torch.diff(torch.cat([a, a[:1] + period]))
-    covered = period - float(gaps.max()) + period / n
+    gaps = gaps[gaps > 1e-9 * period]  # views repeated modulo the period add nothing
+    if gaps.numel() < 2:
+        return 0.0, needed
+    covered = period - float(gaps.max()) + float(gaps.median())
     return min(covered, period), needed
 
 
