@@ -50,11 +50,11 @@ class Setup:
     image_size: int = 64
     n_views: int = 90
     upsample: int = 2
-    train_patients: int = 192
+    train_patients: int = 128
     test_patients: int = 24
     slices: int = 4
-    steps: int = 2000
-    batch: int = 16
+    steps: int = 1500
+    batch: int = 8
     lr: float = 1e-3
     scales: int = 4
     channels: tuple = (16, 32, 64, 64)
@@ -240,9 +240,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--test-patients", type=int, default=Setup.test_patients)
     p.add_argument("--cartoon", action="store_true", help="also run the untextured patients")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--json", type=Path, help="write the curves here")
     p.add_argument("--out", type=Path, help="write the figure here (PNG)")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     base = dict(steps=args.steps, batch=args.batch, train_patients=args.train_patients,
                 test_patients=args.test_patients, seed=args.seed)
     runs = {"textured (default)": Setup(**base)}

@@ -5,7 +5,7 @@ parenchyma.  Each texture here is a stationary Gaussian random field with a chos
 spectrum, drawn once on a fixed lattice (``TextureParams.cell`` metres, over a square of
 ``TextureParams.extent`` metres centred on the rotation axis) and interpolated bilinearly
 at the pixel centres, so the same seed gives the same texture on every grid.  Grids whose
-pixels are coarser than the lattice sample a box-averaged lattice (a mip-map), so a
+pixels are coarser than the lattice sample the lattice averaged over one pixel, so a
 coarse rendering approximates the fine rendering averaged down, as the detector would.
 
 Fields (unit standard deviation on the lattice; amplitudes are in HU):
@@ -112,13 +112,21 @@ class TextureFields:
         self.lattice = fields[None]  # [1, 4, m, m]; axis -2 is x, axis -1 is y
 
     def sample(self, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
-        """Channels ``[4, len(xs), len(ys)]`` at the pixel centres ``xs x ys`` (metres)."""
-        pixel = max(float(xs[1] - xs[0]) if len(xs) > 1 else 0.0,
-                    float(ys[1] - ys[0]) if len(ys) > 1 else 0.0)
+        """Channels ``[4, len(xs), len(ys)]`` at the pixel centres ``xs x ys`` (metres).
+
+        On pixels at least as large as a lattice cell, the lattice is first averaged over
+        one pixel (a box filter applied in Fourier space), as the detector would average
+        it; finer grids interpolate the lattice directly.
+        """
+        hx = float(xs[1] - xs[0]) if len(xs) > 1 else 0.0
+        hy = float(ys[1] - ys[0]) if len(ys) > 1 else 0.0
         lat = self.lattice
-        k = 2 ** int(math.floor(math.log2(pixel / self.params.cell))) if pixel >= 2 * self.params.cell else 1
-        if k > 1:  # mip-map: average the lattice over about one pixel
-            lat = F.avg_pool2d(lat, k)
+        if max(hx, hy) >= self.params.cell:
+            m = lat.shape[-1]
+            fx = torch.fft.fftfreq(m, d=self.params.cell)[:, None]
+            fy = torch.fft.rfftfreq(m, d=self.params.cell)[None, :]
+            box = torch.sinc(fx * hx) * torch.sinc(fy * hy)
+            lat = torch.fft.irfft2(torch.fft.rfft2(lat) * box, s=(m, m))
         half = self.params.extent / 2
         X, Y = torch.meshgrid(xs.to(torch.float32) / half, ys.to(torch.float32) / half, indexing="ij")
         # grid_sample's last grid axis is (width, height) = (lattice axis -1, axis -2).
