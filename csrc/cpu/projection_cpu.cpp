@@ -300,101 +300,122 @@ void backproject_parallel(const Geometry& g, const std::vector<double>& cs,
   });
 }
 
-// One ray of a backprojection scatter table: its Joseph line on the planes [p0, p1].
-struct ScatterRay {
-  double alpha, beta, weight;
-  int p0, p1, k;
+// Fan-beam backprojection of the rays of one view onto one plane, any dtype and channel
+// count: pixel j gets dw(j) * sum_i max(0, 1 - |P[i] - j|) c[i, :] over the rays, whose
+// positions P increase with i; two pointers find the rays with |P - j| < 1.  dw is the
+// FBP distance weight of each pixel (nullptr: 1).
+template <typename scalar_t>
+void fan_bp_row_generic(scalar_t* acc, int n, int64_t bc, const double* P, const scalar_t* c,
+                        int n_rays, const double* dw) {
+  int first = 0;
+  for (int j = 0; j < n; ++j) {
+    while (first < n_rays && P[first] <= j - 1.0) ++first;
+    scalar_t* a = acc + static_cast<int64_t>(j) * bc;
+    const scalar_t d = dw ? static_cast<scalar_t>(dw[j]) : scalar_t(1);
+    for (int i = first; i < n_rays && P[i] < j + 1.0; ++i) {
+      const scalar_t e = static_cast<scalar_t>(P[i] - j);
+      const scalar_t w = d * (1 - (e < 0 ? -e : e));
+      if (w > 0) axpy(w, c + static_cast<int64_t>(i) * bc, a, bc);
+    }
+  }
+}
+
+// A run of consecutive bins of one view whose rays are all x- or all y-dominant.
+struct FanSegment {
+  int64_t view;
+  int k0, k1;  // bins [k0, k1)
 };
 
-// Backprojection as the exact transpose of the ray-driven forward projection: every ray
-// adds weight * y * (1 - f, f) onto the two pixels it interpolates between on each of its
-// planes.  Rays are split into the two Joseph families (x- and y-dominant), each
-// scattered into its own plane layout (acc_x [n0, n1 + 2 kPad, bc], acc_y [n1, n0 + 2 kPad,
-// bc], zero-initialised): a task owns a block of planes, so no two threads write the same
-// pixel and no atomics are needed.  Per ray and plane this is one multiply-add for the
-// position and two updates; all per-ray set-up (the Joseph line, the planes it touches)
-// is done once per ray, outside the plane loop.  Used for fan beams (any detector).
+// Fan-beam backprojection, pixel-driven per (view, plane), the exact adjoint of the
+// ray-driven forward projection: a ray of the x-dominant family interpolates on plane i
+// (array axis 0) between the pixels floor(P) and floor(P) + 1, P = alpha + beta i, with
+// weights 1 - f and f, i.e. pixel j gets max(0, 1 - |P - j|).  Every per-ray quantity
+// (Joseph line, weight * y) is tabulated once; per view and plane the rays' positions are
+// one multiply-add each, and the pixels gather from the few rays next to them.  Each
+// family accumulates in its own plane layout (acc_x [n0, n1, bc], acc_y [n1, n0, bc]);
+// a task owns a block of planes, so threads never write the same pixel.
 template <typename scalar_t, bool DW>
-void backproject_scatter(const Geometry& g, const std::vector<double>& cs,
-                         const std::vector<double>& sn, const scalar_t* y, int64_t bc,
-                         scalar_t* acc_x, scalar_t* acc_y) {
+void backproject_fan(const Geometry& g, const std::vector<double>& cs,
+                     const std::vector<double>& sn, const scalar_t* y, int64_t bc,
+                     scalar_t* acc_x, scalar_t* acc_y) {
   const int64_t n_views = static_cast<int64_t>(cs.size());
   const int K = g.n_bins;
-  std::vector<Joseph> table(n_views * K);
+  std::vector<double> alpha(n_views * K), beta(n_views * K);
+  std::vector<uint8_t> xdom(n_views * K);
+  // ray weight * sinogram value, padded: the AVX2 rows read up to K + 16 past a segment
+  std::vector<scalar_t> cw((n_views + 1) * K * bc + 16);
   for_each_chunk(n_views * K, 4096, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t v = r / K;
-      table[r] = ray_params(g, cs[v], sn[v], static_cast<int>(r - v * K));
+      const Joseph j = ray_params(g, cs[v], sn[v], static_cast<int>(r - v * K));
+      alpha[r] = j.alpha;
+      beta[r] = j.beta;
+      xdom[r] = j.xdom ? 1 : 0;
+      const scalar_t w = static_cast<scalar_t>(j.weight);
+      for (int64_t ch = 0; ch < bc; ++ch) cw[r * bc + ch] = w * y[r * bc + ch];
     }
   });
-  // rays[f][start[f][v] .. start[f][v + 1]): the rays of view v in family f (0: x-dominant)
-  std::vector<ScatterRay> rays[2];
-  std::vector<int64_t> start[2];
-  for (int f = 0; f < 2; ++f) {
-    rays[f].reserve(n_views * K);
-    start[f].assign(n_views + 1, 0);
-  }
+  std::vector<FanSegment> segments[2];  // per family, in view order
+  std::vector<scalar_t> cw_rev(cw.size());  // cw with every segment's bins reversed (padded)
   for (int64_t v = 0; v < n_views; ++v) {
-    for (int k = 0; k < K; ++k) {
-      const Joseph& j = table[v * K + k];
-      const int f = j.xdom ? 0 : 1;
-      int p0, p1;
-      plane_range(j.alpha, j.beta, f == 0 ? g.n0 : g.n1, f == 0 ? g.n1 : g.n0, p0, p1);
-      if (p1 >= p0) rays[f].push_back(ScatterRay{j.alpha, j.beta, j.weight, p0, p1, k});
+    int k0 = 0;
+    for (int k = 1; k <= K; ++k) {
+      if (k == K || xdom[v * K + k] != xdom[v * K + k0]) {
+        segments[xdom[v * K + k0] ? 0 : 1].push_back(FanSegment{v, k0, k});
+        for (int i = k0; i < k; ++i)
+          std::copy_n(cw.data() + (v * K + k0 + k - 1 - i) * bc, bc, cw_rev.data() + (v * K + i) * bc);
+        k0 = k;
+      }
     }
-    for (int f = 0; f < 2; ++f) start[f][v + 1] = static_cast<int64_t>(rays[f].size());
   }
 #ifdef ALARA_HAVE_AVX2_PATH
-  const bool use_avx2 = avx2::supported();
+  const bool use_avx2 = std::is_same_v<scalar_t, float> && !DW && bc == 1 && avx2::supported();
 #endif
-  constexpr int kPlanes = 16;  // planes per task: 16 rows of one image stay in L1
+  constexpr int kPlanes = 4;  // planes per task
   for (int f = 0; f < 2; ++f) {
-    const bool xdom = f == 0;
-    const int n_planes = xdom ? g.n0 : g.n1, n_other = xdom ? g.n1 : g.n0;
-    const int64_t stride = n_other + 2 * kPad;
-    scalar_t* acc = xdom ? acc_x : acc_y;
-    const double pd = xdom ? g.dx : g.dy, od = xdom ? g.dy : g.dx;
-    const double pmin = xdom ? g.x0 : g.y0, omin = xdom ? g.y0 : g.x0;
+    const bool xd = f == 0;
+    const int n_planes = xd ? g.n0 : g.n1, n_other = xd ? g.n1 : g.n0;
+    scalar_t* acc = xd ? acc_x : acc_y;
+    const double pd = xd ? g.dx : g.dy, od = xd ? g.dy : g.dx;
+    const double pmin = xd ? g.x0 : g.y0, omin = xd ? g.y0 : g.x0;
     for_each_chunk(n_planes, kPlanes, [&](int64_t pb, int64_t pe) {
-      for (int64_t v = 0; v < n_views; ++v) {
-        const double c = cs[v], s = sn[v];
-        const scalar_t* yv = y + v * K * bc;
-        for (int64_t r = start[f][v]; r < start[f][v + 1]; ++r) {
-          const ScatterRay& ray = rays[f][r];
-          const int lo = std::max<int>(ray.p0, static_cast<int>(pb));
-          const int hi = std::min<int>(ray.p1, static_cast<int>(pe) - 1);
-          const scalar_t* yk = yv + static_cast<int64_t>(ray.k) * bc;
-          const scalar_t w = static_cast<scalar_t>(ray.weight);
-          for (int p = lo; p <= hi; ++p) {
-            const double pos = ray.alpha + ray.beta * p;
-            const int q = fast_floor(pos);
-            const scalar_t fr = static_cast<scalar_t>(pos - q);
-            scalar_t w0 = w * (1 - fr), w1 = w * fr;
-            if constexpr (DW) {
-              const double pc = pmin + (p + 0.5) * pd;
-              const double oa = omin + (q + 0.5) * od, ob = oa + od;
-              w0 *= static_cast<scalar_t>(xdom ? distance_weight(g, c, s, pc, oa) : distance_weight(g, c, s, oa, pc));
-              w1 *= static_cast<scalar_t>(xdom ? distance_weight(g, c, s, pc, ob) : distance_weight(g, c, s, ob, pc));
-            }
-            scalar_t* a = acc + (p * stride + q + kPad) * bc;
-            if (bc == 1) {
-              a[0] += w0 * yk[0];
-              a[1] += w1 * yk[0];
+      std::vector<double> P(2 * K + 16), dw(DW ? n_other : 0);
+      for (const FanSegment& seg : segments[f]) {
+        const int64_t base = seg.view * K;
+        const int n = seg.k1 - seg.k0;
+        const double* al = alpha.data() + base + seg.k0;
+        const double* be = beta.data() + base + seg.k0;
+        for (int64_t p = pb; p < pe; ++p) {
+          const double pp = static_cast<double>(p);
+          scalar_t* row = acc + p * n_other * bc;
+#ifdef ALARA_HAVE_AVX2_PATH
+          if constexpr (std::is_same_v<scalar_t, float>) {
+            if (use_avx2) {
+              const bool rising = al[n - 1] + be[n - 1] * pp >= al[0] + be[0] * pp;
+              avx2::fan_bp_row(row, n_other, al, be, (rising ? cw : cw_rev).data() + base + seg.k0,
+                               n, rising, pp, P.data());
               continue;
             }
-#ifdef ALARA_HAVE_AVX2_PATH
-            if constexpr (std::is_same_v<scalar_t, float>) {
-              if (use_avx2) {
-                avx2::scatter_pair(a, a + bc, yk, bc, w0, w1);
-                continue;
-              }
-            }
+          }
 #endif
-            for (int64_t ch = 0; ch < bc; ++ch) {
-              a[ch] += w0 * yk[ch];
-              a[bc + ch] += w1 * yk[ch];
+          // positions in increasing order (they are monotone along a segment)
+          const bool rising = al[n - 1] + be[n - 1] * pp >= al[0] + be[0] * pp;
+          double* Pd = P.data();
+          if (rising) {
+            for (int i = 0; i < n; ++i) Pd[i] = al[i] + be[i] * pp;
+          } else {
+            for (int i = 0; i < n; ++i) Pd[i] = al[n - 1 - i] + be[n - 1 - i] * pp;
+          }
+          const scalar_t* ci = (rising ? cw : cw_rev).data() + (base + seg.k0) * bc;
+          if constexpr (DW) {
+            const double pc = pmin + (p + 0.5) * pd;
+            const double c_ = cs[seg.view], s_ = sn[seg.view];
+            for (int j = 0; j < n_other; ++j) {
+              const double oc = omin + (j + 0.5) * od;
+              dw[j] = xd ? distance_weight(g, c_, s_, pc, oc) : distance_weight(g, c_, s_, oc, pc);
             }
           }
+          fan_bp_row_generic(row, n_other, bc, P.data(), ci, n, DW ? dw.data() : nullptr);
         }
       }
     });
@@ -512,13 +533,13 @@ at::Tensor backproject_cpu(const at::Tensor& sino, const at::Tensor& angles, int
     y_padded = at::constant_pad_nd(y.reshape({-1, K}), {avx2::kBinPad, avx2::kBinPad}).contiguous();
 #endif
   if (kind != PARALLEL) {
-    auto acc_x = at::zeros({n0, n1 + 2 * kPad, bc}, sino.options());
-    auto acc_y = at::zeros({n1, n0 + 2 * kPad, bc}, sino.options());
+    auto acc_x = at::zeros({n0, n1, bc}, sino.options());
+    auto acc_y = at::zeros({n1, n0, bc}, sino.options());
     AT_DISPATCH_FLOATING_TYPES(sino.scalar_type(), "alara_backproject_cpu", [&] {
-      auto run = distance_weight ? backproject_scatter<scalar_t, true> : backproject_scatter<scalar_t, false>;
+      auto run = distance_weight ? backproject_fan<scalar_t, true> : backproject_fan<scalar_t, false>;
       run(g, cs, sn, y.data_ptr<scalar_t>(), bc, acc_x.data_ptr<scalar_t>(), acc_y.data_ptr<scalar_t>());
     });
-    auto img = acc_x.narrow(1, kPad, n1) + acc_y.narrow(1, kPad, n0).transpose(0, 1);
+    auto img = acc_x + acc_y.transpose(0, 1);
     return img.permute({2, 0, 1}).reshape({B, C, n0, n1}).contiguous();
   }
   AT_DISPATCH_FLOATING_TYPES(sino.scalar_type(), "alara_backproject_cpu", [&] {

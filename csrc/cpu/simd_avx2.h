@@ -116,25 +116,6 @@ ALARA_AVX2 inline void ray_sum8(const float* base, int64_t stride, int64_t bc, d
     _mm256_storeu_ps(out, _mm256_add_ps(acc0, acc1));
 }
 
-// acc0[c] += w0 * y[c], acc1[c] += w1 * y[c] for the bc channels (the scatter of one ray
-// onto the two pixels it interpolates between, channels-last).
-ALARA_AVX2 inline void scatter_pair(float* acc0, float* acc1, const float* y, int64_t bc,
-                                    float w0, float w1) {
-  const __m256 v0 = _mm256_set1_ps(w0), v1 = _mm256_set1_ps(w1);
-  int64_t c = 0;
-  for (; c + 8 <= bc; c += 8) {
-    const __m256 yv = _mm256_loadu_ps(y + c);
-    _mm256_storeu_ps(acc0 + c, _mm256_fmadd_ps(v0, yv, _mm256_loadu_ps(acc0 + c)));
-    _mm256_storeu_ps(acc1 + c, _mm256_fmadd_ps(v1, yv, _mm256_loadu_ps(acc1 + c)));
-  }
-  if (c < bc) {
-    const __m256i m = first_lanes(static_cast<int>(bc - c));
-    const __m256 yv = _mm256_maskload_ps(y + c, m);
-    _mm256_maskstore_ps(acc0 + c, m, _mm256_fmadd_ps(v0, yv, _mm256_maskload_ps(acc0 + c, m)));
-    _mm256_maskstore_ps(acc1 + c, m, _mm256_fmadd_ps(v1, yv, _mm256_maskload_ps(acc1 + c, m)));
-  }
-}
-
 // Zero padding of the image rows that group_sum8 reads.
 constexpr int kGroupPad = 24;
 
@@ -315,6 +296,90 @@ ALARA_AVX2 inline void bp_row_channels(float* acc, int n1, int64_t bc, const flo
       for (int t = 0; t < n_taps; ++t)
         s = _mm256_fmadd_ps(_mm256_set1_ps(wt[t * n8 + j]), _mm256_maskload_ps(y + off[t * n8 + j] + c, m), s);
       _mm256_maskstore_ps(a + c, m, s);
+    }
+  }
+}
+
+// Fan-beam backprojection of the rays of one view onto one plane (one channel).
+//
+// The n rays' lines are alpha + beta * plane (bins in order: `rising` says whether their
+// positions on this plane increase with the bin; they are monotone along a segment of
+// one family).  Pixel j of the plane gets sum_i max(0, 1 - |P[i] - j|) c[i]: the weights
+// of the forward projection, so this is its exact adjoint.  c holds the rays' weight *
+// sinogram value in increasing-position order (at least 2 n + 16 readable floats; the
+// ones past n meet a zero weight); P (2 n + 16 doubles) is scratch.  For 8 pixels j0 .. j0 + 7 only the
+// rays with j0 - 1 < P < j0 + 8 can contribute: at most T of them after the first one,
+// T from the smallest ray spacing on the plane; a fixed T (no data-dependent loop exits)
+// and four accumulators keep the loop free of mispredictions and of the FMA latency.
+// Positions relative to j0 are rounded to float only after the difference in double.
+ALARA_AVX2 inline void fan_bp_row(float* acc, int n_pix, const double* alpha, const double* beta,
+                                  const float* cs, int n, bool rising, double plane, double* P) {
+  const __m256d vp = _mm256_set1_pd(plane);
+  int i = 0;
+  if (rising) {
+    for (; i + 4 <= n; i += 4)
+      _mm256_storeu_pd(P + i, _mm256_fmadd_pd(_mm256_loadu_pd(beta + i), vp, _mm256_loadu_pd(alpha + i)));
+    for (; i < n; ++i) P[i] = alpha[i] + beta[i] * plane;
+  } else {
+    for (; i + 4 <= n; i += 4) {
+      const int k = n - 4 - i;  // reversed blocks of 4
+      const __m256d v = _mm256_fmadd_pd(_mm256_loadu_pd(beta + k), vp, _mm256_loadu_pd(alpha + k));
+      _mm256_storeu_pd(P + i, _mm256_permute4x64_pd(v, 0x1B));
+    }
+    for (; i < n; ++i) P[i] = alpha[n - 1 - i] + beta[n - 1 - i] * plane;
+  }
+  __m256d vmin = _mm256_set1_pd(1e300);
+  for (i = 0; i + 5 <= n; i += 4)
+    vmin = _mm256_min_pd(vmin, _mm256_sub_pd(_mm256_loadu_pd(P + i + 1), _mm256_loadu_pd(P + i)));
+  double spacing = 1e300, lanes_min[4];
+  _mm256_storeu_pd(lanes_min, vmin);
+  for (int l = 0; l < 4; ++l) spacing = lanes_min[l] < spacing ? lanes_min[l] : spacing;
+  for (; i + 1 < n; ++i) spacing = P[i + 1] - P[i] < spacing ? P[i + 1] - P[i] : spacing;
+  // rays in an open window of 9 pixels; rounded up to the unroll of 4
+  int T = spacing > 9.0 / 64 ? static_cast<int>(9.0 / spacing) + 1 : n;
+  T = (T < n ? T : n);
+  T = (T + 3) & ~3;
+  for (i = n; i < n + T + 16; ++i) P[i] = __builtin_inf();
+  int first = 0;
+  const __m256 lanes = _mm256_setr_ps(0.f, 1.f, 2.f, 3.f, 4.f, 5.f, 6.f, 7.f);
+  const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
+  const __m256 sign_mask = _mm256_set1_ps(-0.0f);
+  for (int j0 = 0; j0 < n_pix; j0 += 8) {
+    // skip the rays with P <= j0 - 1 (sorted: count them among the next 16)
+    const __m256d lo = _mm256_set1_pd(j0 - 1.0);
+    for (;;) {
+      const int m0 = _mm256_movemask_pd(_mm256_cmp_pd(_mm256_loadu_pd(P + first), lo, _CMP_LE_OQ));
+      const int m1 = _mm256_movemask_pd(_mm256_cmp_pd(_mm256_loadu_pd(P + first + 4), lo, _CMP_LE_OQ));
+      const int m2 = _mm256_movemask_pd(_mm256_cmp_pd(_mm256_loadu_pd(P + first + 8), lo, _CMP_LE_OQ));
+      const int m3 = _mm256_movemask_pd(_mm256_cmp_pd(_mm256_loadu_pd(P + first + 12), lo, _CMP_LE_OQ));
+      const int adv = __builtin_popcount(m0 | (m1 << 4) | (m2 << 8) | (m3 << 12));
+      first += adv;
+      if (adv < 16) break;
+    }
+    const double base = static_cast<double>(j0);
+    __m256 s0 = zero, s1 = zero, s2 = zero, s3 = zero;
+    for (int t = 0; t < T; t += 4) {
+      const double* pt = P + first + t;
+      const float* ct = cs + first + t;
+      const __m128 r4 = _mm256_cvtpd_ps(_mm256_sub_pd(_mm256_loadu_pd(pt), _mm256_set1_pd(base)));
+#define ALARA_TAP(acc, lane)                                                                      \
+  {                                                                                               \
+    const __m256 r = _mm256_set1_ps(_mm_cvtss_f32(_mm_shuffle_ps(r4, r4, lane * 0x55)));          \
+    const __m256 w = _mm256_max_ps(zero, _mm256_sub_ps(one, _mm256_andnot_ps(sign_mask, _mm256_sub_ps(r, lanes)))); \
+    acc = _mm256_fmadd_ps(w, _mm256_broadcast_ss(ct + lane), acc);                                \
+  }
+      ALARA_TAP(s0, 0)
+      ALARA_TAP(s1, 1)
+      ALARA_TAP(s2, 2)
+      ALARA_TAP(s3, 3)
+#undef ALARA_TAP
+    }
+    const __m256 sum = _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3));
+    if (j0 + 8 <= n_pix) {
+      _mm256_storeu_ps(acc + j0, _mm256_add_ps(_mm256_loadu_ps(acc + j0), sum));
+    } else {
+      const __m256i m = first_lanes(n_pix - j0);
+      _mm256_maskstore_ps(acc + j0, m, _mm256_add_ps(_mm256_maskload_ps(acc + j0, m), sum));
     }
   }
 }
