@@ -1,17 +1,34 @@
-// Op schemas of the alara namespace and the Python module alara._C.
+// Op schemas of the alara namespace, the build information ops, and the module alara._C.
 //
 // The schemas take primitive arguments only, so the ops are ordinary dispatcher ops:
 // torch.compile traces them (with the fake kernels registered in alara/ops/native.py),
 // autograd is registered from Python, and the CPU / CUDA kernels are registered with
-// TORCH_LIBRARY_IMPL in cpu/ and cuda/.
-#include <torch/extension.h>
+// TORCH_LIBRARY_IMPL in cpu/ and cuda/.  What was built is itself an op
+// (torch.ops.alara.build_info), so it reaches Python the same way the kernels do; the
+// module alara._C only exists so that `import alara._C` loads the library.
+#include <Python.h>
 #include <torch/library.h>
+
+#include <string>
 
 #ifndef ALARA_CUDA_ARCH_LIST
 #define ALARA_CUDA_ARCH_LIST ""
 #endif
 
 namespace alara {
+
+// "cuda=<0|1>;arch=<sm_80,sm_90+PTX>": what this library was compiled with.
+std::string build_info() {
+#ifdef ALARA_WITH_CUDA
+  const char* cuda = "1";
+#else
+  const char* cuda = "0";
+#endif
+  std::string arch = ALARA_CUDA_ARCH_LIST;
+  for (char& ch : arch)
+    if (ch == ';') ch = ',';
+  return std::string("cuda=") + cuda + ";arch=" + arch;
+}
 
 TORCH_LIBRARY(alara, m) {
   m.def(
@@ -22,23 +39,15 @@ TORCH_LIBRARY(alara, m) {
       "backproject(Tensor sino, Tensor angles, int kind, int n0, int n1, float x0, "
       "float y0, float dx, float dy, float s0, float ds, float src_radius, float src_det, "
       "bool distance_weight=False) -> Tensor");
-}
-
-bool cuda_built() {
-#ifdef ALARA_WITH_CUDA
-  return true;
-#else
-  return false;
-#endif
+  m.def("build_info() -> str", &build_info);
 }
 
 }  // namespace alara
 
-PYBIND11_MODULE(_C, m) {
-  m.doc() = "alara native operators (registered as torch.ops.alara.*)";
-  m.def("cuda_built", &alara::cuda_built, "Whether the CUDA kernels were compiled.");
-  m.def("cuda_arch_list", [] { return std::string(ALARA_CUDA_ARCH_LIST); },
-        "The CUDA architectures the kernels were compiled for (empty without CUDA).");
-  m.def("parallel_info", [] { return at::get_parallel_info(); },
-        "ATen's description of the CPU thread pool the kernels use.");
+// A Python module with no functions: importing it runs the static registrations above.
+extern "C" PyMODINIT_FUNC PyInit__C(void) {
+  static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C",
+                                      "alara native operators (torch.ops.alara.*)", -1,
+                                      nullptr};
+  return PyModule_Create(&module);
 }

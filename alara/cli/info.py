@@ -16,8 +16,11 @@ def collect() -> dict[str, str]:
     from alara.ops import backend
 
     mod = backend.native_module()
-    cuda_built = mod is not None and bool(mod.cuda_built())
-    archs = mod.cuda_arch_list() if cuda_built else ""
+    cuda_built, archs = False, []
+    if mod is not None:  # build information is an op of the library, like the kernels
+        from alara.ops import native
+
+        cuda_built, archs = native.cuda_built(), native.cuda_arch_list()
     info = {
         "alara": __version__,
         "python": platform.python_version(),
@@ -25,7 +28,7 @@ def collect() -> dict[str, str]:
         "threads": f"{torch.get_num_threads()} (interop {torch.get_num_interop_threads()})",
         "native CPU": "built (alara._C)" if mod is not None else
                       "not built (reinstall with `pip install --no-build-isolation -e .`)",
-        "native CUDA": f"built for {archs.replace(';', ', ')}" if cuda_built else "not built",
+        "native CUDA": f"built for {', '.join(archs)}" if cuda_built else "not built",
         "CUDA device": (f"{torch.cuda.get_device_name()} (sm_"
                         f"{''.join(map(str, torch.cuda.get_device_capability()))})"
                         if torch.cuda.is_available() else "none"),
@@ -44,11 +47,7 @@ def _run(args: argparse.Namespace) -> int:
     for key, value in collect().items():
         print(f"{key:>20}: {value}")
     if args.verbose:
-        from alara.ops import backend
-
-        mod = backend.native_module()
-        if mod is not None:
-            print(mod.parallel_info().rstrip())
+        print(torch.__config__.parallel_info().rstrip())
     return 0
 
 

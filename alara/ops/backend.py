@@ -31,7 +31,9 @@ def native_available(device: torch.device | None = None) -> bool:
     if mod is None:
         return False
     if device is not None and device.type == "cuda":
-        return bool(getattr(mod, "cuda_built", lambda: False)())
+        from alara.ops import native
+
+        return native.cuda_built()
     return device is None or device.type == "cpu"
 
 

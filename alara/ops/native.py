@@ -22,18 +22,26 @@ from alara.ops.raymath import GeometryParams
 
 from alara import _C  # noqa: F401  (loads the library: registers torch.ops.alara.*)
 
-__all__ = ["project", "backproject", "cuda_built", "cuda_arch_list"]
+__all__ = ["project", "backproject", "build_info", "cuda_built", "cuda_arch_list"]
 
 _project = torch.ops.alara.project.default
 _backproject = torch.ops.alara.backproject.default
 
 
+def build_info() -> dict[str, str]:
+    """What ``alara._C`` was compiled with, from the op ``torch.ops.alara.build_info``:
+    ``{"cuda": "0" | "1", "arch": "sm_80,sm_90+PTX"}``."""
+    return dict(kv.split("=", 1) for kv in torch.ops.alara.build_info().split(";"))
+
+
 def cuda_built() -> bool:
-    return bool(_C.cuda_built())
+    """Whether the CUDA kernels were compiled."""
+    return build_info()["cuda"] == "1"
 
 
 def cuda_arch_list() -> list[str]:
-    return [a for a in _C.cuda_arch_list().split(";") if a]
+    """The CUDA architectures the kernels were compiled for (empty without CUDA)."""
+    return [a for a in build_info()["arch"].split(",") if a]
 
 
 def _angles_on(angles: torch.Tensor, device: torch.device) -> torch.Tensor:
