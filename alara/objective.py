@@ -31,7 +31,7 @@ class ObjectiveConfig:
     ``alpha`` and loss."""
 
     target: float = 38.57
-    weight: float = 10.0
+    weight: float = 1.0
     margin: float = 0.0
     recon_weight: float = 0.0
     recon_loss: Literal["mse", "l1"] = "mse"
