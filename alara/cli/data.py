@@ -3,35 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 
+from alara.cli import photons as _photons
+from alara.cli import whole as _whole
 from alara.data.lodopab import SPLITS
-
-
-def _whole(minimum: int):
-    """argparse type: a whole number >= ``minimum`` (sizes, counts)."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
-        return value
-    return parse
-
-
-def _photons(text: str) -> float:
-    """argparse type: a positive finite photon count (``float`` accepts 'inf' and 'nan')."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a positive finite number of photons per "
-                                         f"bin (LoDoPaB: 4096), got {text!r}")
-    return value
 
 
 def _geometry(args: argparse.Namespace):

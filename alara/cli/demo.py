@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from alara import ops, phantom
+from alara.cli import photons, whole
 from alara.data.synth import simulate_observation
 from alara.data.writer import atomic_file
 from alara.geometry import LODOPAB_N0, lodopab
@@ -61,10 +62,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="project and reconstruct a phantom, write a PNG",
                        description="Simulate a LoDoPaB-style scan of a Shepp-Logan phantom "
                                    "(Poisson noise at n0 photons) and reconstruct it by FBP.")
-    p.add_argument("--size", type=int, default=362, help="image side in pixels (default 362)")
-    p.add_argument("--views", type=int, default=1000, help="number of angles (default 1000)")
-    p.add_argument("--bins", type=int, default=513, help="detector bins (default 513)")
-    p.add_argument("--n0", type=float, default=LODOPAB_N0, help="photons per bin and view")
+    p.add_argument("--size", type=whole(1), default=362, help="image side in pixels (default 362)")
+    p.add_argument("--views", type=whole(1), default=1000, help="number of angles (default 1000)")
+    p.add_argument("--bins", type=whole(1), default=513, help="detector bins (default 513)")
+    p.add_argument("--n0", type=photons, default=LODOPAB_N0, help="photons per bin and view")
     p.add_argument("--seed", type=int, default=0, help="noise seed")
     p.add_argument("--out", default="results/demo.png", help="output PNG path")
     p.set_defaults(func=_run)

@@ -46,6 +46,9 @@ class LoDoPaBDataset(Dataset):
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
         self.root = Path(root)
+        if self.root.is_file():
+            raise DataError(f"{self.root}: is a file; give the directory that holds the "
+                            f"*.hdf5 files")
         if not self.root.is_dir():
             raise DataError(f"{self.root}: data directory not found")
         self.info, self.has_metadata = resolve_info(self.root)

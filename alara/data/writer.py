@@ -71,7 +71,16 @@ def atomic_file(path: PathLike) -> Iterator[Path]:
     On any exception (``KeyboardInterrupt`` included) the temporary file is deleted, so
     ``path`` is either untouched or complete.
     """
-    path = Path(path)
+    path = output_path(path, "output file")
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a directory; give the name of a file to write",
+                                str(path))
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, "is a file, so nothing can be written "
+                                         "below it; choose another path", str(parent))
+            break
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)

@@ -121,3 +121,23 @@ def test_os_errors_name_the_path(ws, cli, monkeypatch):
     monkeypatch.setattr(synth, "generate_dataset", denied)
     r = cli(*SYNTH)
     assert r.rc == 1 and r.line == "alara data synth: error: /data/ct: Permission denied"
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--bins", "0"), "alara demo: error: argument --bins: must be >= 1, got 0"),
+    (("--n0", "nan"), "alara demo: error: argument --n0: must be a positive finite number"),
+    (("--out", "notes.txt/demo.png"), "alara demo: error: notes.txt: is a file, so nothing can "
+                                      "be written below it; choose another path"),
+    (("--out", "dataset"), "alara demo: error: dataset: is a directory; give the name of a "
+                           "file to write"),
+])
+def test_demo_bad_sizes_and_output_paths(ws, cli, args, message):
+    r = cli("demo", "--size", "16", "--views", "8", "--bins", "23", *args)
+    assert r.rc in (1, 2) and r.line.startswith(message)
+
+
+def test_reading_a_file_as_a_data_set_names_the_fix(ws):
+    from alara.data import DataError, LoDoPaBDataset
+
+    with pytest.raises(DataError, match="notes.txt: is a file; give the directory that holds"):
+        LoDoPaBDataset(ws.notes)
