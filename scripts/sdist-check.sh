@@ -27,8 +27,9 @@ echo "sdist-check: working in $work"
 ALARA_NO_EXTENSION=1 "$PY" setup.py -q sdist -d "$work/dist" >/dev/null 2>&1
 rm -rf "$ROOT/alara.egg-info"
 sdist=$(ls "$work"/dist/alara-*.tar.gz)
+tar tzf "$sdist" | sed 's|^[^/]*/||' > "$work/sdist-files.txt"
 for f in $(cd "$ROOT" && git ls-files csrc); do
-    tar tzf "$sdist" | grep -qx "alara-[^/]*/$f" || { echo "sdist-check: $f missing from $sdist" >&2; exit 1; }
+    grep -qx "$f" "$work/sdist-files.txt" || { echo "sdist-check: $f missing from $sdist" >&2; exit 1; }
 done
 echo "sdist-check: $sdist has every file of csrc/"
 

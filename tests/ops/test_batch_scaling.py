@@ -1,0 +1,65 @@
+"""No batch-size cliff in the native CPU kernels: per image, a batch never costs much more
+than a single image (issue 11: batches of 2-7 used to cost 10x per call).
+
+What is compared is the CPU time of one thread (``time.process_time``), not wall time: on a
+shared machine a short call often fits between two preemptions and a longer one does not,
+so wall-time ratios of small kernels measure the machine's load rather than the kernels.
+The bound is loose: a batch of B may cost up to 1.6 B times a single image, where the old
+cliff cost about 10 B; ``alara bench --batch 1-16`` measures the wall-time ratios at full
+size (docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from alara import ops
+from alara.geometry import FanBeam, ImageGrid, lodopab, uniform_angles
+from alara.ops import native_available
+
+pytestmark = pytest.mark.skipif(not native_available(), reason="alara._C not built")
+
+GRID = ImageGrid.square(128, 0.26)
+GEOMETRIES = {
+    "parallel": lodopab(180, 183, 128),
+    "fan": FanBeam(GRID, uniform_angles(180, 0, 6.283185307179586), 185, 0.0042,
+                   src_radius=0.5, det_radius=0.5),
+}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _best_ms_pair(fn, one, many, rounds: int = 5) -> tuple[float, float]:
+    """Best CPU times (ms) of fn(one) and fn(many), measured alternately."""
+    fn(one), fn(many)
+    best = [float("inf"), float("inf")]
+    for _ in range(rounds):
+        for i, arg in enumerate((one, many)):
+            t0 = time.process_time()
+            fn(arg)
+            best[i] = min(best[i], time.process_time() - t0)
+    return best[0] * 1e3, best[1] * 1e3
+
+
+@pytest.mark.parametrize("kind", list(GEOMETRIES))
+@pytest.mark.parametrize("op", ["fp", "bp"])
+def test_per_image_cost_has_no_cliff(kind, op):
+    g = GEOMETRIES[kind]
+    shape = g.grid.shape if op == "fp" else g.sinogram_shape
+    fn = (lambda t: ops.project(t, g, "native")) if op == "fp" else \
+         (lambda t: ops.backproject(t, g, "native"))
+    single = torch.rand(1, 1, *shape)
+    for batch, channels in ((2, 1), (3, 1), (1, 3), (5, 1), (9, 1)):
+        one, t = _best_ms_pair(fn, single, torch.rand(batch, channels, *shape))
+        n = batch * channels
+        assert t / n <= 1.6 * one, (f"{kind} {op}: batch {batch} x {channels} channels costs "
+                                    f"{t / n:.2f} ms per image, batch 1 {one:.2f} ms")
