@@ -6,6 +6,7 @@ from __future__ import annotations
 from alara.hookspecs import hookimpl
 from alara.registry import Registry
 
+from alara_builtin.aec import AECPolicy
 from alara_builtin.metrics import PSNR, SSIM
 from alara_builtin.policies import FixedPolicy, TCMPolicy
 from alara_builtin.priors import PreScanPrior, PriorExamPrior, ScoutPrior
@@ -14,7 +15,7 @@ from alara_builtin.resnet_policy import ResNet18Policy
 from alara_builtin.simulator import PoissonSimulator
 
 __all__ = [
-    "FBPReconstructor", "FBPUNetReconstructor", "FixedPolicy", "PSNR", "PoissonSimulator",
+    "AECPolicy", "FBPReconstructor", "FBPUNetReconstructor", "FixedPolicy", "PSNR", "PoissonSimulator",
     "PreScanPrior", "PriorExamPrior", "ResNet18Policy", "SSIM", "ScoutPrior", "TCMPolicy",
 ]
 
@@ -28,8 +29,8 @@ def alara_register_prior(registry: Registry) -> None:
 
 @hookimpl
 def alara_register_dose_policy(registry: Registry) -> None:
-    """Dose policies: ``fixed``, ``tcm``, ``resnet18``."""
-    for cls in (FixedPolicy, TCMPolicy, ResNet18Policy):
+    """Dose policies: ``fixed``, ``tcm``, ``aec``, ``resnet18``."""
+    for cls in (FixedPolicy, TCMPolicy, AECPolicy, ResNet18Policy):
         registry.add(cls)
 
 

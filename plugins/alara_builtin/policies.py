@@ -13,7 +13,7 @@ from alara.interfaces import DosePolicy, DosePolicyConfig, PriorInfo
 
 from alara_builtin import checks
 
-__all__ = ["FixedPolicy", "TCMPolicy", "max_line_integrals"]
+__all__ = ["FixedPolicy", "TCMPolicy", "angular_modulation", "max_line_integrals"]
 
 
 def _dtype(prior: PriorInfo) -> torch.dtype:
@@ -87,8 +87,10 @@ class TCMPolicy(DosePolicy):
     def propose(self, prior: PriorInfo, geometry: Geometry) -> torch.Tensor:
         """``n0`` [B, V] with mean ``n0_mean``, modulated by the prior's ``p_max``."""
         c = self.config
-        p_max = max_line_integrals(prior, geometry)
-        log_w = c.strength * c.mu_max * p_max
-        # Normalise in log space: exp of a large attenuation would overflow.
-        w = torch.softmax(log_w, dim=-1)
-        return c.n0_mean * geometry.n_views * w
+        return c.n0_mean * angular_modulation(max_line_integrals(prior, geometry), c.strength, c.mu_max)
+
+
+def angular_modulation(p_max: torch.Tensor, strength: float, mu_max: float) -> torch.Tensor:
+    """Weights [B, V] with mean 1 over the views, ``∝ exp(strength * mu_max * p_max)``."""
+    # Normalise in log space: exp of a large attenuation would overflow.
+    return p_max.shape[-1] * torch.softmax(strength * mu_max * p_max, dim=-1)
