@@ -55,7 +55,7 @@ class Setup:
     slices: int = 4
     steps: int = 1500
     batch: int = 8
-    lr: float = 1e-3
+    lr: float = 2e-3
     scales: int = 4
     channels: tuple = (16, 32, 64, 64)
     seed: int = 0

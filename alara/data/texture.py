@@ -44,9 +44,9 @@ class TextureParams:
     #: Soft tissue and organ texture, std (HU); clipped at 3 std.
     soft_hu: float = 15.0
     #: Power-law exponent of the soft-tissue / lung spectra (power ~ f^-beta).
-    beta: float = 2.5
+    beta: float = 2.0
     #: Lung parenchyma texture, std (HU).
-    lung_hu: float = 30.0
+    lung_hu: float = 40.0
     #: Trabecular mottle in cancellous bone, std (HU).
     bone_hu: float = 120.0
     #: Fraction of the fat area covered by fibrous septa (soft-tissue HU).
@@ -84,7 +84,7 @@ def _spectra(params: TextureParams, m: int) -> torch.Tensor:
     nyq = 0.5 / params.cell
     # Roll off towards the lattice Nyquist frequency so bilinear interpolation is smooth,
     # and below 1 / (6 cm): slower variation is the organs' own (painted) layout.
-    roll = torch.exp(-(f / (0.6 * nyq)) ** 2)
+    roll = torch.exp(-(f / (0.8 * nyq)) ** 2)
     low = 1.0 / 0.06
     power_law = (torch.clamp(f, min=low) ** (-params.beta / 2)) * roll * (1 - torch.exp(-(f / low) ** 2))
 

@@ -156,3 +156,25 @@ def test_full_lodopab_geometry_one_slice(tmp_path):
     assert item["ground_truth"].shape == (1, 362, 362)
     assert item["observation"].shape == (1, 1000, 513)
     assert check_dataset(tmp_path) == []
+
+
+def test_texture_option_and_metadata(tmp_path, capsys):
+    from alara.data.texture import DEFAULT_TEXTURE
+
+    base = ["data", "synth", "--train", "1", "--validation", "0", "--test", "0", "--slices", "2",
+            "--image-size", "48", "--n-angles", "8", "--no-observations", "-q"]
+    runs = {"tex": [], "cartoon": ["--no-texture"], "soft": ["--soft-hu", "30"]}
+    for name, extra in runs.items():
+        assert main(base[:2] + [str(tmp_path / name)] + base[2:] + extra) == 0
+    capsys.readouterr()
+    extra = {k: read_metadata(tmp_path / k).extra["texture"] for k in runs}
+    assert extra["cartoon"] is None
+    assert extra["tex"]["soft_hu"] == DEFAULT_TEXTURE.soft_hu and extra["soft"]["soft_hu"] == 30.0
+    gt = {k: torch.stack([LoDoPaBDataset(tmp_path / k, "train")[i]["ground_truth"] for i in range(2)])
+          for k in runs}
+    # Same patients and anatomy; only the texture differs, and more soft-tissue texture
+    # means larger differences from the cartoon.
+    d_tex = (gt["tex"] - gt["cartoon"]).abs()
+    d_soft = (gt["soft"] - gt["cartoon"]).abs()
+    assert d_tex.max() > 0 and float(d_soft.sum()) > float(d_tex.sum())
+    assert main(base[:2] + [str(tmp_path / "bad")] + base[2:] + ["--soft-hu", "-1"]) != 0
