@@ -89,3 +89,40 @@ def test_write_patient_ids(tmp_path):
     p = write_patient_ids(tmp_path, "validation", [3, 3, 10])
     assert p.name == "patient_ids_rand_validation.csv"
     assert p.read_text() == "3\n3\n10\n"
+
+
+def test_output_dir_stages_checks_and_records_checksums(tmp_path):
+    import hashlib
+
+    from alara.data.metadata import DatasetInfo, read_metadata
+    from alara.data.writer import LOCK_FILE, OutputDir
+
+    root = tmp_path / "set"
+    with OutputDir(root) as out:
+        assert (root / LOCK_FILE).exists() and out.path.parent == root
+        with SplitWriter(out.path, "test", "ground_truth", samples_per_file=2) as w:
+            w.extend(np.full((3, 4, 4), 0.5))
+        write_patient_ids(out.path, "test", [0, 0, 1])
+        assert _files(root) == sorted([LOCK_FILE, out.path.name])  # nothing final yet
+        info = out.commit(DatasetInfo(lengths={"test": 3}, samples_per_file=2,
+                                      image_shape=(4, 4), sinogram_shape=None, source="test"))
+    names = ["ground_truth_test_000.hdf5", "ground_truth_test_001.hdf5",
+             "patient_ids_rand_test.csv"]
+    assert _files(root) == sorted(names + ["alara_dataset.json"])  # no lock, no staging
+    assert sorted(info.checksums) == names
+    for name in names:
+        assert info.checksums[name] == hashlib.sha256((root / name).read_bytes()).hexdigest()
+    assert read_metadata(root).checksums == info.checksums
+
+
+def test_output_dir_commit_refuses_what_the_checker_rejects(tmp_path):
+    from alara.data.layout import DataError
+    from alara.data.metadata import DatasetInfo
+    from alara.data.writer import OutputDir
+
+    root = tmp_path / "set"
+    with pytest.raises(DataError, match=r"(?s)fails its own check.*1 of 1 files missing"):
+        with OutputDir(root) as out:  # metadata promises a sample that was never written
+            out.commit(DatasetInfo(lengths={"test": 1}, image_shape=(4, 4),
+                                   sinogram_shape=None, source="test"))
+    assert _files(root) == []
