@@ -39,8 +39,12 @@ from alara.data.texture import DEFAULT_TEXTURE, TextureParams
 from alara.noise import postlog_noise
 from alara.ops import fbp, project
 
-N0_GRID = [2.0 ** k for k in range(7, 17)]   # 128 ... 65536
 N0_RANGE = (128.0, 65536.0)
+
+
+def n0_grid(lo: float, hi: float = 65536.0) -> list[float]:
+    """Doses evaluated: the powers of two from ``lo`` to ``hi``."""
+    return [2.0 ** k for k in range(int(round(math.log2(lo))), int(round(math.log2(hi))) + 1)]
 
 
 @dataclass
@@ -61,6 +65,7 @@ class Setup:
     seed: int = 0
     texture: Optional[TextureParams] = DEFAULT_TEXTURE
     margin_db: float = 3.0
+    n0_range: tuple = N0_RANGE
 
 
 @dataclass
@@ -119,7 +124,7 @@ def run(setup: Setup, log=print) -> Curves:
     opt = torch.optim.Adam(rec.unet.parameters(), lr=setup.lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=setup.lr, total_steps=setup.steps)
     gen = torch.Generator().manual_seed(setup.seed + 1)
-    lo, hi = (math.log(v) for v in N0_RANGE)
+    lo, hi = (math.log(v) for v in setup.n0_range)
     t0 = time.perf_counter()
     rec.unet.train()
     for step in range(setup.steps):
@@ -137,14 +142,15 @@ def run(setup: Setup, log=print) -> Curves:
     train_seconds = time.perf_counter() - t0
 
     rec.unet.eval()
-    curves = Curves(n0=N0_GRID, train_seconds=round(train_seconds, 1))
+    grid = n0_grid(setup.n0_range[0])
+    curves = Curves(n0=grid, train_seconds=round(train_seconds, 1))
     with torch.no_grad():
         clean = fbp(line_test, geometry, filter="hann", frequency_scaling=0.641)
         curves.ceiling = dict(zip(("p5", "median", "p95"), _stats(_psnr(clean, gt_test))))
         for key in ("p5", "median", "p95"):
             curves.fbp[key], curves.unet[key] = [], []
         eval_gen = torch.Generator().manual_seed(12345)
-        for n0 in N0_GRID:
+        for n0 in grid:
             x0 = _noisy_fbp(line_test, torch.full((len(line_test),), n0, dtype=torch.float64),
                             geometry, eval_gen)
             for name, img in (("fbp", x0), ("unet", rec.unet(x0))):
@@ -239,17 +245,31 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--train-patients", type=int, default=Setup.train_patients)
     p.add_argument("--test-patients", type=int, default=Setup.test_patients)
     p.add_argument("--cartoon", action="store_true", help="also run the untextured patients")
+    p.add_argument("--only-cartoon", action="store_true", help="run the untextured patients only")
+    p.add_argument("--n0-min", type=float, default=N0_RANGE[0],
+                   help=f"lowest training and evaluation dose (default {N0_RANGE[0]:g})")
+    p.add_argument("--n0-max", type=float, default=N0_RANGE[1],
+                   help=f"highest training dose (default {N0_RANGE[1]:g}; evaluation goes to 65536)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--json", type=Path, help="write the curves here")
     p.add_argument("--out", type=Path, help="write the figure here (PNG)")
+    p.add_argument("--plot", type=Path, nargs="+", metavar="JSON",
+                   help="no training: draw the figure from earlier --json files")
     args = p.parse_args(argv)
+    if args.plot:
+        results = {}
+        for path in args.plot:
+            for name, r in json.loads(path.read_text()).items():
+                results[f"{name}, {path.stem}"] = (Curves(**r["curves"]), r["operating_point"])
+        plot(results, args.out or Path("dose_response.png"))
+        return 0
     if args.threads:
         torch.set_num_threads(args.threads)
     base = dict(steps=args.steps, batch=args.batch, train_patients=args.train_patients,
-                test_patients=args.test_patients, seed=args.seed)
-    runs = {"textured (default)": Setup(**base)}
-    if args.cartoon:
+                test_patients=args.test_patients, seed=args.seed, n0_range=(args.n0_min, args.n0_max))
+    runs = {} if args.only_cartoon else {"textured (default)": Setup(**base)}
+    if args.cartoon or args.only_cartoon:
         runs["cartoon (--no-texture)"] = Setup(texture=None, **base)
     results = {}
     for name, setup in runs.items():
