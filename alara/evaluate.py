@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from alara.geometry import Geometry
-from alara.interfaces import IQMetric
+from alara.interfaces import IQMetric, relative_dose
 from alara.pipeline import Pipeline, noise_generator
 
 __all__ = ["EvalConfig", "Results", "measure", "evaluate", "summarise", "percentile"]
@@ -101,7 +101,8 @@ def measure(pipeline: Pipeline, metrics: Mapping[str, IQMetric], x: torch.Tensor
             index: torch.Tensor, *, seed: int = 1234, realisations: int = 1,
             dose_scale: Union[float, torch.Tensor] = 1.0) -> dict[str, torch.Tensor]:
     """Scan and score one batch ``x`` [B, 1, H, W] with images ids ``index`` [B]: returns
-    ``relative_dose``, ``mean_n0`` and each metric, [B, realisations] each (float64).
+    ``relative_dose`` (prior included), ``scan_dose`` (the scan's alone), ``mean_n0`` and
+    each metric, [B, realisations] each (float64).
 
     The pipeline runs in eval mode: exact noise, the policy's inference behaviour."""
     pipeline.eval()
@@ -114,7 +115,8 @@ def measure(pipeline: Pipeline, metrics: Mapping[str, IQMetric], x: torch.Tensor
             gen = noise_generator(seed, r, int(index[b]), device=device)
             scale = dose_scale[b:b + 1] if isinstance(dose_scale, torch.Tensor) and dose_scale.dim() else dose_scale
             scan = pipeline(x[b:b + 1], geometry, generator=gen, dose_scale=scale)
-            vals = {"relative_dose": scan.relative_dose, "mean_n0": scan.n0.mean(-1)}
+            vals = {"relative_dose": scan.relative_dose, "scan_dose": relative_dose(scan.n0),
+                    "mean_n0": scan.n0.mean(-1)}
             vals.update({name: m(scan.x_hat.float(), x[b:b + 1].float()) for name, m in metrics.items()})
             for k, v in vals.items():
                 parts.setdefault(k, []).append(v.double().cpu())

@@ -163,6 +163,8 @@ def make_config(config_cls: type, params: Mapping[str, Any], *, file: Optional[s
         except _Mismatch:
             tp = hints.get(name, Any)
             near = close_matches(value, _string_choices(tp)) if isinstance(value, str) else ""
+            if isinstance(value, float) and not math.isfinite(value):
+                near = "; write a finite number (TOML's inf and nan are not valid here)"
             raise ConfigError(f"expected {type_name(tp)}, got {value!r} ({type(value).__name__}){near}",
                               key=name, **where) from None
     try:

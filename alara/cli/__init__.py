@@ -17,6 +17,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "alara.cli.data",
     "alara.cli.train",
     "alara.cli.evaluate",
+    "alara.cli.experiment",
     "alara.cli.bench",
 )
 

@@ -179,6 +179,11 @@ class Trainer:
         state = ckpt.load_latest(self.run_dir, map_location=self.device)
         if state is None:
             return False
+        comps = component_specs(self.pipeline, self.objective)
+        if state.get("components") != comps:
+            diff = [k for k in comps if state.get("components", {}).get(k) != comps[k]]
+            raise ValueError(f"cannot resume {self.run_dir}: its checkpoint was trained with other "
+                             f"{', '.join(diff)} settings; start a new run folder (--out)")
         saved = state.get("train", {})
         for key in ("batch_size", "grad_accum", "seed", "warmup_steps"):
             if key in saved and saved[key] != getattr(self.config, key):

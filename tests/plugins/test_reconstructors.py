@@ -91,3 +91,14 @@ def test_fbp_unet_config_errors():
         FBPUNetReconstructor.Config(scales=0)
     with pytest.raises(ValueError, match="same length"):
         UNet(1, 1, (4, 8), (1,))
+
+
+def test_residual_unet_starts_at_fbp_and_refuses_a_sigmoid(geometry):
+    from alara_builtin.reconstructors import FBPReconstructor, FBPUNetReconstructor
+
+    y = torch.rand(2, 1, geometry.n_views, geometry.n_bins, dtype=torch.float64) * 0.1
+    params = dict(scales=2, channels=(4, 8), skip_channels=2, use_sigmoid=False, residual=True)
+    rec = FBPUNetReconstructor.from_params(**params).double().eval()
+    assert torch.allclose(rec(y, geometry), FBPReconstructor()(y, geometry), atol=1e-12)
+    with pytest.raises(ValueError, match="residual = true needs use_sigmoid = false"):
+        FBPUNetReconstructor.from_params(residual=True)
