@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
 import time
 from dataclasses import dataclass
@@ -13,13 +14,14 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from alara.data.lodopab import MIN_COUNT, SPLITS, hu_to_x
+from alara.data.lodopab import SPLITS, hu_to_x
 from alara.data.metadata import DatasetInfo, geometry_to_dict
 from alara.data.phantoms import render_slice, sample_patient, slice_positions
 from alara.data.texture import DEFAULT_TEXTURE, TextureParams
 from alara.data.writer import (
     OutputDir, SplitWriter, check_file_count, check_write_options, write_patient_ids,
 )
+from alara.noise import postlog_noise
 from alara.geometry import LODOPAB_MU_MAX, LODOPAB_N0, Geometry, ImageGrid, lodopab
 
 __all__ = ["fine_geometry", "simulate_observation", "small_geometry", "SynthResult",
@@ -49,17 +51,16 @@ def fine_geometry(geometry: Geometry, upsample: int) -> Geometry:
 def simulate_observation(x: torch.Tensor, geometry: Geometry, n0: float = LODOPAB_N0, *,
                          generator: Optional[torch.Generator] = None,
                          mu_max: float = LODOPAB_MU_MAX, backend: str = "auto") -> torch.Tensor:
-    """LoDoPaB's noisy post-log data for images ``x = mu / mu_max`` ``[B, C, H, W]``.
-
-    Counts ~ Poisson(n0 exp(-mu_max A x)); zero counts become 0.1 (so the log is finite);
-    ``y = -ln(counts / n0) / mu_max``.  Returns ``[B, C, views, bins]`` in x's dtype.
-    """
+    """LoDoPaB's noisy post-log data for images ``x = mu / mu_max`` ``[B, C, H, W]``: the
+    projection, then :func:`alara.noise.postlog_noise` (exact Poisson) at ``n0`` photons
+    per bin on every view.  Returns ``[B, C, views, bins]`` in x's dtype."""
     from alara.ops import project
 
+    if not (isinstance(n0, numbers.Real) and math.isfinite(n0) and n0 > 0):
+        raise ValueError(f"n0 must be a finite positive photon count, got {n0!r}")
     line = project(x, geometry, backend=backend)
-    lam = n0 * torch.exp(-mu_max * line.double())
-    counts = torch.poisson(lam, generator=generator).clamp_min_(MIN_COUNT)
-    return (-torch.log(counts / n0) / mu_max).to(x.dtype)
+    n0_views = torch.full((x.shape[0], geometry.n_views), float(n0), dtype=torch.float64, device=x.device)
+    return postlog_noise(line, n0_views, mu_max=mu_max, generator=generator)
 
 
 @dataclass
