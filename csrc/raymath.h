@@ -208,4 +208,40 @@ HOST_DEVICE inline void plane_range(double alpha, double beta, int n_planes, int
   last = hi < lo ? first - 1 : static_cast<int>(hi);
 }
 
+// A line alpha + beta * p evaluated in float at integer p, 0 <= p < 2^11 (the kernels'
+// inner loops run in float: double is 1/32 to 1/64 of the float rate on most GPUs), to
+// float rounding of the fractional part: alpha = a_int + a_frac, and beta = b_hi + b_lo
+// with b_hi of 13 significant bits, so that b_hi * p is exact in float and only small
+// numbers are rounded (|b_lo * p| <= |beta| / 4).
+struct FloatLine {
+  int a_int;
+  float a_frac, b_hi, b_lo;
+};
+
+constexpr int kFloatLinePlanes = 2048;
+
+HOST_DEVICE inline FloatLine float_line(double alpha, double beta) {
+  FloatLine l;
+  const double fa = floor(alpha);
+  l.a_int = static_cast<int>(fa);
+  l.a_frac = static_cast<float>(alpha - fa);
+  int e = 0;
+  frexp(beta, &e);  // |beta| < 2^e
+  const double scale = ldexp(1.0, 12 - e);
+  const double hi = rint(beta * scale) / scale;  // at most 13 significant bits
+  l.b_hi = static_cast<float>(hi);
+  l.b_lo = static_cast<float>(beta - hi);
+  return l;
+}
+
+// alpha + beta * p = q + f with 0 <= f < 1 (f to float rounding).
+HOST_DEVICE inline void float_line_at(const FloatLine& l, int p, int& q, float& f) {
+  const float t = l.b_hi * static_cast<float>(p);  // exact: 13 bits times 11 bits
+  const float ti = floorf(t);
+  const float s = l.a_frac + (t - ti) + l.b_lo * static_cast<float>(p);
+  const float si = floorf(s);
+  q = l.a_int + static_cast<int>(ti) + static_cast<int>(si);
+  f = s - si;
+}
+
 }  // namespace alara
