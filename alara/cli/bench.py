@@ -346,6 +346,10 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError("--device cuda needs a CUDA GPU, and torch sees none")
     if args.rounds < 1:
         raise ValueError(f"--rounds must be >= 1, got {args.rounds}")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     dtype = {"float32": torch.float32, "float64": torch.float64}[args.dtype]
     meta = machine_info(args.device)
     meta["command"] = "alara bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "alara bench"
@@ -387,6 +391,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="comma list of implementations to time (default: all installed)")
     p.add_argument("--rounds", type=int, default=3, help="timed calls per case, after one "
                    "warm-up; the best is reported (default 3)")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="torch/alara CPU threads (default: torch's); ASTRA's CPU projectors "
+                        "use one")
     p.add_argument("--load", type=int, default=0, metavar="N",
                    help="run N busy processes meanwhile, to measure a shared machine")
     p.add_argument("--json", metavar="OUT", help="also write every timing to this JSON file")

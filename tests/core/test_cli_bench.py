@@ -19,6 +19,7 @@ def test_bad_arguments_are_errors(capsys):
     assert main(["bench", "--impl", "matlab"]) == 1
     assert "--impl" in capsys.readouterr().err
     assert main(["bench", "--rounds", "0"]) == 1
+    assert main(["bench", "--threads", "0"]) == 1
 
 
 def test_bench_writes_json_with_ratios(tmp_path, capsys):
