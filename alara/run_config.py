@@ -120,7 +120,12 @@ def load_run_config(source: Union[str, Path, Mapping[str, Any]], overrides: Sequ
         doc, file = dict(source), None
     else:
         doc, file = read_toml(source), str(source)
+    given = set(doc)
     doc = apply_overrides(doc, overrides)
+    for kind in KINDS:
+        # `--set reconstructor.params.x=...` on a default component: keep the default name.
+        if kind not in given and isinstance(doc.get(kind), dict) and "name" not in doc[kind] and kind in defaults:
+            doc[kind]["name"] = defaults[kind]
     _check_sections(doc, file)
     comps = {}
     for kind in KINDS:

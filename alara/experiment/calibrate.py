@@ -23,8 +23,8 @@ from alara.geometry import Geometry
 from alara.interfaces import IQMetric
 from alara.pipeline import Pipeline
 
-__all__ = ["Calibration", "quality_at", "per_image_thresholds", "factor_for_share", "match_mean_quality",
-           "oracle_dose", "guarantee_curve"]
+__all__ = ["Calibration", "quality_at", "per_image_thresholds", "factor_for_share", "verified_factor",
+           "match_mean_quality", "oracle_dose", "guarantee_curve"]
 
 
 @torch.no_grad()
@@ -105,6 +105,26 @@ def factor_for_share(cal: Calibration, share: float) -> float:
                          f"searched doses, fewer than the share {share}: q is out of reach (lower "
                          "[objective] target, or widen [experiment] factor_range)")
     return f
+
+
+def verified_factor(pipeline: Pipeline, metric: IQMetric, target: float, cal_: Calibration, share: float,
+                    x: torch.Tensor, index: torch.Tensor, geometry: Geometry, *, seed: int, realisations: int,
+                    step: float = 1.02, max_steps: int = 25) -> tuple[float, float]:
+    """The quantile factor of :func:`factor_for_share`, raised by ``step`` until the share
+    measured at it reaches ``share`` (discrete photon counts make Q jitter slightly with
+    dose, so a threshold found at one factor may miss at a nearby one); returns
+    ``(factor, measured share)``."""
+    f = factor_for_share(cal_, share)
+    n = x.shape[0]
+    for _ in range(max_steps):
+        q, _, _ = quality_at(pipeline, metric, x, index, geometry, torch.full((n,), f, dtype=torch.float64),
+                             seed=seed, realisations=realisations)
+        measured = float(metric.meets(q, target).double().mean())
+        if measured >= share - 1e-9:
+            return f, measured
+        f *= step
+    raise ValueError(f"the share {share} is not reached even at {f:.3g}x the calibrated dose; raise "
+                     "[experiment] realisations or the number of calibration images")
 
 
 def guarantee_curve(cal: Calibration, shares: Sequence[float]) -> list[tuple[float, float]]:

@@ -256,9 +256,10 @@ def _calibrate(arms: list[Arm], metric: Any, q: float, spec: ExperimentSpec, x: 
                                      realisations=spec.realisations, steps=spec.calibration_steps,
                                      factor_range=spec.factor_range, progress=bar)
         cals[arm.name] = c
-        factor = cal.factor_for_share(c, spec.share)
+        factor, measured = cal.verified_factor(arm.pipeline, metric, q, c, spec.share, x, index, geometry,
+                                               seed=spec.seed, realisations=spec.realisations)
         result["arms"][arm.name] = {
-            "factor": factor, "validation_share": c.share_at(factor),
+            "factor": factor, "validation_share": measured,
             "validation_dose": float(c.dose_at(factor).mean()),
             "thresholds": [float(v) for v in c.thresholds], "scan_dose": c.scan_dose.tolist(),
             "prior_dose": c.prior_dose.tolist(), "curve": cal.guarantee_curve(c, SHARES)}

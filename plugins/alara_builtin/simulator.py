@@ -8,7 +8,7 @@ sigma_e^2) eps``, and differentiable in ``n0`` in training mode.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Literal, Optional
 
 import torch
 
@@ -33,6 +33,9 @@ class PoissonSimulator(Simulator):
         min_count: float = MIN_COUNT
         #: Standard deviation of additive Gaussian electronic noise, in counts.
         electronic_std: float = 0.0
+        #: Exact sampler: "inverse_cdf" (one uniform per bin: draws at different doses
+        #: share random numbers, as per-image calibration needs) or "poisson" (faster).
+        sampler: Literal["inverse_cdf", "poisson"] = "inverse_cdf"
 
         def __post_init__(self) -> None:
             check_noise_params(self.mu_max, self.min_count, self.electronic_std)
@@ -46,4 +49,4 @@ class PoissonSimulator(Simulator):
         c = self.config
         return postlog_noise(sinogram, n0, mu_max=c.mu_max, min_count=c.min_count,
                              electronic_std=c.electronic_std, differentiable=differentiable,
-                             generator=generator)
+                             generator=generator, sampler=c.sampler)
