@@ -30,6 +30,9 @@ def train(config: str, out: str | None = None, resume: bool = False, overrides: 
     try:
         data = open_split(rc.data.root, "train")
         geometry = data.geometry
+        import torch
+
+        torch.manual_seed(rc.train.seed)    # the same initial weights on every run (and rank)
         pipeline, objective = build_pipeline(rc.components, rc.objective)
         resolved = rc.resolved()
         rank, _ = distributed.rank_and_world()

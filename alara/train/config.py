@@ -39,6 +39,11 @@ class TrainConfig:
     train_policy: bool = True
     train_reconstructor: bool = True
     seed: int = 0
+    #: Images per noise generator, counted in the global batch (0: one generator per
+    #: process and micro-batch).  The pipeline runs once per block; a block that divides
+    #: ``batch_size`` makes N processes draw the noise one process with N times the batch
+    #: draws with the same ``noise_block`` (see alara.train.sampling.noise_blocks).
+    noise_block: int = 0
     checkpoint_every: int = 100
     keep_checkpoints: int = 3
     log_every: int = 10
@@ -49,7 +54,7 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        for key in ("steps", "warmup_steps", "num_workers"):
+        for key in ("steps", "warmup_steps", "num_workers", "noise_block"):
             if getattr(self, key) < 0:
                 raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
         for key in ("batch_size", "grad_accum", "checkpoint_every", "keep_checkpoints", "log_every"):

@@ -5,8 +5,9 @@ The trainer takes built modules (a :class:`~alara.pipeline.Pipeline`, a
 :class:`~alara.objective.ConstrainedHinge`, a dataset and a geometry), so tests drive it
 with components defined in the test; config files and plugins stay in ``alara.cli``.
 
-Determinism: the images of step ``s`` and their noise are functions of ``(seed, s)`` (and
-the rank), and a checkpoint holds model, optimiser, scheduler and RNG states, so a run
+Determinism: the images of step ``s`` and their noise are functions of ``(seed, s)`` (the
+noise of an image depends on its place in the global batch, not on the process holding
+it; see :func:`~alara.train.sampling.noise_blocks`), and a checkpoint holds model, optimiser, scheduler and RNG states, so a run
 resumed from step ``s`` ends with the same weights, bit for bit on CPU, as one that never
 stopped.
 """
@@ -27,12 +28,12 @@ from tqdm.auto import tqdm
 from alara.geometry import Geometry
 from alara.objective import ConstrainedHinge, reconstruction_loss
 from alara.params import params_of
-from alara.pipeline import Pipeline, noise_generator
+from alara.pipeline import Pipeline
 from alara.train import checkpoint as ckpt
 from alara.train import distributed
 from alara.train.callbacks import Callback, MetricsLog, TensorBoardLog
 from alara.train.config import TrainConfig
-from alara.train.sampling import StepSampler, log_uniform_n0
+from alara.train.sampling import NoiseBlocks, StepSampler, noise_blocks
 from alara.train.state import rng_state, set_rng_state
 
 __all__ = ["Trainer", "PhaseSchedule", "resolve_device", "component_specs", "batch_images"]
@@ -117,7 +118,10 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.pipeline = pipeline.to(self.device)
         self.objective = objective.to(self.device)
-        self.model = distributed.wrap(self.pipeline, self.device)
+        if config.noise_block and config.batch_size % config.noise_block:
+            raise ValueError(f"train.noise_block = {config.noise_block} must divide train.batch_size = "
+                             f"{config.batch_size} (0: one noise block per process and micro-batch)")
+        self.model = distributed.wrap(NoiseBlocks(self.pipeline), self.device)
         recon = [p for p in pipeline.reconstructor.parameters()]
         policy = [p for p in pipeline.dose_policy.parameters()]
         groups = [g for g in ({"params": recon, "lr": config.lr, "name": "reconstructor"},
@@ -185,7 +189,7 @@ class Trainer:
             raise ValueError(f"cannot resume {self.run_dir}: its checkpoint was trained with other "
                              f"{', '.join(diff)} settings; start a new run folder (--out)")
         saved = state.get("train", {})
-        for key in ("batch_size", "grad_accum", "seed", "warmup_steps"):
+        for key in ("batch_size", "grad_accum", "seed", "warmup_steps", "noise_block"):
             if key in saved and saved[key] != getattr(self.config, key):
                 raise ValueError(f"cannot resume {self.run_dir}: train.{key} was {saved[key]} and is now "
                                  f"{getattr(self.config, key)}; the data order would change (start a new run)")
@@ -225,12 +229,12 @@ class Trainer:
 
     def _micro_step(self, batch: _Batch, micro: int, phase: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         c = self.config
-        gen = noise_generator(c.seed, self.rank, self.step, micro, device=self.device)
         x = batch.x
+        blocks = noise_blocks(c.seed, self.step, micro, self.rank * x.shape[0], x.shape[0], c.noise_block,
+                              device=self.device)
         with self._autocast():
             if phase == "warmup":
-                n0 = log_uniform_n0(x.shape[0], self.geometry.n_views, c.warmup_dose, gen).to(self.device)
-                scan = self.model(x, self.geometry, generator=gen, n0=n0)
+                scan = self.model(x, self.geometry, blocks, warmup_dose=c.warmup_dose)
                 recon = reconstruction_loss(scan.x_hat.float(), x, self.objective.config.recon_loss)
                 loss = recon.mean()
                 with torch.no_grad():
@@ -238,7 +242,7 @@ class Trainer:
                 terms = {"relative_dose": scan.relative_dose.detach(), "quality": q,
                          "reconstruction": recon.detach()}
             else:
-                scan = self.model(x, self.geometry, generator=gen)
+                scan = self.model(x, self.geometry, blocks)
                 t = self.objective(scan, x)
                 loss = t.loss
                 terms = {"relative_dose": t.relative_dose, "quality": t.quality,
@@ -275,6 +279,7 @@ class Trainer:
         self.scheduler.step()
         self.step += 1
         gathered = {k: distributed.gather_cat(torch.cat(v)) for k, v in per_patient.items()}
+        # Every process holds the same number of images: the mean of the means is the mean.
         logs: dict[str, Any] = {"phase": phase, "loss": distributed.mean(total),
                                 "grad_norm": float(grad_norm)}
         for g in self.optimizer.param_groups:

@@ -17,7 +17,7 @@ from torch.utils.data import Sampler
 from alara.geometry import LODOPAB_N0
 from alara.pipeline import noise_generator
 
-__all__ = ["StepSampler", "log_uniform_n0"]
+__all__ = ["StepSampler", "log_uniform_n0", "noise_blocks", "NoiseBlocks"]
 
 
 class StepSampler(Sampler[int]):
@@ -55,6 +55,56 @@ def log_uniform_n0(batch: int, views: int, dose_range: tuple[float, float], gene
     """Photons per bin [batch, views], constant over views, at relative doses drawn
     log-uniformly from ``dose_range`` (1.0 is LoDoPaB's 4096 photons)."""
     lo, hi = (math.log(d) for d in dose_range)
-    u = torch.rand(batch, generator=generator, dtype=torch.float64)
+    u = torch.rand(batch, generator=generator, dtype=torch.float64, device=generator.device)
     rel = torch.exp(lo + (hi - lo) * u)
     return (rel * LODOPAB_N0).to(dtype).unsqueeze(-1).expand(batch, views).contiguous()
+
+
+def noise_blocks(seed: int, step: int, micro: int, first: int, count: int, block: int,
+                 device: torch.device | str = "cpu") -> list[tuple[slice, torch.Generator]]:
+    """The noise blocks of one process's micro-batch: ``(slice of the micro-batch,
+    generator)`` pairs.
+
+    The process holds global positions ``first .. first + count - 1`` of micro-batch
+    ``micro`` of step ``step``; block ``k`` covers global positions ``k*block ..
+    (k+1)*block - 1`` (``block`` 0: the whole micro-batch is one block) and draws its noise
+    from a generator seeded by ``(seed, step, micro, k)``.  The noise of an image thus
+    depends on where it sits in the global batch, not on which process holds it: one
+    process with batch ``2b`` and two with batch ``b`` draw the same noise when ``block``
+    divides ``b``.
+    """
+    block = block or count
+    if count % block or first % block:
+        raise ValueError(f"train.noise_block = {block} must divide train.batch_size = {count}")
+    return [(slice(i, i + block), noise_generator(seed, step, micro, (first + i) // block, device=device))
+            for i in range(0, count, block)]
+
+
+class NoiseBlocks(torch.nn.Module):
+    """Runs ``pipeline`` once per noise block (see :func:`noise_blocks`) and joins the
+    scans; the module DDP wraps, so one training forward is one DDP forward.
+
+    ``warmup_dose`` given: each block's doses are drawn by :func:`log_uniform_n0` from its
+    own generator and replace the policy (the warm-up); otherwise the policy chooses.
+    """
+
+    def __init__(self, pipeline: torch.nn.Module) -> None:
+        super().__init__()
+        self.pipeline = pipeline
+
+    def forward(self, x: torch.Tensor, geometry: object, blocks: list[tuple[slice, torch.Generator]],
+                warmup_dose: tuple[float, float] | None = None) -> object:
+        scans = []
+        for part, gen in blocks:
+            xb = x[part]
+            n0 = None
+            if warmup_dose is not None:
+                n0 = log_uniform_n0(xb.shape[0], geometry.n_views, warmup_dose, gen).to(x.device)
+            scans.append(self.pipeline(xb, geometry, generator=gen, n0=n0))
+        if len(scans) == 1:
+            return scans[0]
+        from alara.pipeline import Scan
+
+        # The prior differs per block and nothing downstream of the scan needs it.
+        return Scan(None, *(torch.cat([getattr(s, f) for s in scans])
+                            for f in ("n0", "relative_dose", "sinogram", "y", "x_hat")))
