@@ -152,19 +152,43 @@ class _Canvas:
         # Index range of pixel centres in [lo, hi] (coords are sorted ascending).
         return slice(int(torch.searchsorted(coords, lo)), int(torch.searchsorted(coords, hi, right=True)))
 
-    def ellipse(self, cx: float, cy: float, a: float, b: float, angle: float = 0.0) -> torch.Tensor:
+    def ellipse(self, cx: float, cy: float, a: float, b: float, angle: float = 0.0) -> "_Region":
         # Evaluate only inside the bounding box: most shapes are a few pixels wide.
         r = max(a, b)
         win = (self._window(self.xs, cx - r, cx + r), self._window(self.ys, cy - r, cy + r))
-        mask = torch.zeros(self.hu.shape, dtype=torch.bool)
         dx, dy = self.X[win] - cx, self.Y[win] - cy
         c, s = math.cos(angle), math.sin(angle)
-        mask[win] = ((dx * c + dy * s) / a) ** 2 + ((-dx * s + dy * c) / b) ** 2 <= 1.0
-        return mask
+        return _Region(win, ((dx * c + dy * s) / a) ** 2 + ((-dx * s + dy * c) / b) ** 2 <= 1.0)
 
-    def paint(self, mask: torch.Tensor, value: float, tissue: str) -> None:
-        self.hu.masked_fill_(mask, value)
-        self.tissue.masked_fill_(mask, _T[tissue])
+    def paint(self, mask: "torch.Tensor | _Region", value: float, tissue: str) -> None:
+        # Regions paint their window only: small tensors, no full-image passes.
+        win, m = (mask.win, mask.mask) if isinstance(mask, _Region) else ((slice(None), slice(None)), mask)
+        self.hu[win].masked_fill_(m, value)
+        self.tissue[win].masked_fill_(m, _T[tissue])
+
+
+class _Region:
+    """A mask that is False outside the window ``win`` (a pair of slices of the canvas);
+    ``mask`` holds its values inside the window."""
+
+    def __init__(self, win: tuple[slice, slice], mask: torch.Tensor) -> None:
+        self.win, self.mask = win, mask
+
+    def __and__(self, other: torch.Tensor) -> "_Region":
+        """Intersection with a mask over this region's window."""
+        return _Region(self.win, self.mask & other)
+
+    def __sub__(self, other: "_Region") -> "_Region":
+        """This region less ``other``."""
+        (a0, b0), (a1, b1) = ((w.start, w.stop) for w in self.win)
+        inside = torch.zeros(self.mask.shape, dtype=torch.bool)
+        o0, o1 = other.win
+        i0, i1 = max(a0, o0.start), min(b0, o0.stop)
+        j0, j1 = max(a1, o1.start), min(b1, o1.stop)
+        if i1 > i0 and j1 > j0:
+            inside[i0 - a0:i1 - a0, j0 - a1:j1 - a1] = other.mask[i0 - o0.start:i1 - o0.start,
+                                                                  j0 - o1.start:j1 - o1.start]
+        return _Region(self.win, self.mask & ~inside)
 
 
 def _bump(t: float, lo: float, hi: float) -> float:
@@ -247,7 +271,8 @@ def _render_anatomical(patient: Patient, t: float, grid: ImageGrid,
             vx = side * wi * 0.5 + rad * p.lung_width * wi * lung * math.cos(ang)
             vy = cy + 0.05 * di + rad * p.lung_depth * di * lung * math.sin(ang)
             vr = _u(gen, 0.0008, 0.0025)
-            c.paint(c.ellipse(vx, vy, vr, vr) & (c.hu < -500), _u(gen, -100.0, 40.0), "other")
+            dot = c.ellipse(vx, vy, vr, vr)
+            c.paint(dot & (c.hu[dot.win] < -500), _u(gen, -100.0, 40.0), "other")
 
     # Mediastinum: heart (patient's left of centre) and aorta.
     heart = _bump(t, 0.3, 0.85) * p.heart_size
@@ -267,7 +292,7 @@ def _render_anatomical(patient: Patient, t: float, grid: ImageGrid,
     c.paint(c.ellipse(0.0, vy, vr * 1.1, vr), HU["cortical"], "bone")
     c.paint(c.ellipse(0.0, vy, vr * 0.85, vr * 0.78), HU["cancellous"], "cancellous")
     canal_y = vy - vr - 0.07 * di
-    c.paint(c.ellipse(0.0, canal_y, 0.09 * di, 0.07 * di) & ~c.ellipse(0.0, canal_y, 0.06 * di, 0.045 * di),
+    c.paint(c.ellipse(0.0, canal_y, 0.09 * di, 0.07 * di) - c.ellipse(0.0, canal_y, 0.06 * di, 0.045 * di),
             HU["cortical"] * 0.8, "bone")
     c.paint(c.ellipse(0.0, canal_y, 0.06 * di, 0.045 * di), HU["csf"], "other")
     c.paint(c.ellipse(0.0, canal_y - 0.16 * di, 0.025 * di, 0.1 * di), HU["cortical"] * 0.8, "bone")
@@ -297,8 +322,9 @@ def _render_anatomical(patient: Patient, t: float, grid: ImageGrid,
             continue
         rr = math.sqrt(les.radius ** 2 - dz ** 2)
         m = c.ellipse(les.x, cy + les.y, rr, rr)
-        host = (c.hu < -500) if les.in_lung else (c.hu > -200) & (c.hu < 200)
-        c.hu[m & host] += les.contrast
+        hu = c.hu[m.win]
+        host = (hu < -500) if les.in_lung else (hu > -200) & (hu < 200)
+        hu[m.mask & host] += les.contrast
     return c.hu.to(torch.float32)
 
 
