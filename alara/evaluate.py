@@ -110,18 +110,13 @@ def measure(pipeline: Pipeline, metrics: Mapping[str, IQMetric], x: torch.Tensor
     out: dict[str, list[torch.Tensor]] = {}
     for r in range(realisations):
         # One generator per image: results do not depend on how images are batched.
-        parts: dict[str, list[torch.Tensor]] = {}
-        for b in range(x.shape[0]):
-            gen = noise_generator(seed, r, int(index[b]), device=device)
-            scale = dose_scale[b:b + 1] if isinstance(dose_scale, torch.Tensor) and dose_scale.dim() else dose_scale
-            scan = pipeline(x[b:b + 1], geometry, generator=gen, dose_scale=scale)
-            vals = {"relative_dose": scan.relative_dose, "scan_dose": relative_dose(scan.n0),
-                    "mean_n0": scan.n0.mean(-1)}
-            vals.update({name: m(scan.x_hat.float(), x[b:b + 1].float()) for name, m in metrics.items()})
-            for k, v in vals.items():
-                parts.setdefault(k, []).append(v.double().cpu())
-        for k, v in parts.items():
-            out.setdefault(k, []).append(torch.cat(v))
+        gens = [noise_generator(seed, r, int(i), device=device) for i in index]
+        scan = pipeline(x, geometry, generator=gens, dose_scale=dose_scale)
+        vals = {"relative_dose": scan.relative_dose, "scan_dose": relative_dose(scan.n0),
+                "mean_n0": scan.n0.mean(-1)}
+        vals.update({name: m(scan.x_hat.float(), x.float()) for name, m in metrics.items()})
+        for k, v in vals.items():
+            out.setdefault(k, []).append(v.detach().double().cpu())
     return {k: torch.stack(v, dim=1) for k, v in out.items()}
 
 

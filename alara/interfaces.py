@@ -181,6 +181,17 @@ class PriorInfo:
             ref = self.image if self.image is not None else self.scouts
             self.dose = torch.zeros(ref.shape[0], dtype=ref.dtype, device=ref.device)
 
+    @classmethod
+    def cat(cls, parts: "list[PriorInfo]") -> "PriorInfo":
+        """Concatenate the priors of several batches along the batch axis."""
+        first = parts[0]
+
+        def join(name: str) -> Optional[torch.Tensor]:
+            vals = [getattr(p, name) for p in parts]
+            return None if vals[0] is None else torch.cat(vals)
+
+        return cls(image=join("image"), scouts=join("scouts"), scout_angles=first.scout_angles, dose=join("dose"))
+
     @property
     def batch_size(self) -> int:
         """Number of patients B."""

@@ -8,7 +8,7 @@ included) and noise is always drawn by the configured simulator.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -78,23 +78,38 @@ class Pipeline(nn.Module):
         self.backend = backend
 
     def forward(self, x: torch.Tensor, geometry: Geometry, *,
-                generator: Optional[torch.Generator] = None,
+                generator: Union[None, torch.Generator, Sequence[torch.Generator]] = None,
                 dose_scale: Union[float, torch.Tensor] = 1.0,
                 n0: Optional[torch.Tensor] = None) -> Scan:
-        """Scan and reconstruct patients ``x`` [B, 1, H, W] (``x = mu / mu_max``)."""
+        """Scan and reconstruct patients ``x`` [B, 1, H, W] (``x = mu / mu_max``).
+
+        ``generator`` may be one generator per patient: each patient's noise then depends
+        on its own generator only (not on the batch it is in), while the policy and the
+        reconstructor still run on the whole batch."""
         if x.dim() != 4 or x.shape[1] != 1 or tuple(x.shape[-2:]) != tuple(geometry.grid.shape):
             raise ValueError(f"x must be [B, 1, H, W] with (H, W) = {tuple(geometry.grid.shape)} "
                              f"(the geometry's grid), got {tuple(x.shape)}")
         sinogram = ops.project(x, geometry, backend=self.backend)
+        per_patient = isinstance(generator, (list, tuple))
+        if per_patient and len(generator) != x.shape[0]:
+            raise ValueError(f"got {len(generator)} generators for {x.shape[0]} patients; give one each")
         prior = None
         if n0 is None:
-            prior = self.prior(x, geometry, simulator=self.simulator, generator=generator)
+            if per_patient:
+                prior = PriorInfo.cat([self.prior(x[i:i + 1], geometry, simulator=self.simulator, generator=g)
+                                       for i, g in enumerate(generator)])
+            else:
+                prior = self.prior(x, geometry, simulator=self.simulator, generator=generator)
             n0 = self.dose_policy(prior, geometry)
         elif tuple(n0.shape) != (x.shape[0], geometry.n_views):
             raise ValueError(f"n0 must be [B, views] = [{x.shape[0]}, {geometry.n_views}], "
                              f"got {tuple(n0.shape)}")
         n0 = n0 * _as_factor(dose_scale, n0)
-        y = self.simulator(sinogram, n0, generator=generator)
+        if per_patient:
+            y = torch.cat([self.simulator(sinogram[i:i + 1], n0[i:i + 1], generator=g)
+                           for i, g in enumerate(generator)])
+        else:
+            y = self.simulator(sinogram, n0, generator=generator)
         x_hat = self.reconstructor(y, geometry)
         dose = relative_dose(n0, prior.dose if prior is not None else None)
         return Scan(prior, n0, dose, sinogram, y, x_hat)

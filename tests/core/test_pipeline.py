@@ -53,3 +53,15 @@ def test_errors(geometry):
         pipeline()(x, geometry, n0=torch.ones(2, 3))
     with pytest.raises(TypeError, match="Pipeline reconstructor must be an alara.interfaces.Reconstructor"):
         Pipeline(ScoutPrior(), FixedPolicy(), PoissonSimulator(), torch.nn.Identity())
+
+
+def test_one_generator_per_patient_makes_noise_independent_of_the_batch(geometry):
+    x = torch.rand(3, 1, *geometry.grid.shape, dtype=torch.float64) * 0.2
+    gens = lambda: [noise_generator(1, i) for i in range(3)]  # noqa: E731
+    batch = pipeline()(x, geometry, generator=gens())
+    alone = [pipeline()(x[i:i + 1], geometry, generator=[noise_generator(1, i)]) for i in range(3)]
+    assert torch.equal(batch.y, torch.cat([a.y for a in alone]))
+    assert torch.equal(batch.prior.scouts, torch.cat([a.prior.scouts for a in alone]))
+    assert torch.allclose(batch.x_hat, torch.cat([a.x_hat for a in alone]))
+    with pytest.raises(ValueError, match="got 2 generators for 3 patients"):
+        pipeline()(x, geometry, generator=gens()[:2])
