@@ -22,7 +22,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from alara.cli import main as alara_main
 from alara.data.synth import generate_dataset, small_geometry
 from alara.train.checkpoint import list_checkpoints, load_checkpoint
 
@@ -229,8 +228,8 @@ def test_killed_experiment_resumes_without_training_again(tmp_path):
     cache = tmp_path / "cache"
     sets = [f"experiment.data_cache={json.dumps(cache.as_posix())}", "train.warmup_steps=6", "train.steps=4",
             "train.checkpoint_every=5", "experiment.calibration_steps=3"]
-    args = [str(REPO / "configs" / "experiment_ci.toml"), *(a for s in sets for a in ("--set", s))]
-    assert alara_main(["experiment", *args, "--out", str(tmp_path / "straight"), "--no-progress"]) == 0
+    args = [str(REPO / "configs" / "experiment_ci.toml"), "--quiet", *(a for s in sets for a in ("--set", s))]
+    alara(["experiment", *args, "--out", str(tmp_path / "straight")])
     out = tmp_path / "killed"
     killed_at("calibrate", ["experiment", *args, "--out", str(out)], tmp_path)
     stages = ("shared_reconstructor", "learned")
