@@ -179,7 +179,8 @@ class Trainer:
         """Load the newest valid checkpoint of ``run_dir``; False when there is none."""
         if self.run_dir is None:
             raise ValueError("resume needs a run directory")
-        ckpt.clean_temporary(self.run_dir)
+        if self.rank == 0:      # the writer's leftovers; other ranks only read
+            ckpt.clean_temporary(self.run_dir)
         state = ckpt.load_latest(self.run_dir, map_location=self.device)
         if state is None:
             return False
@@ -286,6 +287,9 @@ class Trainer:
             logs[f"lr_{g['name']}"] = g["lr"]
         for k in ("relative_dose", "quality", "reconstruction"):
             logs[k] = float(gathered[k].double().mean())
+        # The worst 5 % (the tail a quality target is about), from every process's images.
+        tail = 0.05 if self.objective.metric.higher_is_better else 0.95
+        logs[f"quality_p{round(100 * tail):02d}"] = float(torch.quantile(gathered["quality"].double(), tail))
         if "shortfall" in gathered:
             logs["met"] = float((gathered["shortfall"] <= 0).double().mean())
         logs["patients"] = {k: [round(float(v), 6) for v in t.tolist()] for k, t in gathered.items()}

@@ -111,7 +111,7 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
     logs1, logs2 = read_metrics(tmp_path / "one" / "metrics.jsonl"), read_metrics(tmp_path / "two" / "metrics.jsonl")
     assert [r["step"] for r in logs1] == [r["step"] for r in logs2] == [1, 2, 3, 4]   # rank 0 logs once
     for r1, r2 in zip(logs1, logs2):
-        for key in ("loss", "relative_dose", "quality", "reconstruction", "grad_norm"):
+        for key in ("loss", "relative_dose", "quality", "quality_p05", "reconstruction", "grad_norm"):
             assert r2[key] == pytest.approx(r1[key], rel=1e-4, abs=1e-6), (r1["step"], key)
         # Per-image values gathered from both processes, in global batch order.
         assert r2["patients"]["quality"] == pytest.approx(r1["patients"]["quality"], rel=1e-4, abs=1e-5)
