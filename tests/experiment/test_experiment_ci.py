@@ -1,0 +1,74 @@
+"""The reduced but real experiment (configs/experiment_ci.toml) end to end, as CI runs it:
+data, both trainings, calibration, evaluation and the report; report.md's numbers are
+metrics.json's; a second run reuses every finished stage."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from alara.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIG = REPO / "configs" / "experiment_ci.toml"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("exp") / "run"
+    cache = out.parent / "cache"
+    args = ["experiment", str(CONFIG), "--out", str(out), "-q", "--set", f"experiment.data_cache=\"{cache}\""]
+    assert main(args) == 0
+    return out, args
+
+
+def test_report_files_and_keys(run):
+    out, _ = run
+    for name in ("report.md", "metrics.json", "results_test.csv", "config.json", "environment.json",
+                 "calibration.json", "evaluation.json"):
+        assert (out / name).is_file(), name
+    m = json.loads((out / "metrics.json").read_text())
+    for key in ("headline", "policies", "oracle", "slope", "figures", "wall_seconds", "timings"):
+        assert key in m, key
+    assert set(m["policies"]) == {"fixed", "tcm", "aec", "learned_joint", "learned_shared"}
+    for p in m["policies"].values():
+        assert p["validation_share"] >= 0.95          # the guarantee holds where it was set
+        assert 0 < p["test"]["relative_dose"]["mean"] < 50
+        assert {"mean", "std", "p5", "min"} <= set(p["test"]["psnr"])
+    for fig in m["figures"].values():
+        assert (out / fig).is_file() and (out / fig).stat().st_size > 1000
+    assert set(m["headline"]["dose_ratio_vs"]) == {"fixed", "tcm", "aec"}
+    # Scouts cost dose: tcm and aec pay for them, fixed has no prior.
+    assert m["policies"]["fixed"]["prior"] == "none" and m["policies"]["tcm"]["prior"] == "scouts"
+
+
+def test_report_numbers_are_metrics_json(run):
+    out, _ = run
+    m = json.loads((out / "metrics.json").read_text())
+    text = (out / "report.md").read_text()
+    h = m["headline"]
+    first = text.splitlines()[2]
+    assert f"End2end-ALARA uses {h['dose']:.3f} of LoDoPaB's dose" in first
+    for arm, ratio in h["dose_ratio_vs"].items():
+        assert f"{ratio:.2f}x {arm}" in first
+    for arm, p in m["policies"].items():
+        d = p["test"]["relative_dose"]
+        row = next(line for line in text.splitlines() if line.startswith(f"| {p['label']} |"))
+        assert f"| {d['mean']:.3f} | {d['median']:.3f} |" in row
+        assert f"{100 * p['test']['share_met']:.1f}% |" in row
+    assert re.search(rf"needs {h['oracle_ratio_vs_fixed']:.2f}x the fixed dose", text)
+
+
+def test_second_run_reuses_every_stage(run, capsys):
+    out, args = run
+    before = (out / "metrics.json").read_text()
+    capsys.readouterr()
+    assert main(args) == 0
+    log = capsys.readouterr()
+    text = log.out + log.err
+    assert "calibration.json: already done" in text and "evaluation.json: already done" in text
+    after = json.loads((out / "metrics.json").read_text())
+    assert after["headline"] == json.loads(before)["headline"]
