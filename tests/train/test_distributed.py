@@ -112,14 +112,16 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
     assert [r["step"] for r in logs1] == [r["step"] for r in logs2] == [1, 2, 3, 4]   # rank 0 logs once
     for r1, r2 in zip(logs1, logs2):
         for key in ("loss", "relative_dose", "quality", "quality_p05", "reconstruction", "grad_norm"):
-            assert r2[key] == pytest.approx(r1[key], rel=1e-4, abs=1e-6), (r1["step"], key)
+            # Measured: <= 1e-7 relative; noise drawn per rank instead moves the loss by 1e-5..2e-4.
+            assert r2[key] == pytest.approx(r1[key], rel=1e-5, abs=1e-6), (r1["step"], key)
         # Per-image values gathered from both processes, in global batch order.
         assert r2["patients"]["quality"] == pytest.approx(r1["patients"]["quality"], rel=1e-4, abs=1e-5)
     assert logs1[-1]["phase"] == "joint"
     w1, w2 = final_weights(tmp_path / "one"), final_weights(tmp_path / "two")
     assert w1.keys() == w2.keys()
     for key, v1 in w1.items():
-        torch.testing.assert_close(w2[key], v1, rtol=1e-4, atol=1e-5, msg=key)
+        # Measured: <= 5e-6 (Adam magnifies rounding of tiny gradients); per-rank noise: 2e-2.
+        torch.testing.assert_close(w2[key], v1, rtol=1e-4, atol=5e-5, msg=key)
     # Both parts trained: the weights compared are not the initial ones (seed 0).
     torch.manual_seed(0)
     rc = load_run_config(str(config), ["train.batch_size=4"])
