@@ -30,7 +30,8 @@ class TrainConfig:
     lr: float = 1e-3
     policy_lr: float = 1e-3
     weight_decay: float = 1e-4
-    #: Per-phase schedule: cosine decay to ``lr_floor * lr``, or constant.
+    #: Cosine decay to ``lr_floor * lr`` (the reconstructor's over the whole run, the
+    #: policy's over the joint phase), or constant.
     schedule: Literal["cosine", "constant"] = "cosine"
     lr_floor: float = 0.05
     #: Gradient-norm clipping (0 disables).

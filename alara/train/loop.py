@@ -76,17 +76,19 @@ def batch_images(batch: Any) -> torch.Tensor:
 
 
 class PhaseSchedule:
-    """Learning-rate factor of step ``s``: restarts at the joint phase; cosine from 1 to
-    ``floor`` over each phase, or constant."""
+    """Learning-rate factor of step ``s`` for a parameter group trained from step
+    ``start`` for ``length`` steps: cosine from 1 to ``floor`` over that span (constant
+    afterwards and before), or constant.  The reconstructor's span is the whole run (the
+    joint phase fine-tunes it at the rate the warm-up reached); the policy's is the joint
+    phase."""
 
-    def __init__(self, warmup_steps: int, steps: int, kind: str = "cosine", floor: float = 0.05) -> None:
-        self.warmup_steps, self.steps, self.kind, self.floor = warmup_steps, steps, kind, floor
+    def __init__(self, start: int, length: int, kind: str = "cosine", floor: float = 0.05) -> None:
+        self.start, self.length, self.kind, self.floor = start, length, kind, floor
 
     def __call__(self, s: int) -> float:
         if self.kind == "constant":
             return 1.0
-        start, length = (0, self.warmup_steps) if s < self.warmup_steps else (self.warmup_steps, self.steps)
-        t = min(max(s - start, 0) / max(length, 1), 1.0)
+        t = min(max(s - self.start, 0) / max(self.length, 1), 1.0)
         return self.floor + (1 - self.floor) * 0.5 * (1 + math.cos(math.pi * t))
 
 
@@ -131,8 +133,10 @@ class Trainer:
         # fused: one kernel for all parameters; the per-tensor loop costs more than the
         # ResNet-18's forward and backward on a CPU (11M parameters).
         self.optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay, fused=True)
+        spans = {"reconstructor": (0, config.total_steps), "dose_policy": (config.warmup_steps, config.steps)}
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, PhaseSchedule(config.warmup_steps, config.steps, config.schedule, config.lr_floor))
+            self.optimizer, [PhaseSchedule(*spans[g["name"]], config.schedule, config.lr_floor)
+                             for g in self.optimizer.param_groups])
         amp = config.amp if self.device.type == "cuda" else "none"
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
