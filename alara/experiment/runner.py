@@ -229,7 +229,8 @@ def _arms(rc: RunConfig, spec: ExperimentSpec, shared: Pipeline, learned: Pipeli
     arms = []
     for name in spec.baselines:
         prior = "prior_exam" if name == "fixed" else spec.baseline_prior
-        params = {"max_shift_px": 0.0, "max_rotation_deg": 0.0} if prior == "prior_exam" else {}
+        params = ({"max_shift_px": 0.0, "max_rotation_deg": 0.0} if prior == "prior_exam"
+                  else dict(spec.baseline_prior_params))
         c = build_components({"prior": ComponentSpec("prior", prior, params, None, "experiment"),
                               "dose_policy": ComponentSpec("dose_policy", name, {}, None, "experiment.baselines")})
         pipe = Pipeline(c["prior"], c["dose_policy"], shared.simulator, shared.reconstructor)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 __all__ = ["ExperimentSpec", "data_key"]
@@ -36,6 +36,9 @@ class ExperimentSpec:
     #: The prior of the modulating baselines (tcm, aec): the scouts scanners plan from.
     #: ``fixed`` uses none (a free prior exam it ignores).
     baseline_prior: str = "scouts"
+    #: Its parameters, e.g. { n0 = 256.0 } photons per bin of each scout view: a scout
+    #: costs a few percent of a scan, so at low scan doses it must be cheap too.
+    baseline_prior_params: dict[str, Any] = field(default_factory=dict)
     #: The guarantee: share of images that must reach Q >= q.
     share: float = 0.95
     #: Noise realisations per image in calibration and evaluation (Q is averaged).
