@@ -14,14 +14,10 @@ error is a :class:`ConfigError` that names the file, the section and the key.
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 import sys
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Literal, Mapping, Optional, Union
+from typing import Any, Iterable, Mapping, Optional, Union
 
 from alara.interfaces import KINDS, Component
 from alara.params import ConfigError, close_matches, describe_params, make_config, type_name

@@ -8,7 +8,6 @@ resolved result (every default filled in) is what a run folder records.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union

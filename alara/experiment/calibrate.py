@@ -59,10 +59,6 @@ class Calibration:
         """Relative dose per image at a global factor (the prior's dose is not scaled)."""
         return factor * self.scan_dose + self.prior_dose
 
-    def share_at(self, factor: float) -> float:
-        """Share of images reaching q at a global factor."""
-        return float((self.thresholds <= factor * (1 + 1e-9)).mean())
-
 
 def per_image_thresholds(pipeline: Pipeline, metric: IQMetric, target: float, x: torch.Tensor,
                          index: torch.Tensor, geometry: Geometry, *, seed: int, realisations: int,

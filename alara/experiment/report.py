@@ -4,7 +4,6 @@ dictionary that is written as metrics.json."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -87,8 +86,8 @@ def _metrics(rc: Any, spec: Any, arms: list, calib: dict, evaluation: dict, timi
 def headline_lines(m: dict[str, Any]) -> list[str]:
     """The report's first lines: End2end-ALARA's dose against each baseline at the same
     guarantee, its Q spread against theirs, the oracle bound; losses said plainly."""
-    h, pol = m["headline"], m["policies"]
-    name, unit = h["metric"].upper(), ""
+    h = m["headline"]
+    name = h["metric"].upper()
     lines = []
     if "dose" not in h:
         return ["No learned policy in this experiment."]
@@ -120,6 +119,11 @@ def headline_lines(m: dict[str, Any]) -> list[str]:
 
 
 # ------------------------------------------------------------------------------- figures
+
+
+def _pick(n: int, k: int) -> np.ndarray:
+    """``k`` indices spread evenly over ``n`` images (the ones a figure shows)."""
+    return np.linspace(0, n - 1, min(k, n)).round().astype(int)
 
 
 def _fig_dose_vs_size(out: Path, arms: list, rows: dict[str, np.ndarray]) -> str:
@@ -175,8 +179,8 @@ def _fig_examples(out: Path, arms: list, calib: dict, x: torch.Tensor, index: to
     from alara.pipeline import noise_generator
 
     plt = _plt()
-    k = min(k, x.shape[0])
-    pick = np.linspace(0, x.shape[0] - 1, k).round().astype(int)
+    pick = _pick(x.shape[0], k)
+    k = len(pick)
     fig, axes = plt.subplots(k, len(arms) + 1, figsize=(1.9 * (len(arms) + 1), 1.9 * k), squeeze=False)
     for r, i in enumerate(pick):
         xi = x[i:i + 1]
@@ -200,8 +204,8 @@ def _fig_angular(out: Path, arms: list, calib: dict, x: torch.Tensor, index: tor
     from alara.pipeline import noise_generator
 
     plt = _plt()
-    k = min(3, x.shape[0])
-    pick = np.linspace(0, x.shape[0] - 1, k).round().astype(int)
+    pick = _pick(x.shape[0], 3)
+    k = len(pick)
     fig, axes = plt.subplots(1, k, figsize=(4.2 * k, 3.2), squeeze=False)
     theta = np.degrees(geometry.angles.numpy())
     for col, i in enumerate(pick):

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from alara.config import ComponentSpec
 from alara.evaluate import evaluate, write_json
 from alara.experiment import calibrate as cal
-from alara.experiment.spec import ExperimentSpec, data_key, spec_dict
+from alara.experiment.spec import ExperimentSpec, data_key
 from alara.geometry import LODOPAB_MU_MAX
 from alara.params import make_config
 from alara.pipeline import Pipeline
@@ -131,10 +131,13 @@ def _train(run_dir: Path, rc: RunConfig, pipeline: Pipeline, objective: Any, dat
     trainer.fit(resume=True)
 
 
-def _build(rc: RunConfig, overrides: dict[str, ComponentSpec], seed: int) -> dict[str, Any]:
-    specs = {**rc.components, **overrides}
-    torch.manual_seed(seed)   # the same initial weights for every reconstructor
-    return build_components(specs)
+def _seeded_pipeline(rc: RunConfig, overrides: dict[str, ComponentSpec], seed: int) -> tuple[Pipeline, Any]:
+    """``(Pipeline, ConstrainedHinge)`` of the config's components with ``overrides``,
+    seeded so that every reconstructor starts from the same weights."""
+    from alara.run_config import build_pipeline
+
+    torch.manual_seed(seed)
+    return build_pipeline({**rc.components, **overrides}, rc.objective)
 
 
 def _stage(path: Path, key: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
@@ -156,10 +159,7 @@ def run_experiment(config: Optional[PathLike], out: PathLike, overrides: list[st
                    progress: bool = True) -> dict[str, Any]:
     """Run (or resume) the whole experiment into ``out``; returns ``metrics.json``'s content."""
     from alara.cli.common import open_split, write_run_files
-    from alara.evaluate import summarise
     from alara.experiment.report import write_report
-    from alara.objective import ConstrainedHinge
-    from alara.run_config import build_pipeline
 
     t_start = time.perf_counter()
     rc, spec = load_experiment_config(config, overrides)
@@ -179,17 +179,14 @@ def run_experiment(config: Optional[PathLike], out: PathLike, overrides: list[st
     # ---- training: the shared reconstructor and End2end-ALARA, same number of steps.
     t = time.perf_counter()
     seed = rc.train.seed
-    metric_spec = rc.components["iq_metric"]
     fixed = ComponentSpec("dose_policy", "fixed", {}, None, "experiment")
     free_prior = ComponentSpec("prior", "prior_exam", {"max_shift_px": 0.0, "max_rotation_deg": 0.0}, None, "experiment")
-    shared = _build(rc, {"dose_policy": fixed, "prior": free_prior}, seed)
-    shared_pipe = Pipeline(shared["prior"], shared["dose_policy"], shared["simulator"], shared["reconstructor"])
-    shared_obj = ConstrainedHinge(shared["iq_metric"], rc.objective)
+    shared_pipe, shared_obj = _seeded_pipeline(rc, {"dose_policy": fixed, "prior": free_prior}, seed)
     shared_train = dataclasses.replace(rc.train, warmup_steps=rc.train.total_steps, steps=0)
     _log(f"training the shared reconstructor ({shared_train.total_steps} steps over relative doses "
          f"{rc.train.warmup_dose[0]:g}-{rc.train.warmup_dose[1]:g})")
     _train(out / "shared_reconstructor", rc, shared_pipe, shared_obj, train_ds, geometry, shared_train, progress)
-    learned_pipe, learned_obj = _seeded_pipeline(rc, seed, build_pipeline)
+    learned_pipe, learned_obj = _seeded_pipeline(rc, {}, seed)
     _log(f"training End2end-ALARA ({rc.components['dose_policy'].name}: {rc.train.warmup_steps} warm-up + "
          f"{rc.train.steps} joint steps)")
     _train(out / "learned", rc, learned_pipe, learned_obj, train_ds, geometry, rc.train, progress)
@@ -218,11 +215,6 @@ def run_experiment(config: Optional[PathLike], out: PathLike, overrides: list[st
                            x_test=x_test, idx_test=idx_test, geometry=geometry, metric=metric,
                            data_root=root, timings=timings, wall_seconds=time.perf_counter() - t_start)
     return metrics
-
-
-def _seeded_pipeline(rc: RunConfig, seed: int, build_pipeline: Callable) -> tuple[Pipeline, Any]:
-    torch.manual_seed(seed)
-    return build_pipeline(rc.components, rc.objective)
 
 
 def _arms(rc: RunConfig, spec: ExperimentSpec, shared: Pipeline, learned: Pipeline, seed: int) -> list[Arm]:

@@ -4,15 +4,15 @@ and a checkpoint alone rebuilds the pipeline by registered names."""
 
 from __future__ import annotations
 
-import warnings
-
 import pytest
 import torch
 
+from alara.geometry import lodopab
 from alara.objective import ConstrainedHinge, ObjectiveConfig, reconstruction_loss
 from alara.pipeline import Pipeline
 from alara.run_config import rebuild_from_checkpoint
 from alara.train import Trainer, TrainConfig
+from alara.train.callbacks import read_metrics
 from alara.train.checkpoint import CheckpointWarning, list_checkpoints, load_latest
 from alara_builtin.metrics import PSNR
 from alara_builtin.priors import PreScanPrior, PriorExamPrior
@@ -84,7 +84,7 @@ def test_learned_policy_gives_the_larger_patient_more_dose_and_both_reach_q(tiny
 
 
 def _train(run_dir, steps_total, resume=False, checkpoint_every=2):
-    geometry = __import__("alara").lodopab(n_angles=24, n_bins=33, image_size=24)
+    geometry = lodopab(n_angles=24, n_bins=33, image_size=24)
     x = images(geometry)
     cfg = TrainConfig(steps=3, warmup_steps=3, batch_size=4, grad_accum=2, checkpoint_every=checkpoint_every,
                       keep_checkpoints=5, lr=1e-2, policy_lr=1e-3, progress=False, log_every=1)
@@ -117,7 +117,7 @@ def test_resume_gives_bit_identical_weights(tmp_path):
 
 def test_fit_resume_matches_uninterrupted_fit(tmp_path):
     """The public path: fit() to the end vs fit() on a run folder holding a mid checkpoint."""
-    geometry = __import__("alara").lodopab(n_angles=24, n_bins=33, image_size=24)
+    geometry = lodopab(n_angles=24, n_bins=33, image_size=24)
     x = images(geometry)
     data = torch.utils.data.TensorDataset(x)
 
@@ -137,7 +137,7 @@ def test_fit_resume_matches_uninterrupted_fit(tmp_path):
     resumed.fit(resume=True)
     for key, value in full.pipeline.state_dict().items():
         assert torch.equal(value, resumed.pipeline.state_dict()[key]), key
-    steps = [r["step"] for r in __import__("alara.train.callbacks", fromlist=["x"]).read_metrics(tmp_path / "part" / "metrics.jsonl")]
+    steps = [r["step"] for r in read_metrics(tmp_path / "part" / "metrics.jsonl")]
     assert steps == [3, 4]
 
 
