@@ -73,7 +73,8 @@ def _synth(args: argparse.Namespace) -> int:
     result = generate_dataset(
         args.out, patients=(args.train, args.validation, args.test),
         slices_per_patient=args.slices, observations=not args.no_observations,
-        texture=texture, **_output_kwargs(args))
+        texture=texture, lesion_free=args.lesion_free, lesion_slices=args.lesion_slices,
+        **_output_kwargs(args))
     lengths = ", ".join(f"{k} {v}" for k, v in result.info.lengths.items())
     print(f"wrote {result.root}: {lengths} samples from {result.n_patients} patients "
           f"({result.seconds_per_patient:.2f} s per patient)")
@@ -124,6 +125,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--test", type=_whole(0), default=2, help="test patients (default 2)")
     p.add_argument("--slices", type=_whole(1), default=4, help="slices per patient (default 4)")
     p.add_argument("--no-observations", action="store_true", help="ground truth only")
+    g = p.add_argument_group("lesion truth (lesions/lesions_{split}.json is always written; "
+                             "see docs/data.md)")
+    g.add_argument("--lesion-free", action="store_true",
+                   help="also write each sample's ground truth without its lesions "
+                        "(lesion_free/ground_truth_{split}_NNN.hdf5)")
+    g.add_argument("--lesion-slices", action="store_true",
+                   help="place each patient's slices through its lesions' centres first "
+                        "(a lesion in nearly every slice, for detection tasks)")
     _add_texture_args(p)
     _add_output_args(p, "random seed")
     _add_geometry_args(p, 128, 180)

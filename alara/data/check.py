@@ -8,10 +8,14 @@ from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 
-from alara.data.layout import inspect_split, open_or_report, resolve_info
+from alara.data.layout import SplitLayout, inspect_split, open_or_report, resolve_info
+from alara.data.lesions import (
+    LESION_FREE_DIR, LESIONS_DIR, LesionTable, has_lesion_free, lesion_free_root,
+    lesion_problems, lesions_path, read_lesions,
+)
 from alara.data.lodopab import SPLITS, observation_max, parse_data_filename
 from alara.data.metadata import DatasetInfo
-from alara.data.writer import STAGING_PREFIX, sha256_file
+from alara.data.writer import STAGING_PREFIX, is_dataset_file, sha256_file
 
 __all__ = ["check_dataset", "GT_RANGE", "OBS_MIN"]
 
@@ -26,6 +30,10 @@ OBS_MIN = -0.01
 # Samples read per HDF5 access when scanning values (bounds memory: 16 LoDoPaB
 # sinograms are 33 MB).
 _CHUNK = 16
+#: Samples per split whose ground truth is compared with the lesion-free ground truth.
+LESION_FREE_SAMPLES = 4
+# |ground truth - lesion-free| above this is a difference (float32 values in [0, 1]).
+_SAME = 1e-6
 
 
 def _scan(path: Path, n_valid: int, lo: float, hi: float, problems: list[str]) -> None:
@@ -61,11 +69,13 @@ def observation_min(n0: float, mu_max: float) -> float:
 
 
 def _split_of(name: str) -> Optional[str]:
+    name = name.rpartition("/")[2]
     parsed = parse_data_filename(name)
     if parsed:
         return parsed[1]
-    if name.startswith("patient_ids_rand_") and name.endswith(".csv"):
-        return name[len("patient_ids_rand_"):-len(".csv")]
+    for prefix, suffix in (("patient_ids_rand_", ".csv"), ("lesions_", ".json")):
+        if name.startswith(prefix) and name.endswith(suffix):
+            return name[len(prefix):-len(suffix)]
     return None
 
 
@@ -77,7 +87,9 @@ def _verify_checksums(root: Path, info: DatasetInfo, splits: Sequence[str],
                  f"them), so file integrity is not verified; rewrite the data set to add them")
         return
     for name, recorded in sorted(info.checksums.items()):
-        if Path(name).name != name:
+        sub = name.rpartition("/")[0]
+        if Path(name).name != name and not (sub in (LESIONS_DIR, LESION_FREE_DIR)
+                                            and is_dataset_file(name)):
             problems.append(f"{root}: metadata checksum entry {name!r} is not a plain file name")
             continue
         if _split_of(name) not in splits:
@@ -91,6 +103,92 @@ def _verify_checksums(root: Path, info: DatasetInfo, splits: Sequence[str],
             problems.append(f"{path}: SHA-256 {actual[:16]}... differs from the "
                             f"{recorded[:16]}... recorded when it was written: the file was "
                             f"changed or corrupted since; restore it or recreate the data set")
+
+
+def _read_sample(path: Path, index: int, problems: list[str]) -> Optional[np.ndarray]:
+    opened = open_or_report(path, problems)
+    if opened is None:
+        return None
+    f, ds = opened
+    with f:
+        try:
+            return np.asarray(ds[index], dtype=np.float64)
+        except (OSError, ValueError) as exc:
+            problems.append(f"{path}: cannot read sample {index} (corrupt file?): {exc}")
+            return None
+
+
+def _compare_lesion_free(layout: SplitLayout, free: SplitLayout, table: LesionTable,
+                         problems: list[str]) -> None:
+    """Ground truth and lesion-free truth of the first samples differ only within
+    ``2 r + 1`` pixels of a recorded lesion centre (the partial volume of the averaged-down
+    rendering reaches ``r + 0.71`` pixels)."""
+    spf = layout.samples_per_file
+    for i in range(min(LESION_FREE_SAMPLES, layout.length, len(table.samples))):
+        gt_path, free_path = layout.files["ground_truth"][i // spf], free.files["ground_truth"][i // spf]
+        gt, bg = _read_sample(gt_path, i % spf, problems), _read_sample(free_path, i % spf, problems)
+        if gt is None or bg is None or gt.shape != bg.shape:
+            continue
+        rows, cols = np.meshgrid(np.arange(gt.shape[0]), np.arange(gt.shape[1]), indexing="ij")
+        near = np.zeros(gt.shape, dtype=bool)
+        for les in table.samples[i]:
+            near |= np.hypot(rows - les.row, cols - les.col) <= 2 * les.radius_px + 1
+        stray = (np.abs(gt - bg) > _SAME) & ~near
+        if stray.any():
+            r, c = np.argwhere(stray)[0]
+            problems.append(f"{free_path}: sample {i % spf} differs from the ground truth at "
+                            f"{int(stray.sum())} pixel(s) away from its recorded lesions "
+                            f"(first at row {r}, col {c}): the lesion-free truth or the lesion "
+                            f"sidecar does not belong to this data set; recreate it with "
+                            f"alara data synth --lesion-free")
+
+
+def _check_lesion_truth(root: Path, split: str, layout: SplitLayout, info: DatasetInfo,
+                        from_file: bool, scan_values: bool, problems: list[str],
+                        progress: Optional[Callable[[str], None]]) -> None:
+    """The lesion sidecar and lesion-free ground truth of one split, where present."""
+    table = None
+    path = lesions_path(root, split)
+    if path.exists():
+        try:
+            table = read_lesions(root, split)
+        except ValueError as exc:
+            problems.append(str(exc))
+        else:
+            shape = layout.shapes.get("ground_truth", tuple(info.image_shape))
+            size = None
+            if from_file and info.geometry is not None:
+                try:
+                    size = info.get_geometry().grid.spacing[0]
+                except (KeyError, TypeError, ValueError):
+                    pass  # reported with the metadata
+            problems += lesion_problems(table, path, layout.length, shape, size)
+    if not has_lesion_free(root, info):
+        return
+    free_root = lesion_free_root(root)
+    free, free_problems = inspect_split(free_root, split, ("ground_truth",), info=info,
+                                        has_metadata=from_file, length=layout.length)
+    problems += free_problems
+    if not path.exists():
+        problems.append(f"{free_root}: lesion-free ground truth of split {split!r} without "
+                        f"its lesion sidecar {path}; recreate the data set with alara data "
+                        f"synth --lesion-free")
+    if free_problems or not scan_values:
+        return
+    files = free.files.get("ground_truth", [])
+    for i, fpath in enumerate(files):
+        n_valid = layout.length - i * free.samples_per_file if i == len(files) - 1 \
+            else free.samples_per_file
+        if progress is not None:
+            progress(f"{LESION_FREE_DIR}/{fpath.name}")
+        _scan(fpath, n_valid, GT_RANGE[0], GT_RANGE[1], problems)
+    if table is not None and "ground_truth" in layout.files and \
+            free.shapes.get("ground_truth") == layout.shapes.get("ground_truth"):
+        _compare_lesion_free(layout, free, table, problems)
+    elif free.shapes.get("ground_truth") != layout.shapes.get("ground_truth"):
+        problems.append(f"{free_root}: lesion-free images of split {split!r} have shape "
+                        f"{free.shapes.get('ground_truth')}, the ground truth "
+                        f"{layout.shapes.get('ground_truth')}; recreate the data set")
 
 
 def check_dataset(root: PathLike, splits: Optional[Sequence[str]] = None, *,
@@ -168,6 +266,7 @@ def check_dataset(root: PathLike, splits: Optional[Sequence[str]] = None, *,
                 if progress is not None:
                     progress(path.name)
                 _scan(path, n_valid, lo, hi, problems)
+        _check_lesion_truth(root, split, layout, info, from_file, scan_values, problems, progress)
     if scan_values and from_file:
         _verify_checksums(root, info, splits, problems, note)
     return problems

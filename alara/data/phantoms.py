@@ -28,8 +28,9 @@ from alara.data.lung import Capsules, LungShape, capsule_coverage, lung_tree
 from alara.data.texture import DEFAULT_TEXTURE, LUNG, SOFT, STRANDS, TRABECULAR, TextureFields, TextureParams
 from alara.geometry import ImageGrid
 
-__all__ = ["Lesion", "Patient", "sample_patient", "render_slice", "slice_positions", "HU",
-           "TISSUES"]
+__all__ = ["Lesion", "Patient", "SliceLayers", "sample_patient", "render_slice",
+           "render_slice_layers", "lesion_section", "lesion_centre_world", "slice_positions",
+           "HU", "TISSUES"]
 
 #: Typical tissue values (HU) used by the generator.
 HU = {
@@ -131,8 +132,16 @@ def sample_patient(seed: int, pid: int = 0) -> Patient:
     )
 
 
-def slice_positions(patient: Patient, n: int) -> list[float]:
-    """``n`` equally spaced slice positions within the patient's scan range."""
+def slice_positions(patient: Patient, n: int, through_lesions: bool = False) -> list[float]:
+    """``n`` equally spaced slice positions within the patient's scan range.
+
+    ``through_lesions``: first one slice through each lesion's centre (in the patient's
+    lesion order, at most ``n``), then the remaining slices equally spaced; sorted.
+    """
+    if through_lesions:
+        centres = [les.t for les in patient.lesions[:n]]
+        rest = n - len(centres)
+        return sorted(centres + (slice_positions(patient, rest) if rest else []))
     lo, hi = patient.t_range
     if n == 1:
         return [(lo + hi) / 2]
@@ -216,15 +225,55 @@ def render_slice(patient: Patient, t: float, grid: ImageGrid,
     ``texture`` adds tissue texture, lung vessels and airways (:mod:`alara.data.texture`,
     :mod:`alara.data.lung`) to the piecewise-constant anatomy; ``None`` gives the cartoon.
     """
+    return render_slice_layers(patient, t, grid, texture, background=False).hu
+
+
+@dataclass(frozen=True)
+class SliceLayers:
+    """One rendered slice (HU, float32, LoDoPaB orientation) with its lesion truth."""
+
+    hu: torch.Tensor
+    #: The same slice with the lesions left out (``None`` unless asked for).
+    background: Optional[torch.Tensor]
+    #: Pixels painted per lesion of the patient (0: the lesion is not in this slice).
+    painted: tuple[int, ...]
+
+
+def render_slice_layers(patient: Patient, t: float, grid: ImageGrid,
+                        texture: Optional[TextureParams] = DEFAULT_TEXTURE, *,
+                        background: bool = True) -> SliceLayers:
+    """:func:`render_slice`, plus the lesion-free slice (``background``) and the pixel
+    count of each lesion.  Lesions are painted last and draw no random numbers, so the
+    background's anatomy and texture are those of the slice, bit for bit."""
     # Paint in anatomical coordinates on the grid mirrored in y, then flip axis 1: pixel
     # j of the result is at world y_j, i.e. at anatomical -y_j.
     mirrored = ImageGrid(grid.shape, (grid.min_pt[0], -grid.max_pt[1]),
                          (grid.max_pt[0], -grid.min_pt[1]))
-    return _render_anatomical(patient, t, mirrored, texture).flip(1)
+    c = _render_anatomical(patient, t, mirrored, texture)
+    free = c.hu.to(torch.float32).flip(1) if background else None
+    painted = _paint_lesions(c, patient, t)
+    return SliceLayers(c.hu.to(torch.float32).flip(1), free, painted)
+
+
+def lesion_section(lesion: Lesion, t: float) -> Optional[float]:
+    """Radius (m) of the sphere's cross-section with slice ``t``:
+    ``sqrt(r^2 - dz^2)`` with ``dz = (t - t_lesion) * 0.30 m``; ``None`` if it misses."""
+    dz = (t - lesion.t) * _Z_EXTENT
+    if abs(dz) >= lesion.radius:
+        return None
+    return math.sqrt(lesion.radius ** 2 - dz ** 2)
+
+
+def lesion_centre_world(patient: Patient, lesion: Lesion) -> tuple[float, float]:
+    """The lesion centre in world coordinates ``(x, y)`` (metres) of the rendered slice:
+    anatomical ``y`` (anterior) is world ``-y`` (see :func:`render_slice`)."""
+    return lesion.x, -(patient.centre_y + lesion.y)
 
 
 def _render_anatomical(patient: Patient, t: float, grid: ImageGrid,
-                       texture: Optional[TextureParams]) -> torch.Tensor:
+                       texture: Optional[TextureParams]) -> "_Canvas":
+    # Everything but the lesions (:func:`_paint_lesions`), on the canvas in anatomical
+    # coordinates.
     # Slice details (vessels, texture) come from their own generator, seeded by patient
     # and slice only, and are drawn before rasterising: the same on every grid.
     gen = torch.Generator().manual_seed((patient.seed * 1_000_003 + int(round(t * 1e6))) % (2 ** 63 - 1))
@@ -315,17 +364,25 @@ def _render_anatomical(patient: Patient, t: float, grid: ImageGrid,
     if texture is not None:
         _add_texture(c, p, t, texture, lungs)
 
-    # Lesions: spheres; the cross-section shrinks with distance from the lesion centre.
+    return c
+
+
+def _paint_lesions(c: _Canvas, p: Patient, t: float) -> tuple[int, ...]:
+    """Add the lesions cut by slice ``t`` to their host tissue; returns the number of
+    pixels painted per lesion of ``p`` (0: not in this slice, or no host tissue there)."""
+    painted = []
     for les in p.lesions:
-        dz = (t - les.t) * _Z_EXTENT
-        if abs(dz) >= les.radius:
+        rr = lesion_section(les, t)
+        if rr is None:
+            painted.append(0)
             continue
-        rr = math.sqrt(les.radius ** 2 - dz ** 2)
-        m = c.ellipse(les.x, cy + les.y, rr, rr)
+        m = c.ellipse(les.x, p.centre_y + les.y, rr, rr)
         hu = c.hu[m.win]
         host = (hu < -500) if les.in_lung else (hu > -200) & (hu < 200)
-        hu[m.mask & host] += les.contrast
-    return c.hu.to(torch.float32)
+        where = m.mask & host
+        hu[where] += les.contrast
+        painted.append(int(where.sum()))
+    return tuple(painted)
 
 
 def _add_texture(c: _Canvas, p: Patient, t: float, params: TextureParams,

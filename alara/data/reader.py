@@ -17,6 +17,10 @@ import torch
 from torch.utils.data import Dataset
 
 from alara.data.layout import DataError, SplitLayout, inspect_split, open_data, resolve_info
+from alara.data.lesions import (
+    LESION_COLUMNS, has_lesion_free, lesion_free_root, lesion_problems, lesion_tensor,
+    lesions_path, read_lesions,
+)
 from alara.data.lodopab import SPLITS
 from alara.geometry import Geometry
 
@@ -31,6 +35,10 @@ class LoDoPaBDataset(Dataset):
     Each item is a dict with ``"ground_truth"`` ``[1, H, W]``, ``"observation"``
     ``[1, views, bins]`` (when loaded), ``"patient_id"`` (``-1`` where no CSV exists) and
     ``"index"``; the leading channel axis matches ``alara.ops``' ``[B, C, ...]`` layout.
+    Synthetic data sets add their lesion truth (:mod:`alara.data.lesions`) where present:
+    ``"lesions"`` ``[L_max, 5]`` (columns :data:`~alara.data.lesions.LESION_COLUMNS`,
+    zero rows pad; ``L_max`` is the split's largest lesion count, so batches collate to
+    ``[B, L_max, 5]``) and ``"background"`` ``[1, H, W]``, the lesion-free ground truth.
 
     Args:
         root: directory holding the ``*.hdf5`` files.
@@ -64,12 +72,57 @@ class LoDoPaBDataset(Dataset):
                             f"problem(s):\n  - {listing}")
         self.split = split
         self.layout: SplitLayout = layout
+        self.background_layout: Optional[SplitLayout] = None
+        self._lesions: Optional[torch.Tensor] = None
+        self._load_lesion_truth()
         self.observations = bool(observations)
         self.check_finite = check_finite
         self._handles: dict[Path, tuple[h5py.File, h5py.Dataset]] = {}
         self._pid: Optional[int] = None
 
+    def _load_lesion_truth(self) -> None:
+        """Read the lesion sidecar and find the lesion-free files (where present)."""
+        where = f"{self.root}: split {self.split!r}"
+        shape = self.layout.shapes.get("ground_truth", tuple(self.info.image_shape))
+        try:
+            table = read_lesions(self.root, self.split)
+        except ValueError as exc:
+            raise DataError(f"{where}: {exc}") from None
+        if table is not None:
+            problems = lesion_problems(table, lesions_path(self.root, self.split), len(self),
+                                       shape)
+            if problems:
+                raise DataError(f"{where}: " + "; ".join(problems))
+            self._lesions = lesion_tensor(table.samples)
+        if has_lesion_free(self.root, self.info):
+            layout, problems = inspect_split(
+                lesion_free_root(self.root), self.split, ("ground_truth",), info=self.info,
+                has_metadata=self.has_metadata, length=len(self))
+            if not problems and layout.shapes.get("ground_truth", shape) != shape:
+                problems.append(f"lesion-free images have shape {layout.shapes['ground_truth']}, "
+                                f"the ground truth {shape}")
+            if problems:
+                listing = "\n  - ".join(problems)
+                raise DataError(f"{where}: lesion-free ground truth: {len(problems)} "
+                                f"problem(s):\n  - {listing}")
+            self.background_layout = layout
+
     # -- properties ---------------------------------------------------------------------
+    @property
+    def has_lesions(self) -> bool:
+        """Whether items carry ``"lesions"`` (the split has a lesion sidecar)."""
+        return self._lesions is not None
+
+    @property
+    def has_background(self) -> bool:
+        """Whether items carry ``"background"`` (lesion-free ground truth)."""
+        return self.background_layout is not None
+
+    @property
+    def lesion_columns(self) -> tuple[str, ...]:
+        """Column names of ``item["lesions"]``."""
+        return LESION_COLUMNS
+
     @property
     def geometry(self) -> Optional[Geometry]:
         """The acquisition geometry recorded for the data set (LoDoPaB's if none)."""
@@ -98,9 +151,10 @@ class LoDoPaBDataset(Dataset):
             entry = self._handles[path] = open_data(path)
         return entry[1]
 
-    def _read(self, kind: str, index: int) -> torch.Tensor:
-        spf = self.layout.samples_per_file
-        path = self.layout.files[kind][index // spf]
+    def _read(self, kind: str, index: int, layout: Optional[SplitLayout] = None) -> torch.Tensor:
+        layout = layout if layout is not None else self.layout
+        spf = layout.samples_per_file
+        path = layout.files[kind][index // spf]
         local = index % spf
         try:
             arr = np.asarray(self._dataset(path)[local], dtype=np.float32)
@@ -125,6 +179,10 @@ class LoDoPaBDataset(Dataset):
         item: dict[str, Any] = {"ground_truth": self._read("ground_truth", index)}
         if self.observations:
             item["observation"] = self._read("observation", index)
+        if self._lesions is not None:
+            item["lesions"] = self._lesions[index].clone()
+        if self.background_layout is not None:
+            item["background"] = self._read("ground_truth", index, self.background_layout)
         ids = self.layout.patient_ids
         item["patient_id"] = int(ids[index]) if ids is not None else -1
         item["index"] = index

@@ -14,9 +14,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from alara.data.lesions import lesion_free_root, pixel_size, slice_lesions, write_lesions
 from alara.data.lodopab import SPLITS, hu_to_x
 from alara.data.metadata import DatasetInfo, geometry_to_dict
-from alara.data.phantoms import render_slice, sample_patient, slice_positions
+from alara.data.phantoms import render_slice_layers, sample_patient, slice_positions
 from alara.data.texture import DEFAULT_TEXTURE, TextureParams
 from alara.data.writer import (
     OutputDir, SplitWriter, check_file_count, check_write_options, write_patient_ids,
@@ -84,7 +85,8 @@ def generate_dataset(root: PathLike, *, patients: Sequence[int] = (8, 2, 2),
                      samples_per_file: int = 128, observations: bool = True,
                      overwrite: bool = False, progress: bool = True,
                      backend: str = "auto",
-                     texture: Optional[TextureParams] = DEFAULT_TEXTURE) -> SynthResult:
+                     texture: Optional[TextureParams] = DEFAULT_TEXTURE,
+                     lesion_free: bool = False, lesion_slices: bool = False) -> SynthResult:
     """Write a synthetic data set in the LoDoPaB layout under ``root``.
 
     ``patients`` gives the number of patients in (train, validation, test); each patient
@@ -94,6 +96,11 @@ def generate_dataset(root: PathLike, *, patients: Sequence[int] = (8, 2, 2),
     down to the grid; observations are simulated from the fine rendering.  ``texture``
     sets the tissue texture and lung vessels (:class:`alara.data.texture.TextureParams`);
     ``None`` writes the piecewise-constant cartoon patients.
+
+    Lesion truth (:mod:`alara.data.lesions`): ``lesions/lesions_{split}.json`` records the
+    lesions painted in every sample.  ``lesion_free`` also writes each sample's ground
+    truth without its lesions to ``lesion_free/ground_truth_{split}_NNN.hdf5``;
+    ``lesion_slices`` places each patient's slices through its lesions' centres first.
     """
     # Every option is checked before the output directory is touched.
     if len(patients) != 3 or any(isinstance(n, bool) or not isinstance(n, numbers.Integral)
@@ -108,19 +115,25 @@ def generate_dataset(root: PathLike, *, patients: Sequence[int] = (8, 2, 2),
     if texture is not None and not isinstance(texture, TextureParams):
         raise ValueError(f"texture must be an alara.data.texture.TextureParams or None (the "
                          f"cartoon patients), got {type(texture).__name__}")
+    for name, flag in (("lesion_free", lesion_free), ("lesion_slices", lesion_slices)):
+        if not isinstance(flag, bool):
+            raise ValueError(f"{name} must be True or False, got {flag!r}")
     for split, n_pat in zip(SPLITS, patients):
         check_file_count(split, int(n_pat) * int(slices_per_patient), samples_per_file)
     geometry = geometry if geometry is not None else small_geometry()
     fine_geometry(geometry, upsample)
+    pixel_size(geometry.grid)
     with OutputDir(root, overwrite) as out:
         return _write_dataset(out, patients, slices_per_patient, geometry, upsample, n0, seed,
-                              samples_per_file, observations, progress, backend, texture)
+                              samples_per_file, observations, progress, backend, texture,
+                              lesion_free, lesion_slices)
 
 
 def _write_dataset(out: OutputDir, patients: Sequence[int], slices_per_patient: int,
                    geometry: Geometry, upsample: int, n0: float, seed: int,
                    samples_per_file: int, observations: bool, progress: bool,
-                   backend: str, texture: Optional[TextureParams]) -> SynthResult:
+                   backend: str, texture: Optional[TextureParams], lesion_free: bool,
+                   lesion_slices: bool) -> SynthResult:
     """:func:`generate_dataset` once its options are checked: stage, then commit ``out``."""
     root = out.path
     fine = fine_geometry(geometry, upsample)
@@ -138,15 +151,23 @@ def _write_dataset(out: OutputDir, patients: Sequence[int], slices_per_patient: 
         items = []
         for _ in range(int(n_pat)):
             patient = sample_patient(patient_seeds[pid], pid)
-            items += [(patient, t) for t in slice_positions(patient, slices_per_patient)]
+            items += [(patient, t) for t in slice_positions(patient, slices_per_patient,
+                                                            lesion_slices)]
             pid += 1
         order = torch.randperm(len(items), generator=master).tolist()
         items = [items[i] for i in order]
         gt = SplitWriter(root, split, "ground_truth", samples_per_file)
         obs = SplitWriter(root, split, "observation", samples_per_file) if observations else None
+        free = SplitWriter(lesion_free_root(root), split, "ground_truth",
+                           samples_per_file) if lesion_free else None
+        truth = []
         for patient, t in items:
-            x_fine = hu_to_x(render_slice(patient, t, fine.grid, texture))[None, None]
+            layers = render_slice_layers(patient, t, fine.grid, texture, background=lesion_free)
+            x_fine = hu_to_x(layers.hu)[None, None]
             gt.append(F.avg_pool2d(x_fine, upsample)[0, 0])
+            truth.append(slice_lesions(patient, t, geometry.grid, layers.painted))
+            if free is not None:
+                free.append(F.avg_pool2d(hu_to_x(layers.background)[None, None], upsample)[0, 0])
             if obs is not None:
                 y = simulate_observation(x_fine, fine, n0, generator=noise, backend=backend)
                 obs.append(y[0, 0])
@@ -154,7 +175,10 @@ def _write_dataset(out: OutputDir, patients: Sequence[int], slices_per_patient: 
         lengths[split] = gt.close()
         if obs is not None:
             obs.close()
+        if free is not None:
+            free.close()
         write_patient_ids(root, split, [p.pid for p, _ in items])
+        write_lesions(root, split, truth, pixel_size(geometry.grid))
     bar.close()
     seconds = time.perf_counter() - start
 
@@ -164,7 +188,8 @@ def _write_dataset(out: OutputDir, patients: Sequence[int], slices_per_patient: 
         geometry=geometry_to_dict(geometry), n0=float(n0), source="alara-synth",
         extra={"seed": int(seed), "patients": [int(n) for n in patients],
                "slices_per_patient": int(slices_per_patient), "upsample": int(upsample),
-               "texture": dataclasses.asdict(texture) if texture is not None else None},
+               "texture": dataclasses.asdict(texture) if texture is not None else None,
+               "lesion_free": bool(lesion_free), "lesion_slices": bool(lesion_slices)},
     )
     info = out.commit(info)
     return SynthResult(out.root, info, total_patients, seconds)

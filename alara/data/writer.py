@@ -244,11 +244,23 @@ _TMP_RE = re.compile(r"^\.(?P<final>.+)\.[^.]+\.tmp$")
 
 
 def is_dataset_file(name: str) -> bool:
-    """Whether ``name`` is one of a data set's files (data, metadata, patient ids)."""
+    """Whether ``name`` (relative to the data set's folder, ``/``-separated) is one of a
+    data set's files: data, metadata, patient ids, or lesion truth in its sub-folders."""
+    from alara.data.lesions import LESION_FREE_DIR, LESIONS_DIR
     from alara.data.metadata import METADATA_FILE
 
-    return bool(parse_data_filename(name) or name == METADATA_FILE
-                or (name.startswith("patient_ids_rand_") and name.endswith(".csv")))
+    sub, _, base = name.rpartition("/")
+    if sub == LESIONS_DIR:
+        return bool(re.fullmatch(r"lesions_(train|validation|test)\.json", base))
+    if sub == LESION_FREE_DIR:
+        return bool((parsed := parse_data_filename(base)) and parsed[0] == "ground_truth")
+    return not sub and bool(parse_data_filename(name) or name == METADATA_FILE
+                            or (name.startswith("patient_ids_rand_") and name.endswith(".csv")))
+
+
+def _files_below(root: Path) -> list[str]:
+    """Every file under ``root``, as ``/``-separated names relative to it, sorted."""
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
 
 
 def leftovers(root: Path) -> list[Path]:
@@ -365,7 +377,14 @@ class OutputDir:
         return self
 
     def _dataset_files(self) -> list[Path]:
-        return [p for p in sorted(self.root.iterdir()) if p.is_file() and is_dataset_file(p.name)]
+        from alara.data.lesions import LESION_FREE_DIR, LESIONS_DIR
+
+        found = [p for p in sorted(self.root.iterdir()) if p.is_file() and is_dataset_file(p.name)]
+        for sub in (LESIONS_DIR, LESION_FREE_DIR):
+            if (self.root / sub).is_dir():
+                found += [p for p in sorted((self.root / sub).iterdir())
+                          if p.is_file() and is_dataset_file(f"{sub}/{p.name}")]
+        return found
 
     def commit(self, info: "DatasetInfo") -> "DatasetInfo":
         """Check the staged data set, record checksums and move it into ``root``;
@@ -384,18 +403,23 @@ class OutputDir:
             raise DataError(f"the new data set fails its own check, so it was not written "
                             f"({self.root} is unchanged); {len(problems)} problem(s):\n"
                             f"  - {listing}")
-        staged = sorted(self.path.iterdir())
-        info = dataclasses.replace(info, checksums={p.name: sha256_file(p) for p in staged})
+        # Names relative to the data set: files in sub-folders (lesion truth) included.
+        staged = _files_below(self.path)
+        info = dataclasses.replace(info, checksums={n: sha256_file(self.path / n) for n in staged})
         old = self._dataset_files()
         (self.root / METADATA_FILE).unlink(missing_ok=True)
-        for p in staged:
-            os.replace(p, self.root / p.name)
+        for name in staged:
+            (self.root / name).parent.mkdir(exist_ok=True)
+            os.replace(self.path / name, self.root / name)
         write_metadata(self.root, info)
-        new = {p.name for p in staged} | {METADATA_FILE}
+        new = set(staged) | {METADATA_FILE}
         for p in old:
-            if p.name not in new:
+            if p.relative_to(self.root).as_posix() not in new:
                 p.unlink(missing_ok=True)
-        self.path.rmdir()
+        for sub in {p.parent for p in old if p.parent != self.root}:
+            if sub.is_dir() and not any(sub.iterdir()):
+                sub.rmdir()
+        shutil.rmtree(self.path)  # only the emptied sub-folders are left in it
         self.path = self.root
         return info
 

@@ -102,12 +102,17 @@ def test_refuses_to_overwrite_and_cleans_stale_files(tmp_path, tiny_geometry):
     assert check_dataset(tmp_path) == []
 
 
+def _files(root):
+    """Relative path -> bytes of every file under ``root`` (sub-folders included)."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
 def test_interrupted_overwrite_keeps_the_old_data_set(tmp_path, tiny_geometry, monkeypatch):
     import alara.data.synth as synth
 
     kw = dict(geometry=tiny_geometry, slices_per_patient=2, samples_per_file=2, progress=False)
     generate_dataset(tmp_path, patients=(2, 1, 1), **kw)
-    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    before = _files(tmp_path)
     calls = iter(range(100))
     real = synth.simulate_observation
 
@@ -120,7 +125,7 @@ def test_interrupted_overwrite_keeps_the_old_data_set(tmp_path, tiny_geometry, m
     with pytest.raises(KeyboardInterrupt):
         generate_dataset(tmp_path, patients=(2, 1, 1), seed=5, overwrite=True, **kw)
     # The new set was staged in a hidden folder, removed again: the old set is untouched.
-    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    assert _files(tmp_path) == before
     assert check_dataset(tmp_path) == []
 
 

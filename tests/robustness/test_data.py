@@ -111,7 +111,7 @@ def _start(script: str, *args: str) -> subprocess.Popen:
 
 def test_sigkill_midway_keeps_the_old_set_and_releases_the_lock(ws, write_kwargs):
     ws.allow_changes_under("dataset")
-    before = {p.name: p.read_bytes() for p in ws.dataset.iterdir()}
+    before = {p.name: p.read_bytes() for p in ws.dataset.iterdir() if p.is_file()}
     proc = _start(KILLED_WRITER, str(ws.dataset))
     assert (ws.dataset / LOCK_FILE).exists()
     with pytest.raises(ValueError, match=rf"dataset is being written by another alara process "
