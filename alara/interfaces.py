@@ -340,6 +340,11 @@ class IQMetric(Component):
     ``x_hat``); :meth:`forward` checks the inputs and that the result is [B] and finite.
     :meth:`shortfall` turns values into the signed distance below a target, so a loss
     works for any metric without knowing its direction.
+
+    A task-based metric may need per-image truth beyond ``x`` (the lesions of each image,
+    the lesion-free reference): it names the batch keys it needs in ``requires`` and those
+    it uses when present in ``accepts``; callers pass them as keyword tensors
+    (:meth:`truth_from` picks them out of a data-set batch).
     """
 
     kind = "iq_metric"
@@ -347,6 +352,15 @@ class IQMetric(Component):
     higher_is_better: ClassVar[bool] = True
     #: Unit for reports ("dB", "" ...).
     unit: ClassVar[str] = ""
+    #: Per-image truth (batch keys) the metric cannot do without, and what it uses if given.
+    requires: ClassVar[tuple[str, ...]] = ()
+    accepts: ClassVar[tuple[str, ...]] = ()
+
+    def truth_from(self, batch: Any) -> dict[str, torch.Tensor]:
+        """The entries of a data-set batch (a dict) that this metric reads besides ``x``."""
+        if not isinstance(batch, dict):
+            return {}
+        return {k: batch[k] for k in (*self.requires, *self.accepts) if batch.get(k) is not None}
 
     @staticmethod
     def check_pair(x_hat: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -361,13 +375,21 @@ class IQMetric(Component):
             raise ValueError(f"images must be [B, C, H, W] or [B, H, W], got {tuple(x.shape)}")
         return x_hat, x
 
-    def compute(self, x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover
-        """Per-image values [B] of checked [B, C, H, W] images (implement this)."""
+    def compute(self, x_hat: torch.Tensor, x: torch.Tensor, **truth: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        """Per-image values [B] of checked [B, C, H, W] images (implement this); ``truth``
+        holds the keys of ``requires`` (and of ``accepts`` when given)."""
         raise NotImplementedError
 
-    def forward(self, x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x_hat: torch.Tensor, x: torch.Tensor, **truth: Optional[torch.Tensor]) -> torch.Tensor:
         x_hat, x = self.check_pair(x_hat, x)
-        q = self.compute(x_hat, x)
+        missing = [k for k in self.requires if truth.get(k) is None]
+        if missing:
+            raise ValueError(
+                f"iq_metric {self.name!r} needs {', '.join(missing)} with every batch, besides the images: "
+                "use data that records it (alara data synth writes the lesion truth; check with "
+                "alara data check), or another iq_metric")
+        used = {k: truth[k].to(x.device) for k in (*self.requires, *self.accepts) if truth.get(k) is not None}
+        q = self.compute(x_hat, x, **used)
         if tuple(q.shape) != (x.shape[0],):
             raise ValueError(f"iq_metric {self.name!r} returned shape {tuple(q.shape)}, expected one "
                              f"value per image [{x.shape[0]}]")

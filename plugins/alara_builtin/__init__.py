@@ -7,6 +7,7 @@ from alara.hookspecs import hookimpl
 from alara.registry import Registry
 
 from alara_builtin.aec import AECPolicy
+from alara_builtin.detectability import Detectability
 from alara_builtin.metrics import PSNR, SSIM
 from alara_builtin.policies import FixedPolicy, TCMPolicy
 from alara_builtin.priors import PreScanPrior, PriorExamPrior, ScoutPrior
@@ -15,7 +16,7 @@ from alara_builtin.resnet_policy import ResNet18Policy
 from alara_builtin.simulator import PoissonSimulator
 
 __all__ = [
-    "AECPolicy", "FBPReconstructor", "FBPUNetReconstructor", "FixedPolicy", "PSNR", "PoissonSimulator",
+    "AECPolicy", "Detectability", "FBPReconstructor", "FBPUNetReconstructor", "FixedPolicy", "PSNR", "PoissonSimulator",
     "PreScanPrior", "PriorExamPrior", "ResNet18Policy", "SSIM", "ScoutPrior", "TCMPolicy",
 ]
 
@@ -49,6 +50,6 @@ def alara_register_reconstructor(registry: Registry) -> None:
 
 @hookimpl
 def alara_register_iq_metric(registry: Registry) -> None:
-    """Metrics: ``psnr``, ``ssim``."""
-    for cls in (PSNR, SSIM):
+    """Metrics: ``psnr``, ``ssim``, ``detectability``."""
+    for cls in (PSNR, SSIM, Detectability):
         registry.add(cls)
