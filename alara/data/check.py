@@ -11,7 +11,7 @@ import numpy as np
 from alara.data.layout import SplitLayout, inspect_split, open_or_report, resolve_info
 from alara.data.lesions import (
     LESION_FREE_DIR, LESIONS_DIR, LesionTable, has_lesion_free, lesion_free_root,
-    lesion_problems, lesions_path, read_lesions,
+    lesion_problems, lesions_path, read_lesions, recorded_pixel_size,
 )
 from alara.data.lodopab import SPLITS, observation_max, parse_data_filename
 from alara.data.metadata import DatasetInfo
@@ -156,12 +156,7 @@ def _check_lesion_truth(root: Path, split: str, layout: SplitLayout, info: Datas
             problems.append(str(exc))
         else:
             shape = layout.shapes.get("ground_truth", tuple(info.image_shape))
-            size = None
-            if from_file and info.geometry is not None:
-                try:
-                    size = info.get_geometry().grid.spacing[0]
-                except (KeyError, TypeError, ValueError):
-                    pass  # reported with the metadata
+            size = recorded_pixel_size(info) if from_file else None
             problems += lesion_problems(table, path, layout.length, shape, size)
     if not has_lesion_free(root, info):
         return
@@ -253,6 +248,7 @@ def check_dataset(root: PathLike, splits: Optional[Sequence[str]] = None, *,
         layout, split_problems = inspect_split(root, split, kinds, info=info,
                                                has_metadata=from_file)
         problems += split_problems
+        _check_lesion_truth(root, split, layout, info, from_file, scan_values, problems, progress)
         if not scan_values:
             continue
         bad = {q.split(":", 1)[0] for q in split_problems}
@@ -266,7 +262,6 @@ def check_dataset(root: PathLike, splits: Optional[Sequence[str]] = None, *,
                 if progress is not None:
                     progress(path.name)
                 _scan(path, n_valid, lo, hi, problems)
-        _check_lesion_truth(root, split, layout, info, from_file, scan_values, problems, progress)
     if scan_values and from_file:
         _verify_checksums(root, info, splits, problems, note)
     return problems

@@ -22,7 +22,8 @@ from alara.data.writer import atomic_file
 from alara.geometry import LODOPAB_MU_MAX, ImageGrid
 
 __all__ = ["LESION_COLUMNS", "LESIONS_DIR", "LESION_FREE_DIR", "CONVENTION", "FORMAT_VERSION",
-           "LesionRecord", "LesionTable", "lesions_path", "lesion_free_root", "has_lesion_free", "world_to_pixel",
+           "LesionRecord", "LesionTable", "lesions_path", "lesion_free_root", "has_lesion_free",
+           "recorded_pixel_size", "world_to_pixel",
            "pixel_size", "slice_lesions", "write_lesions", "read_lesions", "lesion_problems",
            "lesion_tensor"]
 
@@ -122,6 +123,17 @@ def has_lesion_free(root: PathLike, info: Optional["DatasetInfo"] = None) -> boo
         return True
     folder = lesion_free_root(root)
     return folder.is_dir() and any(folder.glob("ground_truth_*.hdf5"))
+
+
+def recorded_pixel_size(info: "DatasetInfo") -> Optional[float]:
+    """Pixel side (m) of the geometry in ``info``, or ``None`` if none is recorded (or it
+    is invalid: the metadata checks report that)."""
+    if info.geometry is None:
+        return None
+    try:
+        return info.get_geometry().grid.spacing[0]
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def pixel_size(grid: ImageGrid) -> float:

@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 from alara.data.layout import DataError, SplitLayout, inspect_split, open_data, resolve_info
 from alara.data.lesions import (
     LESION_COLUMNS, has_lesion_free, lesion_free_root, lesion_problems, lesion_tensor,
-    lesions_path, read_lesions,
+    lesions_path, read_lesions, recorded_pixel_size,
 )
 from alara.data.lodopab import SPLITS
 from alara.geometry import Geometry
@@ -89,8 +89,9 @@ class LoDoPaBDataset(Dataset):
         except ValueError as exc:
             raise DataError(f"{where}: {exc}") from None
         if table is not None:
+            size = recorded_pixel_size(self.info) if self.has_metadata else None
             problems = lesion_problems(table, lesions_path(self.root, self.split), len(self),
-                                       shape)
+                                       shape, size)
             if problems:
                 raise DataError(f"{where}: " + "; ".join(problems))
             self._lesions = lesion_tensor(table.samples)
