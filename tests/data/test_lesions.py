@@ -4,19 +4,21 @@ and the checker (alara.data.lesions)."""
 import json
 import math
 import shutil
+import tempfile
 
 import h5py
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings, strategies as st
 from torch.utils.data import DataLoader
 
 from alara.cli import main
 from alara.data.check import check_dataset
 from alara.data.layout import DataError
 from alara.data.lesions import (
-    CONVENTION, LESION_COLUMNS, LesionRecord, lesion_free_root, lesions_path, read_lesions,
-    world_to_pixel, write_lesions,
+    CONVENTION, LESION_COLUMNS, LesionRecord, lesion_free_root, lesion_tensor, lesions_path,
+    read_lesions, world_to_pixel, write_lesions,
 )
 from alara.data.lodopab import data_filename, hu_to_x
 from alara.data.metadata import read_metadata, write_metadata
@@ -296,3 +298,24 @@ def test_cli_synth_lesion_options(tmp_path, capsys):
     assert extra["lesion_free"] is True and extra["lesion_slices"] is True
     ds = LoDoPaBDataset(out, "test")
     assert ds.has_lesions and ds.has_background and "observation" in ds[1]
+
+
+_finite = st.floats(-1e3, 1e3, allow_nan=False)
+_records = st.builds(LesionRecord, row=_finite, col=_finite, radius_px=st.floats(0, 50),
+                     radius_mm=st.floats(0, 50), contrast=_finite, contrast_hu=_finite,
+                     in_lung=st.booleans(), patient_lesion=st.integers(0, 9))
+
+
+@settings(max_examples=30, deadline=None)
+@given(samples=st.lists(st.lists(_records, max_size=4), max_size=6))
+def test_sidecar_roundtrip(samples):
+    with tempfile.TemporaryDirectory() as d:
+        write_lesions(d, "test", samples, 0.002)
+        table = read_lesions(d, "test")
+        assert table.samples == samples and table.pixel_size_m == 0.002
+        tensor = lesion_tensor(samples)
+        assert tensor.shape == (len(samples), max([len(s) for s in samples] + [1]), 5)
+        for i, sample in enumerate(samples):
+            for k, les in enumerate(sample):
+                assert tensor[i, k, 4] == float(les.in_lung)
+                assert tensor[i, k, 2] == pytest.approx(les.radius_px, rel=1e-6, abs=1e-30)
