@@ -249,9 +249,7 @@ def lesion_tensor(samples: Sequence[Sequence[LesionRecord]]) -> torch.Tensor:
     """``[N, L_max, 5]`` float32 table (:data:`LESION_COLUMNS`), zero-padded rows;
     ``L_max`` = the most lesions of any sample, at least 1."""
     width = max([len(s) for s in samples] + [1])
-    out = torch.zeros(len(samples), width, len(LESION_COLUMNS), dtype=torch.float32)
-    for i, sample in enumerate(samples):
-        for k, les in enumerate(sample):
-            out[i, k] = torch.tensor([les.row, les.col, les.radius_px, les.contrast,
-                                      float(les.in_lung)])
-    return out
+    rows = [[[les.row, les.col, les.radius_px, les.contrast, float(les.in_lung)] for les in s]
+            + [[0.0] * len(LESION_COLUMNS)] * (width - len(s)) for s in samples]
+    return torch.tensor(rows, dtype=torch.float32).reshape(len(samples), width,
+                                                           len(LESION_COLUMNS))
