@@ -99,10 +99,12 @@ def _fmt(v: Any) -> Any:
 @torch.no_grad()
 def measure(pipeline: Pipeline, metrics: Mapping[str, IQMetric], x: torch.Tensor, geometry: Geometry,
             index: torch.Tensor, *, seed: int = 1234, realisations: int = 1,
-            dose_scale: Union[float, torch.Tensor] = 1.0) -> dict[str, torch.Tensor]:
+            dose_scale: Union[float, torch.Tensor] = 1.0,
+            truth: Optional[Mapping[str, torch.Tensor]] = None) -> dict[str, torch.Tensor]:
     """Scan and score one batch ``x`` [B, 1, H, W] with images ids ``index`` [B]: returns
     ``relative_dose`` (prior included), ``scan_dose`` (the scan's alone), ``mean_n0`` and
-    each metric, [B, realisations] each (float64).
+    each metric, [B, realisations] each (float64).  ``truth`` holds the per-image truth a
+    task-based metric reads (``lesions``, ``background``: see :class:`IQMetric`).
 
     The pipeline runs in eval mode: exact noise, the policy's inference behaviour."""
     pipeline.eval()
@@ -114,7 +116,7 @@ def measure(pipeline: Pipeline, metrics: Mapping[str, IQMetric], x: torch.Tensor
         scan = pipeline(x, geometry, generator=gens, dose_scale=dose_scale)
         vals = {"relative_dose": scan.relative_dose, "scan_dose": relative_dose(scan.n0),
                 "mean_n0": scan.n0.mean(-1)}
-        vals.update({name: m(scan.x_hat.float(), x.float()) for name, m in metrics.items()})
+        vals.update({name: m(scan.x_hat.float(), x.float(), **(truth or {})) for name, m in metrics.items()})
         for k, v in vals.items():
             out.setdefault(k, []).append(v.detach().double().cpu())
     return {k: torch.stack(v, dim=1) for k, v in out.items()}
@@ -140,8 +142,9 @@ def evaluate(pipeline: Pipeline, metrics: Mapping[str, IQMetric], data: Union[Da
         n = x.shape[0]
         index = batch.get("index", torch.arange(pos, pos + n))
         scale = dose_scale[pos:pos + n] if isinstance(dose_scale, torch.Tensor) and dose_scale.dim() else dose_scale
+        truth = {k: v.to(device) for m in metrics.values() for k, v in m.truth_from(batch).items()}
         vals = measure(pipeline, metrics, x, geometry, torch.as_tensor(index), seed=seed,
-                       realisations=realisations, dose_scale=scale)
+                       realisations=realisations, dose_scale=scale, truth=truth)
         cols["index"].append(np.asarray(index))
         cols["patient_id"].append(np.asarray(batch.get("patient_id", torch.full((n,), -1))))
         for k, v in vals.items():

@@ -375,6 +375,11 @@ class IQMetric(Component):
             raise ValueError(f"images must be [B, C, H, W] or [B, H, W], got {tuple(x.shape)}")
         return x_hat, x
 
+    def applies_to(self, **truth: torch.Tensor) -> Optional[torch.Tensor]:
+        """Boolean [B]: the images this metric has a task in (``None``: every image); e.g.
+        a lesion-detection metric scores only images with a lesion."""
+        return None
+
     def compute(self, x_hat: torch.Tensor, x: torch.Tensor, **truth: torch.Tensor) -> torch.Tensor:  # pragma: no cover
         """Per-image values [B] of checked [B, C, H, W] images (implement this); ``truth``
         holds the keys of ``requires`` (and of ``accepts`` when given)."""

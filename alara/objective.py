@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Mapping, Optional
 
 import torch
 from torch import nn
@@ -89,9 +89,9 @@ class ConstrainedHinge(nn.Module):
         c = self.config
         return c.target + c.margin if self.metric.higher_is_better else c.target - c.margin
 
-    def forward(self, scan: Scan, x: torch.Tensor) -> LossTerms:
+    def forward(self, scan: Scan, x: torch.Tensor, truth: Optional[Mapping[str, torch.Tensor]] = None) -> LossTerms:
         c = self.config
-        q = self.metric(scan.x_hat, x)
+        q = self.metric(scan.x_hat, x, **(truth or {}))
         shortfall = self.metric.shortfall(q, self.aim)
         recon = reconstruction_loss(scan.x_hat, x, c.recon_loss)
         per_patient = scan.relative_dose.to(q.dtype) + c.weight * torch.relu(shortfall)

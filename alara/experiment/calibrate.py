@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -30,15 +30,18 @@ __all__ = ["Calibration", "quality_at", "per_image_thresholds", "factor_for_shar
 @torch.no_grad()
 def quality_at(pipeline: Pipeline, metric: IQMetric, x: torch.Tensor, index: torch.Tensor,
                geometry: Geometry, factor: torch.Tensor, *, seed: int, realisations: int,
-               batch_size: int = 32) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+               batch_size: int = 32, truth: Optional[Mapping[str, torch.Tensor]] = None,
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(Q, relative dose, scan dose)`` [N] of images ``x`` [N, 1, H, W] at per-image dose
     factors ``factor`` [N] (Q averaged over ``realisations`` seeded noise draws; the scan
-    dose leaves out the prior's)."""
+    dose leaves out the prior's); ``truth``: per-image tensors [N, ...] a task-based
+    metric reads."""
     qs, doses, scans = [], [], []
     for s in range(0, x.shape[0], batch_size):
         sl = slice(s, s + batch_size)
         out = measure(pipeline, {"q": metric}, x[sl], geometry, index[sl], seed=seed,
-                      realisations=realisations, dose_scale=factor[sl].to(x.dtype))
+                      realisations=realisations, dose_scale=factor[sl].to(x.dtype),
+                      truth={k: v[sl] for k, v in (truth or {}).items()})
         qs.append(out["q"].mean(1))
         doses.append(out["relative_dose"].mean(1))
         scans.append(out["scan_dose"].mean(1))
@@ -63,7 +66,8 @@ class Calibration:
 def per_image_thresholds(pipeline: Pipeline, metric: IQMetric, target: float, x: torch.Tensor,
                          index: torch.Tensor, geometry: Geometry, *, seed: int, realisations: int,
                          steps: int = 11, factor_range: tuple[float, float] = (1 / 256, 256),
-                         progress: Optional[object] = None) -> Calibration:
+                         progress: Optional[object] = None,
+                         truth: Optional[Mapping[str, torch.Tensor]] = None) -> Calibration:
     """Bisection in log factor, all images at once (``steps`` + 2 passes over ``x``)."""
     n = x.shape[0]
     lo = torch.full((n,), math.log(factor_range[0]), dtype=torch.float64)
@@ -71,7 +75,7 @@ def per_image_thresholds(pipeline: Pipeline, metric: IQMetric, target: float, x:
 
     def meets(log_f: torch.Tensor) -> torch.Tensor:
         q, _, _ = quality_at(pipeline, metric, x, index, geometry, torch.exp(log_f), seed=seed,
-                             realisations=realisations)
+                             realisations=realisations, truth=truth)
         if progress is not None:
             progress.update(1)
         return metric.meets(q, target)
@@ -87,7 +91,7 @@ def per_image_thresholds(pipeline: Pipeline, metric: IQMetric, target: float, x:
     thresholds[ok_lo] = factor_range[0]
     thresholds[~ok_hi] = float("inf")
     _, dose, scan = quality_at(pipeline, metric, x, index, geometry, torch.ones(n, dtype=torch.float64),
-                               seed=seed, realisations=1)
+                               seed=seed, realisations=1, truth=truth)
     return Calibration(thresholds.numpy(), scan.numpy(), (dose - scan).numpy())
 
 
@@ -105,7 +109,8 @@ def factor_for_share(cal: Calibration, share: float) -> float:
 
 def verified_factor(pipeline: Pipeline, metric: IQMetric, target: float, cal_: Calibration, share: float,
                     x: torch.Tensor, index: torch.Tensor, geometry: Geometry, *, seed: int, realisations: int,
-                    step: float = 1.02, max_steps: int = 25) -> tuple[float, float]:
+                    step: float = 1.02, max_steps: int = 25,
+                    truth: Optional[Mapping[str, torch.Tensor]] = None) -> tuple[float, float]:
     """The quantile factor of :func:`factor_for_share`, raised by ``step`` until the share
     measured at it reaches ``share`` (discrete photon counts make Q jitter slightly with
     dose, so a threshold found at one factor may miss at a nearby one); returns
@@ -114,7 +119,7 @@ def verified_factor(pipeline: Pipeline, metric: IQMetric, target: float, cal_: C
     n = x.shape[0]
     for _ in range(max_steps):
         q, _, _ = quality_at(pipeline, metric, x, index, geometry, torch.full((n,), f, dtype=torch.float64),
-                             seed=seed, realisations=realisations)
+                             seed=seed, realisations=realisations, truth=truth)
         measured = float(metric.meets(q, target).double().mean())
         if measured >= share - 1e-9:
             return f, measured
@@ -149,7 +154,8 @@ def oracle_dose(fixed: Calibration, share: float) -> float:
 
 def match_mean_quality(pipeline: Pipeline, metric: IQMetric, mean_target: float, x: torch.Tensor,
                        index: torch.Tensor, geometry: Geometry, *, seed: int, realisations: int,
-                       steps: int = 11, factor_range: tuple[float, float] = (1 / 256, 256)) -> float:
+                       steps: int = 11, factor_range: tuple[float, float] = (1 / 256, 256),
+                       truth: Optional[Mapping[str, torch.Tensor]] = None) -> float:
     """The global factor at which the mean Q over the images equals ``mean_target``."""
     lo, hi = math.log(factor_range[0]), math.log(factor_range[1])
     n = x.shape[0]
@@ -157,7 +163,7 @@ def match_mean_quality(pipeline: Pipeline, metric: IQMetric, mean_target: float,
         mid = (lo + hi) / 2
         q, _, _ = quality_at(pipeline, metric, x, index, geometry,
                              torch.full((n,), math.exp(mid), dtype=torch.float64), seed=seed,
-                             realisations=realisations)
+                             realisations=realisations, truth=truth)
         better = bool(metric.meets(q.mean().unsqueeze(0), mean_target)[0])
         lo, hi = (lo, mid) if better else (mid, hi)
     return math.exp(hi)

@@ -5,7 +5,7 @@ dictionary that is written as metrics.json."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -49,6 +49,12 @@ def _metrics(rc: Any, spec: Any, arms: list, calib: dict, evaluation: dict, timi
                  "validation_dose": c["validation_dose"],
                  "test": {"relative_dose": g["relative_dose"], name: g["metrics"][name],
                           "share_met": g["target"]["share_met"]}}
+        for other, a in e.get("also", {}).items():
+            entry.setdefault("also", {})[other] = {
+                "q": a["target"]["q"], "calibration_factor": a["factor"],
+                "validation_share": c["also"][other]["validation_share"],
+                "relative_dose": a["relative_dose"], other: a["metrics"][other],
+                "share_met": a["target"]["share_met"]}
         if "mean_q" in e:
             m = e["mean_q"]
             entry["matched_mean_q"] = {"factor": m["factor"], "relative_dose_mean": m["relative_dose"]["mean"],
@@ -175,7 +181,7 @@ def _fig_curves(out: Path, arms: list, calib: dict) -> str:
 
 @torch.no_grad()
 def _fig_examples(out: Path, arms: list, calib: dict, x: torch.Tensor, index: torch.Tensor, geometry: Any,
-                  metric: Any, k: int, seed: int) -> str:
+                  metric: Any, k: int, seed: int, truth: dict[str, torch.Tensor]) -> str:
     from alara.pipeline import noise_generator
 
     plt = _plt()
@@ -190,7 +196,7 @@ def _fig_examples(out: Path, arms: list, calib: dict, x: torch.Tensor, index: to
             arm.pipeline.eval()
             scan = arm.pipeline(xi, geometry, generator=noise_generator(seed + 1, 0, int(index[i])),
                                 dose_scale=float(calib["arms"][arm.name]["factor"]))
-            q = float(metric(scan.x_hat.float(), xi)[0])
+            q = float(metric(scan.x_hat.float(), xi, **{key: v[i:i + 1] for key, v in truth.items()})[0])
             axes[r, c].imshow(scan.x_hat[0, 0].T.numpy(), cmap="gray", vmin=0, vmax=0.5)
             axes[r, c].set_title(f"{arm.name}\n{q:.1f}, dose {float(scan.relative_dose[0]):.2f}", fontsize=7)
     for ax in axes.flat:
@@ -227,7 +233,8 @@ def _fig_angular(out: Path, arms: list, calib: dict, x: torch.Tensor, index: tor
 
 def write_report(out: Path, *, rc: Any, spec: Any, arms: list, calib: dict, evaluation: dict,
                  x_test: torch.Tensor, idx_test: torch.Tensor, geometry: Any, metric: Any, data_root: Path,
-                 timings: dict, wall_seconds: float) -> dict[str, Any]:
+                 timings: dict, wall_seconds: float,
+                 truth_test: Optional[dict[str, torch.Tensor]] = None) -> dict[str, Any]:
     """Write metrics.json, the figures and report.md; returns the metrics."""
     import csv
 
@@ -243,7 +250,8 @@ def write_report(out: Path, *, rc: Any, spec: Any, arms: list, calib: dict, eval
         "dose_vs_size": _fig_dose_vs_size(out, arms, rows),
         "quality": _fig_quality(out, arms, rows, name, calib["q"]),
         "curves": _fig_curves(out, arms, calib),
-        "examples": _fig_examples(out, arms, calib, x_test, idx_test, geometry, metric, spec.examples, spec.seed),
+        "examples": _fig_examples(out, arms, calib, x_test, idx_test, geometry, metric, spec.examples, spec.seed,
+                                  truth_test or {}),
         "angular": _fig_angular(out, arms, calib, x_test, idx_test, geometry, spec.seed),
     }
     m["figures"] = figures
@@ -286,6 +294,18 @@ def _write_markdown(out: Path, m: dict[str, Any], rc: Any, spec: Any) -> None:
     if "oracle" in m:
         lines += ["", f"Per-image oracle on validation: mean relative dose {m['oracle']['validation_dose']:.3f} "
                       f"({m['oracle']['ratio_vs_fixed']:.2f}x fixed)."]
+    others = {o: a["q"] for p in m["policies"].values() for o, a in p.get("also", {}).items()}
+    if others:
+        head = " | ".join(f"dose for {o} >= {q:g}" for o, q in others.items())
+        lines += ["", f"## Doses each policy needs, target by target (test split, {100 * spec.share:.0f}% guarantee "
+                      "calibrated on validation for each target separately)", "",
+                  f"| policy | dose for {name} >= {h['q']:g} | {head} |", "|---|---|" + "---|" * len(others)]
+        for a, p in m["policies"].items():
+            cells = [f"{p['test']['relative_dose']['mean']:.3f} ({100 * p['test']['share_met']:.0f}% met)"]
+            for o in others:
+                ao = p.get("also", {}).get(o)
+                cells.append(f"{ao['relative_dose']['mean']:.3f} ({100 * ao['share_met']:.0f}% met)" if ao else "-")
+            lines.append(f"| {p['label']} | " + " | ".join(cells) + " |")
     if "matched_mean_q_target" in m:
         lines += ["", f"## At the same mean {name} ({m['matched_mean_q_target']:.2f}, the fixed policy's at its "
                       "guarantee)", "", f"| policy | dose mean | {name} mean |", "|---|---|---|"]

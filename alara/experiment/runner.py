@@ -107,19 +107,47 @@ def _data(spec: ExperimentSpec, progress: bool) -> Path:
     _log(f"data: writing synthetic patients to {root}")
     generate_dataset(root, patients=spec.patients, slices_per_patient=spec.slices,
                      geometry=small_geometry(spec.image_size, spec.views), seed=spec.data_seed,
-                     observations=False, overwrite=True, progress=progress, texture=texture)
+                     observations=False, overwrite=True, progress=progress, texture=texture,
+                     lesion_slices=spec.lesion_slices, lesion_free=spec.lesion_free)
     return root
 
 
-def _split_tensors(root: Path, split: str) -> tuple[Any, torch.Tensor, torch.Tensor, np.ndarray]:
+@dataclass
+class Split:
+    """One split in memory: images [N, 1, H, W], their indices and patients, and the
+    per-image truth a task-based metric reads (``lesions``, ``background``, when recorded)."""
+
+    x: torch.Tensor
+    index: torch.Tensor
+    pid: np.ndarray
+    truth: dict[str, torch.Tensor]
+
+
+def _split(root: Path, split: str, metric: Any) -> Split:
+    """The split in memory, restricted to the images ``metric`` has a task in."""
     from alara.cli.common import open_split
 
     ds = open_split(str(root), split)
-    items = [ds[i] for i in range(len(ds))]
-    x = torch.stack([it["ground_truth"] for it in items])
-    index = torch.tensor([it["index"] for it in items])
-    pid = np.array([it["patient_id"] for it in items])
-    return ds, x, index, pid
+    items = [ds[i] for i in _task_images(ds, metric, split)]
+    truth = {k: torch.stack([it[k] for it in items]) for k in ("lesions", "background") if k in items[0]}
+    return Split(torch.stack([it["ground_truth"] for it in items]), torch.tensor([it["index"] for it in items]),
+                 np.array([it["patient_id"] for it in items]), truth)
+
+
+def _task_images(ds: Any, metric: Any, split: str) -> list[int]:
+    """Indices of the images of ``ds`` that ``metric`` scores (IQMetric.applies_to)."""
+    keep = []
+    for i in range(len(ds)):
+        truth = metric.truth_from(ds[i])
+        mask = metric.applies_to(**{k: v[None] for k, v in truth.items()})
+        if mask is None or bool(mask[0]):
+            keep.append(i)
+    if not keep:
+        raise ValueError(f"the {split} split has no image that iq_metric {type(metric).name!r} can score (no "
+                         "lesion?): generate data with lesions in the slices ([experiment] lesion_slices = true)")
+    if len(keep) < len(ds):
+        _log(f"{split}: {len(keep)} of {len(ds)} images have a task for {type(metric).name} (the rest are left out)")
+    return keep
 
 
 def _train(run_dir: Path, rc: RunConfig, pipeline: Pipeline, objective: Any, data: Any, geometry: Any,
@@ -174,6 +202,10 @@ def run_experiment(config: Optional[PathLike], out: PathLike, overrides: list[st
     root = _data(spec, progress)
     train_ds = open_split(str(root), "train")
     geometry = train_ds.geometry
+    metric = build_components({"iq_metric": rc.components["iq_metric"]})["iq_metric"]
+    task = _task_images(train_ds, metric, "train")
+    if len(task) < len(train_ds):
+        train_ds = torch.utils.data.Subset(train_ds, task)
     timings["data"] = time.perf_counter() - t
 
     # ---- training: the shared reconstructor and End2end-ALARA, same number of steps.
@@ -196,25 +228,35 @@ def run_experiment(config: Optional[PathLike], out: PathLike, overrides: list[st
     metric = shared_obj.metric
     q = rc.objective.target
     arms = _arms(rc, spec, shared_pipe, learned_pipe, seed)
-    _, x_val, idx_val, _ = _split_tensors(root, "validation")
-    _, x_test, idx_test, pid_test = _split_tensors(root, "test")
+    val, test = _split(root, "validation", metric), _split(root, "test", metric)
+    also = _also_metrics(spec, type(metric).name)
 
     t = time.perf_counter()
     calib = _stage(out / "calibration.json", key,
-                   lambda: _calibrate(arms, metric, q, spec, x_val, idx_val, geometry, progress))
+                   lambda: _calibrate(arms, metric, q, spec, val, geometry, progress, also))
     timings["calibration"] = time.perf_counter() - t
 
     t = time.perf_counter()
     evaluation = _stage(out / "evaluation.json", key,
-                        lambda: _evaluate(arms, calib, metric, rc, spec, x_test, idx_test, pid_test, geometry,
-                                          out, progress))
+                        lambda: _evaluate(arms, calib, metric, rc, spec, test, geometry, out, progress, also))
     timings["evaluation"] = time.perf_counter() - t
 
     t = time.perf_counter()
     metrics = write_report(out, rc=rc, spec=spec, arms=arms, calib=calib, evaluation=evaluation,
-                           x_test=x_test, idx_test=idx_test, geometry=geometry, metric=metric,
-                           data_root=root, timings=timings, wall_seconds=time.perf_counter() - t_start)
+                           x_test=test.x, idx_test=test.index, truth_test=test.truth, geometry=geometry,
+                           metric=metric, data_root=root, timings=timings,
+                           wall_seconds=time.perf_counter() - t_start)
     return metrics
+
+
+def _also_metrics(spec: ExperimentSpec, primary: str) -> dict[str, tuple[Any, float]]:
+    """``{name: (metric, target)}`` of ``[experiment] also_targets`` (default parameters)."""
+    from alara.plugins import create
+
+    if primary in spec.also_targets:
+        raise ValueError(f"[experiment] also_targets names {primary!r}, the objective's own metric; its target "
+                         "is [objective] target")
+    return {name: (create("iq_metric", name, {}), float(q)) for name, q in spec.also_targets.items()}
 
 
 def _arms(rc: RunConfig, spec: ExperimentSpec, shared: Pipeline, learned: Pipeline, seed: int) -> list[Arm]:
@@ -238,24 +280,33 @@ def _arms(rc: RunConfig, spec: ExperimentSpec, shared: Pipeline, learned: Pipeli
 SHARES = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.975, 1.0)
 
 
-def _calibrate(arms: list[Arm], metric: Any, q: float, spec: ExperimentSpec, x: torch.Tensor, index: torch.Tensor,
-               geometry: Any, progress: bool) -> dict[str, Any]:
-    per_arm = spec.calibration_steps + 3
+def _calibrate_arm(arm: Arm, metric: Any, q: float, spec: ExperimentSpec, data: Split, geometry: Any,
+                   bar: Any) -> tuple[Any, dict[str, Any]]:
+    """One arm's per-image thresholds and its factor at the guarantee, for one (metric, q)."""
+    c = cal.per_image_thresholds(arm.pipeline, metric, q, data.x, data.index, geometry, seed=spec.seed,
+                                 realisations=spec.realisations, steps=spec.calibration_steps,
+                                 factor_range=spec.factor_range, progress=bar, truth=data.truth)
+    factor, measured = cal.verified_factor(arm.pipeline, metric, q, c, spec.share, data.x, data.index, geometry,
+                                           seed=spec.seed, realisations=spec.realisations, truth=data.truth)
+    return c, {"factor": factor, "validation_share": measured, "validation_dose": float(c.dose_at(factor).mean())}
+
+
+def _calibrate(arms: list[Arm], metric: Any, q: float, spec: ExperimentSpec, data: Split, geometry: Any,
+               progress: bool, also: dict[str, tuple[Any, float]]) -> dict[str, Any]:
+    x, index = data.x, data.index
+    per_arm = (spec.calibration_steps + 3) * (1 + len(also))
     bar = tqdm(total=per_arm * len(arms), desc="alara experiment: calibrate", unit="pass", disable=not progress)
     result: dict[str, Any] = {"q": q, "share": spec.share, "images": int(x.shape[0]), "arms": {}}
     cals = {}
     for arm in arms:
-        c = cal.per_image_thresholds(arm.pipeline, metric, q, x, index, geometry, seed=spec.seed,
-                                     realisations=spec.realisations, steps=spec.calibration_steps,
-                                     factor_range=spec.factor_range, progress=bar)
+        c, entry = _calibrate_arm(arm, metric, q, spec, data, geometry, bar)
         cals[arm.name] = c
-        factor, measured = cal.verified_factor(arm.pipeline, metric, q, c, spec.share, x, index, geometry,
-                                               seed=spec.seed, realisations=spec.realisations)
         result["arms"][arm.name] = {
-            "factor": factor, "validation_share": measured,
-            "validation_dose": float(c.dose_at(factor).mean()),
-            "thresholds": [float(v) for v in c.thresholds], "scan_dose": c.scan_dose.tolist(),
+            **entry, "thresholds": [float(v) for v in c.thresholds], "scan_dose": c.scan_dose.tolist(),
             "prior_dose": c.prior_dose.tolist(), "curve": cal.guarantee_curve(c, SHARES)}
+        for name, (m, q_also) in also.items():
+            result["arms"][arm.name].setdefault("also", {})[name] = {
+                "q": q_also, **_calibrate_arm(arm, m, q_also, spec, data, geometry, bar)[1]}
     bar.close()
     fixed = cals.get("fixed")
     if fixed is not None:
@@ -268,7 +319,7 @@ def _calibrate(arms: list[Arm], metric: Any, q: float, spec: ExperimentSpec, x: 
         for k, mult in (("low", 2 ** -0.5), ("mid", 1.0), ("high", 2 ** 0.5)):
             qk, _, _ = cal.quality_at(fixed_arm.pipeline, metric, x, index, geometry,
                                       torch.full((x.shape[0],), f * mult, dtype=torch.float64),
-                                      seed=spec.seed, realisations=spec.realisations)
+                                      seed=spec.seed, realisations=spec.realisations, truth=data.truth)
             qs[k] = qk
         slope = (qs["high"] - qs["low"]).numpy()   # one doubling between low and high
         result["slope"] = {"median": float(np.median(slope)), "p5": float(np.percentile(slope, 5)),
@@ -280,22 +331,31 @@ def _calibrate(arms: list[Arm], metric: Any, q: float, spec: ExperimentSpec, x: 
         for arm in arms:
             result["arms"][arm.name]["factor_mean_q"] = cal.match_mean_quality(
                 arm.pipeline, metric, target_mean, x, index, geometry, seed=spec.seed,
-                realisations=spec.realisations, steps=spec.calibration_steps, factor_range=spec.factor_range)
+                realisations=spec.realisations, steps=spec.calibration_steps, factor_range=spec.factor_range,
+                truth=data.truth)
     return result
 
 
 def _evaluate(arms: list[Arm], calib: dict[str, Any], metric: Any, rc: RunConfig, spec: ExperimentSpec,
-              x: torch.Tensor, index: torch.Tensor, pid: np.ndarray, geometry: Any, out: Path,
-              progress: bool) -> dict[str, Any]:
+              data: Split, geometry: Any, out: Path, progress: bool,
+              also: dict[str, tuple[Any, float]]) -> dict[str, Any]:
     from alara.evaluate import Results, summarise
 
+    x, index, pid = data.x, data.index, data.pid
     metric_name = type(metric).name
     wed, p_max = patient_size(x, geometry)
     rows: dict[str, list] = {}
     summary: dict[str, Any] = {}
-    loader = [{"ground_truth": x[s:s + 16], "index": index[s:s + 16],
-               "patient_id": torch.as_tensor(pid[s:s + 16])} for s in range(0, x.shape[0], 16)]
+    loader = [{"ground_truth": x[s:s + 16], "index": index[s:s + 16], "patient_id": torch.as_tensor(pid[s:s + 16]),
+               **{k: v[s:s + 16] for k, v in data.truth.items()}} for s in range(0, x.shape[0], 16)]
     for arm in arms:
+        for name, (m, q_also) in also.items():
+            entry = calib["arms"][arm.name]["also"][name]
+            res = evaluate(arm.pipeline, {name: m}, loader, geometry, seed=spec.seed + 1,
+                           realisations=spec.realisations, dose_scale=float(entry["factor"]), progress=False)
+            s = summarise(res, (name, q_also))
+            s["factor"] = entry["factor"]
+            summary.setdefault(arm.name, {}).setdefault("also", {})[name] = s
         for mode, key in (("guarantee", "factor"), ("mean_q", "factor_mean_q")):
             if key not in calib["arms"][arm.name]:
                 continue

@@ -31,6 +31,10 @@ class ExperimentSpec:
     slices: int = 4
     texture: bool = True
     data_seed: int = 0
+    #: Synthetic slices through the patients' lesions (a detection task in every image),
+    #: and the lesion-free ground truth beside them (the exact signal for detectability).
+    lesion_slices: bool = False
+    lesion_free: bool = False
     #: Hand-designed policies compared with the learned one (registered names).
     baselines: tuple[str, ...] = ("fixed", "tcm", "aec")
     #: The prior of the modulating baselines (tcm, aec): the scouts scanners plan from.
@@ -41,6 +45,9 @@ class ExperimentSpec:
     baseline_prior_params: dict[str, Any] = field(default_factory=dict)
     #: The guarantee: share of images that must reach Q >= q.
     share: float = 0.95
+    #: Further targets every policy is calibrated to besides the objective's, by metric
+    #: name (default parameters), e.g. { psnr = 29.5 }: the report puts the doses side by side.
+    also_targets: dict[str, float] = field(default_factory=dict)
     #: Noise realisations per image in calibration and evaluation (Q is averaged).
     realisations: int = 2
     #: Bisection steps (in log dose) and the range of dose factors searched.
@@ -68,6 +75,10 @@ class ExperimentSpec:
             raise ValueError("baselines must name at least one policy (e.g. [\"fixed\"])")
         if not math.isfinite(self.min_slope):
             raise ValueError(f"min_slope must be finite, got {self.min_slope}")
+        for name, q in self.also_targets.items():
+            if isinstance(q, bool) or not isinstance(q, (int, float)) or not math.isfinite(q):
+                raise ValueError(f"also_targets.{name} must be a finite number (the target of that metric), "
+                                 f"got {q!r}")
 
 
 def data_key(spec: ExperimentSpec, extra: dict[str, Any] = {}) -> str:  # noqa: B006 (read only)
@@ -75,6 +86,8 @@ def data_key(spec: ExperimentSpec, extra: dict[str, Any] = {}) -> str:  # noqa: 
     texture's): the cache folder's name."""
     fields = {k: v for k, v in asdict(spec).items()
               if k in ("image_size", "views", "patients", "slices", "texture", "data_seed")}
+    # Added later: only in the key when set, so existing caches keep their names.
+    fields.update({k: True for k in ("lesion_slices", "lesion_free") if getattr(spec, k)})
     fields.update(extra)
     digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
     return f"synth-{spec.image_size}px-{spec.views}v-{digest}"

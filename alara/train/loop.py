@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
@@ -96,6 +96,8 @@ class PhaseSchedule:
 class _Batch:
     x: torch.Tensor
     index: Optional[torch.Tensor]
+    #: Per-image truth the metric reads besides x (IQMetric.requires / accepts).
+    truth: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class Trainer:
@@ -245,12 +247,12 @@ class Trainer:
                 recon = reconstruction_loss(scan.x_hat.float(), x, self.objective.config.recon_loss)
                 loss = recon.mean()
                 with torch.no_grad():
-                    q = self.objective.metric(scan.x_hat.float(), x)
+                    q = self.objective.metric(scan.x_hat.float(), x, **batch.truth)
                 terms = {"relative_dose": scan.relative_dose.detach(), "quality": q,
                          "reconstruction": recon.detach()}
             else:
                 scan = self.model(x, self.geometry, blocks)
-                t = self.objective(scan, x)
+                t = self.objective(scan, x, batch.truth)
                 loss = t.loss
                 terms = {"relative_dose": t.relative_dose, "quality": t.quality,
                          "shortfall": t.shortfall, "reconstruction": t.reconstruction}
@@ -306,7 +308,9 @@ class Trainer:
         for _ in range(self.config.grad_accum):
             raw = next(it)
             index = raw.get("index") if isinstance(raw, dict) else None
-            out.append(_Batch(batch_images(raw).to(self.device, non_blocking=True), index))
+            truth = {k: v.to(self.device, non_blocking=True)
+                     for k, v in self.objective.metric.truth_from(raw).items()}
+            out.append(_Batch(batch_images(raw).to(self.device, non_blocking=True), index, truth))
         return out
 
     def fit(self, resume: bool = False) -> dict[str, Any]:

@@ -76,7 +76,7 @@ class Detectability(IQMetric):
         #: Lesion-free background ROIs used per lesion (the nearest ones in the body).
         background_rois: int = 16
         #: Fewest background ROIs accepted (else an error says how to loosen the search).
-        min_background_rois: int = 8
+        min_background_rois: int = 6
         #: Background ROIs lie where the reference exceeds this (x units; air is 0).
         body_threshold: float = 0.02
         #: CHO: number of Laguerre-Gauss channels and their width a (pixels; 0: 2 radii, >= 2).
@@ -110,10 +110,10 @@ class Detectability(IQMetric):
             checks.whole(self, "min_background_rois", 3)
             checks.whole(self, "background_rois", self.min_background_rois,
                          hint="at least min_background_rois")
-            if self.observer == "cho" and self.noise == "background" and self.min_background_rois < self.channels + 3:
+            if self.observer == "cho" and self.noise == "background" and self.background_rois < self.channels + 3:
                 raise ValueError(f"detectability: the CHO estimates a {self.channels}x{self.channels} channel "
-                                 f"covariance, so min_background_rois must be >= channels + 3 = "
-                                 f"{self.channels + 3}, got {self.min_background_rois}")
+                                 f"covariance, so background_rois must be >= channels + 3 = "
+                                 f"{self.channels + 3}, got {self.background_rois}")
             checks.non_negative(self, "body_threshold", "channel_width", "min_radius_px")
             checks.positive(self, "fov_mm", "eye_exponent", "eye_peak_cpd", "viewing_distance_mm", "display_mm")
 
@@ -144,7 +144,7 @@ class Detectability(IQMetric):
         xh = x_hat.double()
         out = []
         for i in range(b):
-            les = lesions[i][lesions[i, :, RADIUS] > max(c.min_radius_px, 0.0)]
+            les = lesions[i][lesions[i, :, RADIUS] > c.min_radius_px]
             if les.shape[0] == 0:
                 if c.no_lesion == "skip":
                     out.append(torch.tensor(math.inf, dtype=torch.float64, device=xh.device))
@@ -156,6 +156,12 @@ class Detectability(IQMetric):
                              for k in range(les.shape[0])])
             out.append(d.min() if c.combine == "min" else d.mean())
         return torch.stack(out).to(x_hat.dtype)
+
+    def applies_to(self, lesions: Optional[torch.Tensor] = None, **truth: torch.Tensor) -> Optional[torch.Tensor]:
+        """Images with at least one lesion of radius > ``min_radius_px``."""
+        if lesions is None:
+            return None
+        return (lesions[..., RADIUS] > self.config.min_radius_px).any(-1)
 
     def _roi_size(self, radius: float) -> int:
         if self.config.roi_size:
@@ -207,7 +213,8 @@ class Detectability(IQMetric):
         # ROI centres where every pixel of the ROI is body (a min-filter of the reference).
         body = -F.max_pool2d(-ref[None, None], n, stride=1, padding=half)[0, 0] > c.body_threshold
         body[:half], body[h - half:], body[:, :half], body[:, w - half:] = False, False, False, False
-        stride = max(1, half)
+        # Quarter-ROI steps: overlapping ROIs are correlated, but small bodies need them.
+        stride = max(1, (n + 2) // 4)
         rc, cc = round(float(les[k, ROW])), round(float(les[k, COL]))
         rows = torch.arange(rc % stride, h, stride, device=ref.device)
         cols = torch.arange(cc % stride, w, stride, device=ref.device)

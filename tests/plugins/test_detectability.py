@@ -204,8 +204,8 @@ def test_errors_say_what_is_missing():
         m(x, x, lesions=outside)
     with pytest.raises(ValueError, match="realisations"):
         create("iq_metric", "detectability", {"noise": "realisations"})(x, x, lesions=LESION)
-    with pytest.raises(ValueError, match="min_background_rois"):
-        create("iq_metric", "detectability", {"observer": "cho", "channels": 8})
+    with pytest.raises(ValueError, match="background_rois must be"):
+        create("iq_metric", "detectability", {"observer": "cho", "channels": 15})
     with pytest.raises(ValueError, match="background ROIs"):
         # A tiny body leaves no room for background ROIs.
         small = torch.zeros_like(x)

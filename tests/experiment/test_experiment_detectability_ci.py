@@ -1,0 +1,60 @@
+"""The detectability experiment in its CI size (configs/experiment_detectability_ci.toml):
+lesion data, training against d', calibration at a d' guarantee and at the PSNR target,
+and the report's side-by-side table of the doses each target needs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from alara.cli import main
+from alara.data.reader import LoDoPaBDataset
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIG = REPO / "configs" / "experiment_detectability_ci.toml"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("det") / "run"
+    cache = out.parent / "cache"
+    assert main(["experiment", str(CONFIG), "--out", str(out), "-q",
+                 "--set", f"experiment.data_cache=\"{cache}\""]) == 0
+    return out, cache
+
+
+def test_every_policy_is_calibrated_to_both_targets(run):
+    out, _ = run
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["headline"]["metric"] == "detectability"
+    for p in m["policies"].values():
+        assert p["validation_share"] >= 0.5
+        also = p["also"]["psnr"]
+        assert also["q"] == 22.0 and also["validation_share"] >= 0.5
+        assert 0 < also["relative_dose"]["mean"] < 100 and 0 < p["test"]["relative_dose"]["mean"] < 100
+        assert np.isfinite(p["test"]["detectability"]["mean"])
+
+
+def test_report_puts_the_doses_side_by_side(run):
+    out, _ = run
+    m = json.loads((out / "metrics.json").read_text())
+    text = (out / "report.md").read_text()
+    assert "| dose for detectability >= 0.3 | dose for psnr >= 22 |" in text
+    for p in m["policies"].values():
+        row = next(line for line in text.splitlines() if line.startswith(f"| {p['label']} | ") and "% met)" in line)
+        assert f"{p['test']['relative_dose']['mean']:.3f}" in row
+        assert f"{p['also']['psnr']['relative_dose']['mean']:.3f}" in row
+
+
+def test_only_images_with_a_lesion_are_scored(run):
+    out, cache = run
+    root = next(p for p in cache.iterdir() if p.is_dir())
+    test = LoDoPaBDataset(root, "test")
+    with_lesion = sum(bool((test[i]["lesions"][:, 2] > 0).any()) for i in range(len(test)))
+    rows = (out / "results_test.csv").read_text().splitlines()
+    arms = json.loads((out / "metrics.json").read_text())["policies"]
+    assert with_lesion > 0
+    assert len(rows) - 1 == with_lesion * len(arms)
