@@ -25,7 +25,8 @@ from alara.geometry import Geometry
 from alara.interfaces import IQMetric, relative_dose
 from alara.pipeline import Pipeline, noise_generator
 
-__all__ = ["EvalConfig", "Results", "measure", "evaluate", "summarise", "percentile"]
+__all__ = ["EvalConfig", "Results", "measure", "evaluate", "summarise", "percentile", "task_indices",
+           "task_subset"]
 
 PathLike = Union[str, Path]
 
@@ -52,6 +53,36 @@ class EvalConfig:
             raise ValueError("batch_size and realisations must be >= 1")
         if not (math.isfinite(self.share) and 0 < self.share <= 1):
             raise ValueError(f"share must be in (0, 1], got {self.share}")
+
+
+def task_indices(dataset: Any, metric: IQMetric, split: str = "data") -> list[int]:
+    """Indices of the images of ``dataset`` that ``metric`` has a task in
+    (:meth:`IQMetric.applies_to`; every image for PSNR/SSIM, the images with a lesion for
+    detectability)."""
+    keep = []
+    for i in range(len(dataset)):
+        item = dataset[i]
+        truth = metric.truth_from(item)
+        mask = metric.applies_to(**{k: v[None] for k, v in truth.items()}) if truth else None
+        if mask is None or bool(mask[0]):
+            keep.append(i)
+    if not keep:
+        raise ValueError(f"the {split} split has no image that iq_metric {metric.name!r} can score (no "
+                         "lesion?): write data with lesions in the slices (alara data synth --lesion-slices; "
+                         "[experiment] lesion_slices = true)")
+    return keep
+
+
+def task_subset(dataset: Any, metric: IQMetric, split: str = "data",
+                log: Optional[Any] = None) -> Any:
+    """``dataset`` restricted to :func:`task_indices` (itself when every image has the task);
+    ``log(message)`` hears how many were left out."""
+    keep = task_indices(dataset, metric, split)
+    if len(keep) == len(dataset):
+        return dataset
+    if log is not None:
+        log(f"{split}: {len(keep)} of {len(dataset)} images have a task for {metric.name} (the rest are left out)")
+    return torch.utils.data.Subset(dataset, keep)
 
 
 def percentile(values: np.ndarray, q: float) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -13,7 +14,7 @@ def evaluate_run(run: str, data: Optional[str] = None, split: Optional[str] = No
     ``results.csv`` and ``summary.json``; returns the summary."""
     from alara.cli.common import open_split
     from alara.config import build_component, ComponentSpec
-    from alara.evaluate import EvalConfig, evaluate, summarise, write_json
+    from alara.evaluate import EvalConfig, evaluate, summarise, task_subset, write_json
     from alara.params import ConfigError, make_config
     from alara.run_config import apply_overrides, rebuild_from_checkpoint
     from alara.train.checkpoint import CheckpointError, load_latest
@@ -40,6 +41,8 @@ def evaluate_run(run: str, data: Optional[str] = None, split: Optional[str] = No
     for name in ec.metrics:
         if name not in metrics:
             metrics[name] = build_component(ComponentSpec("iq_metric", name, {}, None, "eval.metrics"))
+    dataset = task_subset(dataset, objective.metric, split,
+                          lambda msg: print(f"[alara evaluate] {msg}", file=sys.stderr))
     results = evaluate(pipeline, metrics, dataset, geometry, seed=ec.seed, realisations=ec.realisations,
                        batch_size=ec.batch_size, progress=progress)
     summary = summarise(results, (type(objective.metric).name, objective.config.target))

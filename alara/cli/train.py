@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from alara.cli.common import add_set_argument, open_split, write_run_files
@@ -32,8 +33,11 @@ def train(config: str, out: str | None = None, resume: bool = False, overrides: 
         geometry = data.geometry
         import torch
 
+        from alara.evaluate import task_subset
+
         torch.manual_seed(rc.train.seed)    # the same initial weights on every run (and rank)
         pipeline, objective = build_pipeline(rc.components, rc.objective)
+        data = task_subset(data, objective.metric, "train", lambda msg: print(f"[alara train] {msg}", file=sys.stderr))
         resolved = rc.resolved()
         rank, _ = distributed.rank_and_world()
         if rank == 0:

@@ -31,7 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from alara.config import ComponentSpec
-from alara.evaluate import evaluate, write_json
+from alara.evaluate import evaluate, task_indices, task_subset, write_json
 from alara.experiment import calibrate as cal
 from alara.experiment.spec import ExperimentSpec, data_key
 from alara.geometry import LODOPAB_MU_MAX
@@ -128,26 +128,13 @@ def _split(root: Path, split: str, metric: Any) -> Split:
     from alara.cli.common import open_split
 
     ds = open_split(str(root), split)
-    items = [ds[i] for i in _task_images(ds, metric, split)]
+    keep = task_indices(ds, metric, split)
+    if len(keep) < len(ds):
+        _log(f"{split}: {len(keep)} of {len(ds)} images have a task for {metric.name} (the rest are left out)")
+    items = [ds[i] for i in keep]
     truth = {k: torch.stack([it[k] for it in items]) for k in ("lesions", "background") if k in items[0]}
     return Split(torch.stack([it["ground_truth"] for it in items]), torch.tensor([it["index"] for it in items]),
                  np.array([it["patient_id"] for it in items]), truth)
-
-
-def _task_images(ds: Any, metric: Any, split: str) -> list[int]:
-    """Indices of the images of ``ds`` that ``metric`` scores (IQMetric.applies_to)."""
-    keep = []
-    for i in range(len(ds)):
-        truth = metric.truth_from(ds[i])
-        mask = metric.applies_to(**{k: v[None] for k, v in truth.items()})
-        if mask is None or bool(mask[0]):
-            keep.append(i)
-    if not keep:
-        raise ValueError(f"the {split} split has no image that iq_metric {type(metric).name!r} can score (no "
-                         "lesion?): generate data with lesions in the slices ([experiment] lesion_slices = true)")
-    if len(keep) < len(ds):
-        _log(f"{split}: {len(keep)} of {len(ds)} images have a task for {type(metric).name} (the rest are left out)")
-    return keep
 
 
 def _train(run_dir: Path, rc: RunConfig, pipeline: Pipeline, objective: Any, data: Any, geometry: Any,
@@ -203,9 +190,7 @@ def run_experiment(config: Optional[PathLike], out: PathLike, overrides: list[st
     train_ds = open_split(str(root), "train")
     geometry = train_ds.geometry
     metric = build_components({"iq_metric": rc.components["iq_metric"]})["iq_metric"]
-    task = _task_images(train_ds, metric, "train")
-    if len(task) < len(train_ds):
-        train_ds = torch.utils.data.Subset(train_ds, task)
+    train_ds = task_subset(train_ds, metric, "train", _log)
     timings["data"] = time.perf_counter() - t
 
     # ---- training: the shared reconstructor and End2end-ALARA, same number of steps.
