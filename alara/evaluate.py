@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from alara.geometry import Geometry
 from alara.interfaces import IQMetric, relative_dose
-from alara.pipeline import Pipeline, noise_generator
+from alara.pipeline import Pipeline, noise_generator, scan_truth, twin_background
 
 __all__ = ["EvalConfig", "Results", "measure", "evaluate", "summarise", "percentile", "task_indices",
            "task_subset"]
@@ -144,10 +144,12 @@ def measure(pipeline: Pipeline, metrics: Mapping[str, IQMetric], x: torch.Tensor
     for r in range(realisations):
         # One generator per image: results do not depend on how images are batched.
         gens = [noise_generator(seed, r, int(i), device=device) for i in index]
-        scan = pipeline(x, geometry, generator=gens, dose_scale=dose_scale)
+        scan = pipeline(x, geometry, generator=gens, dose_scale=dose_scale,
+                        background=twin_background(metrics.values(), truth))
+        scored = scan_truth(scan, truth)
         vals = {"relative_dose": scan.relative_dose, "scan_dose": relative_dose(scan.n0),
                 "mean_n0": scan.n0.mean(-1)}
-        vals.update({name: m(scan.x_hat.float(), x.float(), **(truth or {})) for name, m in metrics.items()})
+        vals.update({name: m(scan.x_hat.float(), x.float(), **scored) for name, m in metrics.items()})
         for k, v in vals.items():
             out.setdefault(k, []).append(v.detach().double().cpu())
     return {k: torch.stack(v, dim=1) for k, v in out.items()}

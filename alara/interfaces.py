@@ -356,6 +356,12 @@ class IQMetric(Component):
     requires: ClassVar[tuple[str, ...]] = ()
     accepts: ClassVar[tuple[str, ...]] = ()
 
+    @property
+    def needs_background_scans(self) -> bool:
+        """Whether the metric reads ``background_scans``: reconstructions of the lesion-free
+        twin at the same dose (``Pipeline.forward(background=...)``; see :func:`scored`)."""
+        return "background_scans" in self.requires
+
     def truth_from(self, batch: Any) -> dict[str, torch.Tensor]:
         """The entries of a data-set batch (a dict) that this metric reads besides ``x``."""
         if not isinstance(batch, dict):

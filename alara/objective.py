@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from alara.interfaces import IQMetric
-from alara.pipeline import Scan
+from alara.pipeline import Scan, scan_truth
 
 __all__ = ["ObjectiveConfig", "LossTerms", "ConstrainedHinge", "reconstruction_loss"]
 
@@ -91,7 +91,7 @@ class ConstrainedHinge(nn.Module):
 
     def forward(self, scan: Scan, x: torch.Tensor, truth: Optional[Mapping[str, torch.Tensor]] = None) -> LossTerms:
         c = self.config
-        q = self.metric(scan.x_hat, x, **(truth or {}))
+        q = self.metric(scan.x_hat, x, **scan_truth(scan, truth))
         shortfall = self.metric.shortfall(q, self.aim)
         recon = reconstruction_loss(scan.x_hat, x, c.recon_loss)
         per_patient = scan.relative_dose.to(q.dtype) + c.weight * torch.relu(shortfall)

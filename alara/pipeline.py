@@ -8,16 +8,16 @@ included) and noise is always drawn by the configured simulator.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence, Union
+from typing import Iterable, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
 from alara import ops
 from alara.geometry import Geometry
-from alara.interfaces import DosePolicy, Prior, PriorInfo, Reconstructor, Simulator, relative_dose
+from alara.interfaces import DosePolicy, IQMetric, Prior, PriorInfo, Reconstructor, Simulator, relative_dose
 
-__all__ = ["Scan", "Pipeline", "noise_generator"]
+__all__ = ["Scan", "Pipeline", "noise_generator", "twin_background", "scan_truth"]
 
 
 @dataclass
@@ -29,7 +29,11 @@ class Scan:
     - ``n0``: photons per bin per view [B, V] actually used (after ``dose_scale``);
     - ``relative_dose``: ``(sum_v n0 + prior dose) / (4096 V)`` [B]: 1.0 is LoDoPaB's dose;
     - ``sinogram``: noiseless normalised line integrals ``A x`` [B, 1, V, K];
-    - ``y``: the noisy post-log measurement; ``x_hat``: the reconstruction [B, 1, H, W].
+    - ``y``: the noisy post-log measurement; ``x_hat``: the reconstruction [B, 1, H, W];
+    - ``background_scans``: when a lesion-free ``background`` was given, its
+      reconstructions [B, 2, H, W] at the same ``n0``: channel 0 with the same noise draws
+      as ``y`` (``x_hat - background_scans[:, :1]`` is the reconstructed lesion), channel
+      1 with fresh draws (the difference of the two channels is noise alone).
     """
 
     prior: Optional[PriorInfo]
@@ -38,6 +42,7 @@ class Scan:
     sinogram: torch.Tensor
     y: torch.Tensor
     x_hat: torch.Tensor
+    background_scans: Optional[torch.Tensor] = None
 
 
 def noise_generator(seed: int, *streams: int, device: Union[str, torch.device] = "cpu") -> torch.Generator:
@@ -80,12 +85,15 @@ class Pipeline(nn.Module):
     def forward(self, x: torch.Tensor, geometry: Geometry, *,
                 generator: Union[None, torch.Generator, Sequence[torch.Generator]] = None,
                 dose_scale: Union[float, torch.Tensor] = 1.0,
-                n0: Optional[torch.Tensor] = None) -> Scan:
+                n0: Optional[torch.Tensor] = None,
+                background: Optional[torch.Tensor] = None) -> Scan:
         """Scan and reconstruct patients ``x`` [B, 1, H, W] (``x = mu / mu_max``).
 
         ``generator`` may be one generator per patient: each patient's noise then depends
         on its own generator only (not on the batch it is in), while the policy and the
-        reconstructor still run on the whole batch."""
+        reconstructor still run on the whole batch.  ``background`` [B, 1, H, W], the
+        lesion-free twin of ``x``, is scanned too (``Scan.background_scans``): what a
+        signal-present / signal-absent detectability estimate needs."""
         if x.dim() != 4 or x.shape[1] != 1 or tuple(x.shape[-2:]) != tuple(geometry.grid.shape):
             raise ValueError(f"x must be [B, 1, H, W] with (H, W) = {tuple(geometry.grid.shape)} "
                              f"(the geometry's grid), got {tuple(x.shape)}")
@@ -105,14 +113,67 @@ class Pipeline(nn.Module):
             raise ValueError(f"n0 must be [B, views] = [{x.shape[0]}, {geometry.n_views}], "
                              f"got {tuple(n0.shape)}")
         n0 = n0 * _as_factor(dose_scale, n0)
-        if per_patient:
-            y = torch.cat([self.simulator(sinogram[i:i + 1], n0[i:i + 1], generator=g)
-                           for i, g in enumerate(generator)])
+        gens = list(generator) if per_patient else [generator]
+        if background is None:
+            y = self._simulate(sinogram, n0, gens, per_patient)
+            x_hat = self.reconstructor(y, geometry)
+            twins = None
         else:
-            y = self.simulator(sinogram, n0, generator=generator)
-        x_hat = self.reconstructor(y, geometry)
+            if tuple(background.shape) != tuple(x.shape):
+                raise ValueError(f"background (the lesion-free twin of x) must be {tuple(x.shape)}, "
+                                 f"got {tuple(background.shape)}")
+            if generator is None:
+                raise ValueError("scanning a lesion-free twin needs a noise generator (the same draws "
+                                 "for both): pass generator=")
+            # The twin gets the very draws of x (generators restored to their state
+            # before them), then fresh ones (the generators as x's draws left them).
+            same = [_clone(g) for g in gens]
+            y = self._simulate(sinogram, n0, gens, per_patient)
+            bg_sino = ops.project(background, geometry, backend=self.backend)
+            y_same = self._simulate(bg_sino, n0, same, per_patient)
+            y_new = self._simulate(bg_sino, n0, gens, per_patient)
+            b = x.shape[0]
+            recon = self.reconstructor(torch.cat([y, y_same, y_new]), geometry)
+            x_hat = recon[:b]
+            twins = torch.cat([recon[b:2 * b], recon[2 * b:]], dim=1)
         dose = relative_dose(n0, prior.dose if prior is not None else None)
-        return Scan(prior, n0, dose, sinogram, y, x_hat)
+        return Scan(prior, n0, dose, sinogram, y, x_hat, twins)
+
+    def _simulate(self, sinogram: torch.Tensor, n0: torch.Tensor, gens: list, per_patient: bool) -> torch.Tensor:
+        if per_patient:
+            return torch.cat([self.simulator(sinogram[i:i + 1], n0[i:i + 1], generator=g)
+                              for i, g in enumerate(gens)])
+        return self.simulator(sinogram, n0, generator=gens[0])
+
+
+def twin_background(metrics: Iterable[IQMetric], truth: Optional[Mapping[str, torch.Tensor]]) -> Optional[torch.Tensor]:
+    """The lesion-free truth to scan beside the patients when one of ``metrics`` reads
+    ``background_scans`` (else ``None``: no extra scans)."""
+    if not any(m.needs_background_scans for m in metrics):
+        return None
+    bg = (truth or {}).get("background")
+    if bg is None:
+        raise ValueError("this iq_metric compares each reconstruction with its lesion-free twin's, which needs "
+                         "the lesion-free ground truth with every batch: write the data with alara data synth "
+                         "--lesion-free ([experiment] lesion_free = true)")
+    return bg
+
+
+def scan_truth(scan: Scan, truth: Optional[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """``truth`` plus what the scan adds to it (``background_scans``, when it scanned a twin)."""
+    out = dict(truth or {})
+    if scan.background_scans is not None:
+        out["background_scans"] = scan.background_scans
+    return out
+
+
+def _clone(g: Optional[torch.Generator]) -> Optional[torch.Generator]:
+    """A generator in ``g``'s current state (``g`` itself does not move)."""
+    if g is None:
+        return None
+    c = torch.Generator(device=g.device)
+    c.set_state(g.get_state())
+    return c
 
 
 def _as_factor(scale: Union[float, torch.Tensor], n0: torch.Tensor) -> torch.Tensor:

@@ -182,7 +182,7 @@ def _fig_curves(out: Path, arms: list, calib: dict) -> str:
 @torch.no_grad()
 def _fig_examples(out: Path, arms: list, calib: dict, x: torch.Tensor, index: torch.Tensor, geometry: Any,
                   metric: Any, k: int, seed: int, truth: dict[str, torch.Tensor]) -> str:
-    from alara.pipeline import noise_generator
+    from alara.pipeline import noise_generator, scan_truth, twin_background
 
     plt = _plt()
     pick = _pick(x.shape[0], k)
@@ -194,9 +194,11 @@ def _fig_examples(out: Path, arms: list, calib: dict, x: torch.Tensor, index: to
         axes[r, 0].set_title("ground truth" if r == 0 else "", fontsize=8)
         for c, arm in enumerate(arms, start=1):
             arm.pipeline.eval()
+            ti = {key: v[i:i + 1] for key, v in truth.items()}
             scan = arm.pipeline(xi, geometry, generator=noise_generator(seed + 1, 0, int(index[i])),
-                                dose_scale=float(calib["arms"][arm.name]["factor"]))
-            q = float(metric(scan.x_hat.float(), xi, **{key: v[i:i + 1] for key, v in truth.items()})[0])
+                                dose_scale=float(calib["arms"][arm.name]["factor"]),
+                                background=twin_background([metric], ti))
+            q = float(metric(scan.x_hat.float(), xi, **scan_truth(scan, ti))[0])
             axes[r, c].imshow(scan.x_hat[0, 0].T.numpy(), cmap="gray", vmin=0, vmax=0.5)
             axes[r, c].set_title(f"{arm.name}\n{q:.1f}, dose {float(scan.relative_dose[0]):.2f}", fontsize=7)
     for ax in axes.flat:

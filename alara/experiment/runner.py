@@ -271,8 +271,12 @@ def _calibrate_arm(arm: Arm, metric: Any, q: float, spec: ExperimentSpec, data: 
     c = cal.per_image_thresholds(arm.pipeline, metric, q, data.x, data.index, geometry, seed=spec.seed,
                                  realisations=spec.realisations, steps=spec.calibration_steps,
                                  factor_range=spec.factor_range, progress=bar, truth=data.truth)
-    factor, measured = cal.verified_factor(arm.pipeline, metric, q, c, spec.share, data.x, data.index, geometry,
-                                           seed=spec.seed, realisations=spec.realisations, truth=data.truth)
+    try:
+        factor, measured = cal.verified_factor(arm.pipeline, metric, q, c, spec.share, data.x, data.index,
+                                               geometry, seed=spec.seed, realisations=spec.realisations,
+                                               truth=data.truth)
+    except ValueError as exc:
+        raise ValueError(f"calibrating {arm.name} to {metric.name} >= {q:g}: {exc}") from None
     return c, {"factor": factor, "validation_share": measured, "validation_dose": float(c.dose_at(factor).mean())}
 
 

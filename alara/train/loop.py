@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from alara.geometry import Geometry
 from alara.objective import ConstrainedHinge, reconstruction_loss
+from alara.pipeline import twin_background
 from alara.params import params_of
 from alara.pipeline import Pipeline
 from alara.train import checkpoint as ckpt
@@ -242,16 +243,20 @@ class Trainer:
         blocks = noise_blocks(c.seed, self.step, micro, self.rank * x.shape[0], x.shape[0], c.noise_block,
                               device=self.device)
         with self._autocast():
+            metric = self.objective.metric
             if phase == "warmup":
                 scan = self.model(x, self.geometry, blocks, warmup_dose=c.warmup_dose)
                 recon = reconstruction_loss(scan.x_hat.float(), x, self.objective.config.recon_loss)
                 loss = recon.mean()
                 with torch.no_grad():
-                    q = self.objective.metric(scan.x_hat.float(), x, **batch.truth)
+                    # A metric that compares with a lesion-free twin's scans would triple the
+                    # warm-up's reconstructions just for a log line: not measured there.
+                    q = (torch.full_like(recon, float("nan")) if metric.needs_background_scans
+                         else metric(scan.x_hat.float(), x, **batch.truth))
                 terms = {"relative_dose": scan.relative_dose.detach(), "quality": q,
                          "reconstruction": recon.detach()}
             else:
-                scan = self.model(x, self.geometry, blocks)
+                scan = self.model(x, self.geometry, blocks, background=twin_background([metric], batch.truth))
                 t = self.objective(scan, x, batch.truth)
                 loss = t.loss
                 terms = {"relative_dose": t.relative_dose, "quality": t.quality,

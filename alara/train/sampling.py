@@ -93,18 +93,21 @@ class NoiseBlocks(torch.nn.Module):
         self.pipeline = pipeline
 
     def forward(self, x: torch.Tensor, geometry: object, blocks: list[tuple[slice, torch.Generator]],
-                warmup_dose: tuple[float, float] | None = None) -> object:
+                warmup_dose: tuple[float, float] | None = None,
+                background: torch.Tensor | None = None) -> object:
         scans = []
         for part, gen in blocks:
             xb = x[part]
             n0 = None
             if warmup_dose is not None:
                 n0 = log_uniform_n0(xb.shape[0], geometry.n_views, warmup_dose, gen).to(x.device)
-            scans.append(self.pipeline(xb, geometry, generator=gen, n0=n0))
+            scans.append(self.pipeline(xb, geometry, generator=gen, n0=n0,
+                                       background=None if background is None else background[part]))
         if len(scans) == 1:
             return scans[0]
         from alara.pipeline import Scan
 
         # The prior differs per block and nothing downstream of the scan needs it.
+        twins = None if background is None else torch.cat([s.background_scans for s in scans])
         return Scan(None, *(torch.cat([getattr(s, f) for s in scans])
-                            for f in ("n0", "relative_dose", "sinogram", "y", "x_hat")))
+                            for f in ("n0", "relative_dose", "sinogram", "y", "x_hat")), twins)

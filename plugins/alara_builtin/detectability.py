@@ -8,11 +8,16 @@ lesions are modelled as disks of their recorded contrast).  For every lesion:
 * the signal ``s`` is ground truth minus lesion-free truth in an ROI around the lesion;
 * the observer's template ``w`` comes from ``s`` (:mod:`alara.observers`);
 * the response to the lesion is ``t = <w, x_hat - background>`` in that ROI;
-* its spread comes from signal-free responses: ``noise = "background"`` reads the
-  reconstruction error ``x_hat - x`` in the lesion-free ROIs nearest the lesion inside the
-  body (one image is enough: what training and calibration need); ``noise =
-  "realisations"`` reads the responses of R noise realisations ``x_hat`` [B, R, H, W] of
-  the same image (the repeated-scan estimate of TG-233).
+* its spread comes from signal-free responses.  ``noise = "paired"`` (the default) reads
+  the scans of the lesion-free twin at the same dose (``background_scans``, which the
+  pipeline makes when the metric asks): the lesion's response is ``<w, x_hat - twin>`` with
+  the same noise draws (the reconstructed signal alone), the spread comes from the
+  difference of two twins with independent draws (noise alone), in the ROIs nearest the
+  lesion.  Neither sees the reconstructor's structured error of the anatomy: this is the
+  known-background (SKE/BKE) d' of TG-233's phantoms, for a patient.  ``"background"``
+  reads the error ``x_hat - x`` in lesion-free ROIs of the one image (no twin scans, but the
+  structured error counts as noise and biases the response); ``"realisations"`` reads R
+  noise realisations ``x_hat`` [B, R, H, W] of the same image (the repeated-scan estimate).
 
 ``d' = mean(t) / std(signal-free t)``; an image's value is the minimum (or mean) over its
 lesions: "every lesion detectable".  Differentiable in ``x_hat``.
@@ -60,16 +65,25 @@ class Detectability(IQMetric):
     name = "detectability"
     higher_is_better = True
     unit = ""
-    requires = ("lesions",)
-    accepts = ("background",)
+
+    @property
+    def requires(self) -> tuple[str, ...]:     # type: ignore[override]
+        if self.config.noise == "paired":
+            return ("lesions", "background", "background_scans")
+        return ("lesions",)
+
+    @property
+    def accepts(self) -> tuple[str, ...]:      # type: ignore[override]
+        return () if self.config.noise == "paired" else ("background",)
 
     @dataclass(frozen=True)
     class Config:
         #: Model observer: "npwe" (non-prewhitening with eye filter), "npw", "cho" (Laguerre-Gauss).
         observer: Literal["npwe", "npw", "cho"] = "npwe"
-        #: Where the signal-free spread comes from: "background" ROIs of the same image, or
-        #: "realisations" (x_hat [B, R, H, W]: R >= 3 noise realisations of each image).
-        noise: Literal["background", "realisations"] = "background"
+        #: Where the lesion's response and the signal-free spread come from: "paired" scans
+        #: of the lesion-free twin (needs the lesion-free truth), "background" ROIs of the
+        #: same image, or "realisations" (x_hat [B, R, H, W]: R >= 3 noise realisations).
+        noise: Literal["paired", "background", "realisations"] = "paired"
         #: Side of the square ROI in pixels (odd); 0: per lesion, the smallest odd size
         #: >= 4 radii + 1 (at least 7).
         roi_size: int = 0
@@ -97,7 +111,8 @@ class Detectability(IQMetric):
         display_mm: float = 300.0
 
         def __post_init__(self) -> None:
-            for key, allowed in (("observer", ("npwe", "npw", "cho")), ("noise", ("background", "realisations")),
+            for key, allowed in (("observer", ("npwe", "npw", "cho")),
+                                 ("noise", ("paired", "background", "realisations")),
                                  ("combine", ("min", "mean")), ("no_lesion", ("error", "skip"))):
                 if getattr(self, key) not in allowed:
                     raise ValueError(f"detectability: {key} must be one of {', '.join(allowed)}, got "
@@ -110,7 +125,7 @@ class Detectability(IQMetric):
             checks.whole(self, "min_background_rois", 3)
             checks.whole(self, "background_rois", self.min_background_rois,
                          hint="at least min_background_rois")
-            if self.observer == "cho" and self.noise == "background" and self.background_rois < self.channels + 3:
+            if self.observer == "cho" and self.noise != "realisations" and self.background_rois < self.channels + 3:
                 raise ValueError(f"detectability: the CHO estimates a {self.channels}x{self.channels} channel "
                                  f"covariance, so background_rois must be >= channels + 3 = "
                                  f"{self.channels + 3}, got {self.background_rois}")
@@ -123,12 +138,17 @@ class Detectability(IQMetric):
         return EyeModel(c.eye_exponent, c.eye_peak_cpd, c.viewing_distance_mm, c.display_mm)
 
     def compute(self, x_hat: torch.Tensor, x: torch.Tensor, lesions: torch.Tensor = None,
-                background: Optional[torch.Tensor] = None) -> torch.Tensor:
+                background: Optional[torch.Tensor] = None,
+                background_scans: Optional[torch.Tensor] = None) -> torch.Tensor:
         c = self.config
         b, ch, h, w = x.shape
-        if c.noise == "background" and ch != 1:
-            raise ValueError(f"detectability with noise = 'background' scores single images [B, 1, H, W], got "
+        if c.noise != "realisations" and ch != 1:
+            raise ValueError(f"detectability with noise = {c.noise!r} scores single images [B, 1, H, W], got "
                              f"{ch} channels; for noise realisations [B, R, H, W] set noise = 'realisations'")
+        if c.noise == "paired" and (background_scans is None or tuple(background_scans.shape) != (b, 2, h, w)):
+            got = None if background_scans is None else tuple(background_scans.shape)
+            raise ValueError(f"detectability with noise = 'paired' needs background_scans [B, 2, H, W] = "
+                             f"{(b, 2, h, w)} (Pipeline.forward(background=...) makes them), got {got}")
         if c.noise == "realisations" and ch < 3:
             raise ValueError(f"detectability with noise = 'realisations' needs x_hat [B, R, H, W] with R >= 3 "
                              f"noise realisations of each image, got R = {ch}")
@@ -142,6 +162,7 @@ class Detectability(IQMetric):
                                  f"{(b, 1, h, w)}, got {tuple(background.shape)}")
             bg = background.to(ref.device).double()
         xh = x_hat.double()
+        twins = None if background_scans is None else background_scans.to(xh.device).double()
         out = []
         for i in range(b):
             les = lesions[i][lesions[i, :, RADIUS] > c.min_radius_px]
@@ -152,7 +173,8 @@ class Detectability(IQMetric):
                 raise ValueError(f"detectability: image {i} of the batch has no lesion (of radius > "
                                  f"{c.min_radius_px} px); use lesion data (alara data synth --lesion-slices), or "
                                  "set no_lesion = 'skip'")
-            d = torch.stack([self._lesion_dprime(xh[i], ref[i, 0], bg[i, 0], les, k, c.fov_mm / w)
+            d = torch.stack([self._lesion_dprime(xh[i], ref[i, 0], bg[i, 0], les, k, c.fov_mm / w,
+                                                 None if twins is None else twins[i])
                              for k in range(les.shape[0])])
             out.append(d.min() if c.combine == "min" else d.mean())
         return torch.stack(out).to(x_hat.dtype)
@@ -169,8 +191,9 @@ class Detectability(IQMetric):
         return max(7, 2 * math.ceil(2 * radius) + 1)
 
     def _lesion_dprime(self, xh: torch.Tensor, ref: torch.Tensor, bg: torch.Tensor, les: torch.Tensor,
-                       k: int, pixel_mm: float) -> torch.Tensor:
-        """d' of lesion ``k`` of one image: ``xh`` [C, H, W], ``ref``/``bg`` [H, W]."""
+                       k: int, pixel_mm: float, twins: Optional[torch.Tensor]) -> torch.Tensor:
+        """d' of lesion ``k`` of one image: ``xh`` [C, H, W], ``ref``/``bg`` [H, W], the
+        twin scans ``twins`` [2, H, W] (paired mode)."""
         c = self.config
         row, col, radius = (float(v) for v in les[k, :3])
         n = self._roi_size(radius)
@@ -183,7 +206,9 @@ class Detectability(IQMetric):
 
         pad = (half, half, half, half)
         s = roi(F.pad(ref - bg, pad), rc, cc)
-        g = roi(F.pad(xh - bg, pad), rc, cc)                           # [C, n, n]
+        # What the observer reads at the lesion: the reconstruction minus the lesion-free
+        # truth, or (paired) minus the twin's reconstruction from the same noise draws.
+        g = roi(F.pad(xh - (bg if twins is None else twins[:1]), pad), rc, cc)   # [C, n, n]
         u = None
         if c.observer == "cho":
             width = c.channel_width or max(2.0 * radius, 2.0)
@@ -193,7 +218,12 @@ class Detectability(IQMetric):
                 t = (g * self._template(s, pixel_mm)).flatten(1).sum(1)
                 return linear_dprime(t, t)
             return _hotelling_dprime(s, u, g, g)
-        noise = self._background_rois(F.pad(xh[0] - ref, pad), ref, les, k, n)   # [K, n, n]
+        if twins is None:
+            noise = self._background_rois(F.pad(xh[0] - ref, pad), ref, les, k, n, exclude=True)
+        else:
+            # Two twins' difference is noise alone (variance doubled), the lesion's place included.
+            noise = self._background_rois(F.pad((twins[0] - twins[1]) / math.sqrt(2), pad), ref, les, k, n,
+                                          exclude=False)
         if u is None:
             wt = self._template(s, pixel_mm)
             return linear_dprime((g[0] * wt).sum(), (noise * wt).flatten(1).sum(1))
@@ -205,8 +235,9 @@ class Detectability(IQMetric):
         return npwe_template(s, pixel_mm, self.config.fov_mm, self.eye)
 
     def _background_rois(self, err_pad: torch.Tensor, ref: torch.Tensor, les: torch.Tensor, k: int,
-                         n: int) -> torch.Tensor:
-        """The error image's lesion-free ROIs [K, n, n] nearest lesion ``k``, inside the body."""
+                         n: int, exclude: bool) -> torch.Tensor:
+        """The error image's ROIs [K, n, n] nearest lesion ``k``, inside the body (and with
+        no lesion pixel when ``exclude``)."""
         c = self.config
         h, w = ref.shape
         half = n // 2
@@ -222,13 +253,13 @@ class Detectability(IQMetric):
         rr, qq = rr.flatten(), qq.flatten()
         ok = body[rr, qq]
         # Away from every lesion: no lesion pixel inside the square ROI.
-        for j in range(les.shape[0]):
+        for j in range(les.shape[0] if exclude else 0):
             dist = torch.maximum((rr - les[j, ROW]).abs(), (qq - les[j, COL]).abs())
             ok &= dist > half + les[j, RADIUS] + 0.5
         rr, qq = rr[ok], qq[ok]
         if rr.numel() < c.min_background_rois:
             raise ValueError(
-                f"detectability: only {rr.numel()} lesion-free background ROIs of {n}x{n} pixels fit inside the "
+                f"detectability: only {rr.numel()} background ROIs of {n}x{n} pixels fit inside the "
                 f"body near the lesion at ({float(les[k, ROW]):.1f}, {float(les[k, COL]):.1f}); "
                 f"min_background_rois is {c.min_background_rois}: set a smaller roi_size or min_background_rois, "
                 "a lower body_threshold, or noise = 'realisations'")

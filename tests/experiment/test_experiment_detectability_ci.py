@@ -42,7 +42,7 @@ def test_report_puts_the_doses_side_by_side(run):
     out, _ = run
     m = json.loads((out / "metrics.json").read_text())
     text = (out / "report.md").read_text()
-    assert "| dose for detectability >= 0.3 | dose for psnr >= 22 |" in text
+    assert "| dose for detectability >= 0.5 | dose for psnr >= 22 |" in text
     for p in m["policies"].values():
         row = next(line for line in text.splitlines() if line.startswith(f"| {p['label']} | ") and "% met)" in line)
         assert f"{p['test']['relative_dose']['mean']:.3f}" in row

@@ -46,7 +46,7 @@ def test_npw_in_white_noise_is_the_closed_form():
     """Known signal in white Gaussian noise: d'_NPW = ||s|| / sigma (= the ideal observer's)."""
     sigma = 0.02
     _, _, s = phantom()
-    d = mean_dprime({"observer": "npw"}, 150, sigma)
+    d = mean_dprime({"observer": "npw", "noise": "background"}, 150, sigma)
     expected = float(s.double().norm()) / sigma
     se = float(d.std()) / math.sqrt(len(d))
     assert abs(float(d.mean()) - expected) < max(3 * se, 0.02 * expected), (float(d.mean()), expected, se)
@@ -56,7 +56,7 @@ def test_npwe_in_white_noise_is_the_closed_form():
     """NPWE in white noise: d' = <w, s> / (sigma ||w||) with w the eye-filtered signal."""
     sigma = 0.01
     _, _, s = phantom()
-    d = mean_dprime({"observer": "npwe"}, 150, sigma, seed=1)
+    d = mean_dprime({"observer": "npwe", "noise": "background"}, 150, sigma, seed=1)
     sr = roi(s[0, 0])
     w = npwe_template(sr, 260.0 / W, 260.0)
     expected = float((w * sr).sum() / (sigma * w.norm()))
@@ -74,7 +74,7 @@ def test_realisations_estimate_agrees_with_background_estimate(observer):
     reps = x + sigma * torch.randn((1, 400, H, W), generator=g)
     real = create("iq_metric", "detectability", {"observer": observer, "noise": "realisations"})
     d_real = float(real(reps, x.expand_as(reps), lesions=LESION, background=bg)[0])
-    d_bg = float(mean_dprime({"observer": observer}, 150, sigma, seed=4).mean())
+    d_bg = float(mean_dprime({"observer": observer, "noise": "background"}, 150, sigma, seed=4).mean())
     assert d_real == pytest.approx(d_bg, rel=0.08)
 
 
@@ -127,7 +127,7 @@ def test_dprime_rises_as_the_square_root_of_dose_for_fbp():
     bg = body[None, None]
     x = bg + lesion_disks(les, (H, W)).float()
     line = project(x.double(), geometry)
-    m = create("iq_metric", "detectability", {"observer": "npw"})
+    m = create("iq_metric", "detectability", {"observer": "npw", "noise": "background"})
     doses = [4e3, 1e4, 2.5e4, 6.25e4]
     means = []
     for n0 in doses:
@@ -148,7 +148,8 @@ def test_gradient_flows_to_the_reconstruction():
     x, bg, _ = phantom()
     x_hat = (x + 0.02 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))).requires_grad_()
     for observer in ("npwe", "cho"):
-        d = create("iq_metric", "detectability", {"observer": observer})(x_hat, x, lesions=LESION, background=bg)
+        d = create("iq_metric", "detectability", {"observer": observer, "noise": "background"})(
+            x_hat, x, lesions=LESION, background=bg)
         (g,) = torch.autograd.grad(d.sum(), x_hat)
         assert torch.isfinite(g).all() and float(g.abs().max()) > 0
         # Raising the lesion's contrast in the reconstruction raises d'.
@@ -159,7 +160,7 @@ def test_gradient_flows_to_the_reconstruction():
 def test_disk_model_stands_in_for_the_missing_lesion_free_truth():
     x, bg, _ = phantom()
     x_hat = x + 0.02 * torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
-    m = create("iq_metric", "detectability", {})
+    m = create("iq_metric", "detectability", {"noise": "background"})
     assert float(m(x_hat, x, lesions=LESION)[0]) == pytest.approx(float(m(x_hat, x, lesions=LESION,
                                                                           background=bg)[0]), rel=1e-5)
 
@@ -171,7 +172,7 @@ def test_dprime_is_invariant_to_the_units_of_the_image(scale, observer):
     leaves it unchanged."""
     x, bg, _ = phantom()
     noisy = x + 0.02 * torch.randn(x.shape, generator=torch.Generator().manual_seed(2))
-    m = create("iq_metric", "detectability", {"observer": observer})
+    m = create("iq_metric", "detectability", {"observer": observer, "noise": "background"})
     les2 = LESION.clone()
     les2[..., 3] *= scale
     a = float(m(noisy, x, lesions=LESION, background=bg)[0])
@@ -183,21 +184,26 @@ def test_min_over_lesions_is_the_faintest():
     two = torch.tensor([[[20.0, 20.0, 2.5, 0.05, 0.0], [44.0, 44.0, 2.5, 0.01, 0.0]]])
     x, bg, _ = phantom(two)
     noisy = x + 0.02 * torch.randn(x.shape, generator=torch.Generator().manual_seed(3))
-    lo = float(create("iq_metric", "detectability", {"combine": "min"})(noisy, x, lesions=two, background=bg)[0])
-    mean = float(create("iq_metric", "detectability", {"combine": "mean"})(noisy, x, lesions=two, background=bg)[0])
-    single = float(create("iq_metric", "detectability", {})(noisy, x, lesions=two[:, 1:], background=bg)[0])
+    def d(params, lesions):
+        return float(create("iq_metric", "detectability", {"noise": "background", **params})(
+            noisy, x, lesions=lesions, background=bg)[0])
+
+    lo, mean, single = d({"combine": "min"}, two), d({"combine": "mean"}, two), d({}, two[:, 1:])
     assert lo < mean and lo == pytest.approx(single, rel=0.25)
 
 
 def test_errors_say_what_is_missing():
     x, bg, _ = phantom()
-    m = create("iq_metric", "detectability", {})
+    m = create("iq_metric", "detectability", {"noise": "background"})
     with pytest.raises(ValueError, match="needs lesions"):
         m(x, x)
     none = torch.zeros(1, 2, 5)
     with pytest.raises(ValueError, match="no lesion"):
         m(x, x, lesions=none)
-    assert math.isinf(float(create("iq_metric", "detectability", {"no_lesion": "skip"})(x, x, lesions=none)[0]))
+    assert math.isinf(float(create("iq_metric", "detectability", {"no_lesion": "skip", "noise": "background"})(
+        x, x, lesions=none)[0]))
+    with pytest.raises(ValueError, match="needs background, background_scans"):
+        create("iq_metric", "detectability", {})(x, x, lesions=LESION)
     outside = LESION.clone()
     outside[0, 0, 0] = 80.0
     with pytest.raises(ValueError, match="outside"):
@@ -211,3 +217,82 @@ def test_errors_say_what_is_missing():
         small = torch.zeros_like(x)
         small[..., 25:38, 28:41] = 0.25
         m(small + 0.01, small, lesions=LESION)
+
+
+# ----------------------------------------------------------------------------- paired
+
+
+def test_paired_npw_in_white_noise_is_the_closed_form():
+    """Paired scans of an identity 'reconstructor' with white noise: the response is the
+    signal itself and the twins' difference is the noise, so d' = ||s|| / sigma with only
+    the spread's sampling error."""
+    sigma = 0.02
+    x, bg, s = phantom()
+    g = torch.Generator().manual_seed(11)
+    m = create("iq_metric", "detectability", {"observer": "npw"})
+    vals = []
+    for _ in range(60):
+        n1, n2 = (sigma * torch.randn(x.shape, generator=g) for _ in range(2))
+        twins = torch.cat([bg + n1, bg + n2], dim=1)
+        vals.append(float(m(x + n1, x, lesions=LESION, background=bg, background_scans=twins)[0]))
+    d = torch.tensor(vals)
+    expected = float(s.double().norm()) / sigma
+    se = float(d.std()) / math.sqrt(len(d))
+    assert abs(float(d.mean()) - expected) < max(3 * se, 0.02 * expected), (float(d.mean()), expected, se)
+    # The response has no noise in it: the spread of d' is the spread's alone (~20% for 16 ROIs).
+    assert float(d.std()) < 0.3 * expected
+
+
+def _fbp_pipeline():
+    from alara.pipeline import Pipeline
+
+    return Pipeline(create("prior", "prior_exam", {"max_shift_px": 0.0, "max_rotation_deg": 0.0}),
+                    create("dose_policy", "fixed", {}), create("simulator", "poisson", {}),
+                    create("reconstructor", "fbp", {"filter": "ram-lak"})).eval()
+
+
+def _ellipse_with_lesion(contrast: float = 0.03) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    yy, xx = torch.meshgrid(torch.arange(H) - 31.5, torch.arange(W) - 31.5, indexing="ij")
+    bg = (((yy / 26) ** 2 + (xx / 29) ** 2 <= 1).float() * 0.25)[None, None]
+    les = torch.tensor([[[30.0, 36.0, 3.0, contrast, 0.0]]])
+    return bg + lesion_disks(les, (H, W)).float(), bg, les
+
+
+def test_pipeline_scans_the_twin_with_the_same_draws_then_fresh_ones():
+    from alara.pipeline import noise_generator
+
+    geometry = lodopab(n_angles=60, n_bins=91, image_size=H)
+    x, bg, _ = _ellipse_with_lesion()
+    pipe = _fbp_pipeline()
+    n0 = torch.full((1, geometry.n_views), 2000.0, dtype=torch.float64)
+    scan = pipe(x, geometry, generator=[noise_generator(1, 0)], n0=n0, background=bg)
+    alone = pipe(bg, geometry, generator=[noise_generator(1, 0)], n0=n0)
+    again = pipe(x, geometry, generator=[noise_generator(1, 0)], n0=n0)
+    assert scan.background_scans.shape == (1, 2, H, W)
+    assert torch.equal(scan.x_hat, again.x_hat)                          # x's scan is unchanged
+    assert torch.allclose(scan.background_scans[:, :1], alone.x_hat)    # the same draws as x's
+    noise_same = (scan.x_hat - scan.background_scans[:, :1]) - (x - bg)
+    noise_new = scan.background_scans[:, 1:] - scan.background_scans[:, :1]
+    assert float(noise_new.std()) > 5 * float(noise_same.std())          # fresh draws: independent noise
+
+
+def test_paired_dprime_rises_as_the_square_root_of_dose_through_the_pipeline():
+    """FBP is linear: with the twin's scans the response is the reconstructed lesion and
+    the spread the quantum noise, so log d' against log dose has slope 1/2."""
+    from alara.pipeline import noise_generator, scan_truth
+
+    geometry = lodopab(n_angles=90, n_bins=91, image_size=H)
+    x, bg, les = _ellipse_with_lesion()
+    pipe, m = _fbp_pipeline(), create("iq_metric", "detectability", {"observer": "npw"})
+    doses = [4e3, 1e4, 2.5e4, 6.25e4]
+    means = []
+    for n0 in doses:
+        vals = []
+        for r in range(24):
+            scan = pipe(x, geometry, generator=[noise_generator(5, r)], background=bg,
+                        n0=torch.full((1, geometry.n_views), n0, dtype=torch.float64))
+            vals.append(float(m(scan.x_hat, x, **scan_truth(scan, {"lesions": les, "background": bg}))[0]))
+        means.append(sum(vals) / len(vals))
+    lx, ly = torch.tensor(doses).log(), torch.tensor(means).log()
+    slope = float(((lx - lx.mean()) * (ly - ly.mean())).sum() / ((lx - lx.mean()) ** 2).sum())
+    assert 0.45 < slope < 0.55, (means, slope)
