@@ -13,9 +13,9 @@ plane nearest to its crossing, at fractional index
 with pixels outside the grid counting as zero; the sum is weighted by ``w = dx / |d_x|``,
 the length of the ray between two planes.  A y-dominant ray is the same with the axes
 swapped.  The adjoint gives pixel ``(i, j)`` the weight ``w * max(0, 1 - |j_f(i) - j|)``
-from each x-dominant ray, so backprojection only needs the few rays whose crossing of
-the pixel's "diamond" (the segments ``{px_i} x (py_j -/+ dy)`` and ``(px_i -/+ dx) x {py_j}``)
-exists: the detector bins between the projections of the diamond's four vertices.
+from each x-dominant ray.  In a fan view the rays of a run of bins that keeps dominance
+cross every plane in bin order (:func:`fan_segments`), which is what the pure-torch
+fan backprojection builds on.
 
 Every function here takes tensors and broadcasts; ``GeometryParams`` carries the scalars
 that the native ops take as primitive arguments.
@@ -117,18 +117,6 @@ def joseph(p: GeometryParams, r: Rays) -> JosephParams:
     return JosephParams(xdom, alpha, beta, weight)
 
 
-def detector_coordinate(p: GeometryParams, cos: torch.Tensor, sin: torch.Tensor,
-                        px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
-    """Detector coordinate ``s`` of the ray through the point ``(px, py)``."""
-    along_u = px * cos + py * sin
-    if p.kind == PARALLEL:
-        return along_u
-    along_e = p.src_radius + (-px * sin + py * cos)  # distance from the source along e
-    if p.kind == FAN_FLAT:
-        return p.src_det * along_u / along_e
-    return p.src_det * torch.atan2(along_u, along_e)
-
-
 def ray_table(p: GeometryParams, angles: torch.Tensor, dtype: torch.dtype,
               device: torch.device | None = None) -> JosephParams:
     """Joseph parameters of every (view, bin) ray, computed in float64, shape [V, K]."""
@@ -152,13 +140,91 @@ def parallel_view_params(p: GeometryParams, angles: torch.Tensor) -> tuple[torch
     return jp.xdom[:, 0], jp.alpha[:, 0], jp.beta[:, 0], jp.weight[:, 0], slope
 
 
-def diamond_bin_range(p: GeometryParams, cos: torch.Tensor, sin: torch.Tensor,
-                      px: torch.Tensor, py: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fractional bin range ``[k_lo, k_hi]`` of the rays that can touch pixel ``(px, py)``."""
-    coords = [
-        detector_coordinate(p, cos, sin, px + ox, py + oy)
-        for ox, oy in ((p.dx, 0.0), (-p.dx, 0.0), (0.0, p.dy), (0.0, -p.dy))
-    ]
-    lo = torch.minimum(torch.minimum(coords[0], coords[1]), torch.minimum(coords[2], coords[3]))
-    hi = torch.maximum(torch.maximum(coords[0], coords[1]), torch.maximum(coords[2], coords[3]))
-    return (lo - p.s0) / p.ds, (hi - p.s0) / p.ds
+class FanSegments(NamedTuple):
+    """Runs of consecutive bins of one view whose rays share dominance and the sign of
+    the dominant direction component (see :func:`fan_segments`)."""
+
+    view: torch.Tensor  # long [S]
+    first: torch.Tensor  # long [S]: first bin of the run
+    last: torch.Tensor  # long [S]: last bin of the run
+    xdom: torch.Tensor  # bool [S]
+    slope_lo: torch.Tensor  # float64 [S]: slope range of the run's rays, widened a little
+    slope_hi: torch.Tensor  # at each end (see _RUN_MARGIN_BINS)
+    du: torch.Tensor  # float64 [S, 2]: d.u = du[0] + du[1] * slope along the run's rays
+    de: torch.Tensor  # float64 [S, 2]: d.e = de[0] + de[1] * slope
+
+
+# A run's slope range is widened by the rays this far outside its end bins, so that a
+# point beyond the run gets a fractional bin strictly outside [first, last]: far above
+# float32 rounding of the bin (~1e-4 at 1000 bins), and at most 1e-3 rad of turn, so the
+# widened rays stay clear of the detector-parallel and plane-parallel directions.
+_RUN_MARGIN_BINS = 0.01
+_RUN_MARGIN_RAD = 1e-3
+
+
+def fan_segments(p: GeometryParams, angles: torch.Tensor) -> FanSegments:
+    """Split every fan view into runs of rays that cross each Joseph plane in order.
+
+    The *slope* of a ray is ``d_y / d_x`` for x-dominant rays and ``d_x / d_y`` for
+    y-dominant ones.  Along the detector a fan's ray directions turn monotonically
+    (clockwise as the bin grows), so within a run that keeps dominance and the sign of
+    the dominant component the slope is monotone in the bin: decreasing for x-dominant
+    runs, increasing for y-dominant ones.  A ray's direction is ``d ~ (1, slope)``
+    (``(slope, 1)``) up to sign; ``du``/``de`` give its components along the detector axis
+    ``u`` and the central ray ``e`` with the run's sign, from which :func:`bin_of_slope`
+    recovers the fractional bin of any direction within the run.
+    """
+    a = angles.to(torch.float64).reshape(-1, 1)
+    cos, sin = torch.cos(a), torch.sin(a)
+    n_views, n_bins = a.shape[0], p.n_bins
+    s = p.s0 + p.ds * torch.arange(n_bins, dtype=torch.float64).reshape(1, -1)
+    r = rays(p, cos, sin, s)
+    xdom = joseph(p, r).xdom
+    positive = torch.where(xdom, r.dx, r.dy) > 0
+    key = xdom.to(torch.int8) * 2 + positive.to(torch.int8)
+    starts = torch.ones(n_views, n_bins, dtype=torch.bool)
+    starts[:, 1:] = key[:, 1:] != key[:, :-1]
+    view, first = torch.nonzero(starts, as_tuple=True)
+    ends = torch.ones(n_views, n_bins, dtype=torch.bool)
+    ends[:, :-1] = starts[:, 1:]
+    last = torch.nonzero(ends, as_tuple=True)[1]
+    seg_xdom = xdom[view, first]
+    sign = torch.where(positive[view, first], 1.0, -1.0)
+    c, sn = cos[view, 0], sin[view, 0]
+    # u = (cos, sin), e = (-sin, cos); d = sign * (1, slope) or sign * (slope, 1)
+    du = torch.where(seg_xdom.unsqueeze(1), torch.stack([c, sn], 1), torch.stack([sn, c], 1))
+    de = torch.where(seg_xdom.unsqueeze(1), torch.stack([-sn, c], 1), torch.stack([c, -sn], 1))
+    du, de = du * sign.unsqueeze(1), de * sign.unsqueeze(1)
+    margin = min(_RUN_MARGIN_BINS, _RUN_MARGIN_RAD * p.src_det / p.ds)  # turn <= margin ds / D
+    ends_s = p.s0 + p.ds * torch.stack([first - margin, last + margin], 1)
+    er = rays(p, c.unsqueeze(1), sn.unsqueeze(1), ends_s)
+    x1 = seg_xdom.unsqueeze(1)
+    slope = torch.where(x1, er.dy, er.dx) / torch.where(x1, er.dx, er.dy)
+    return FanSegments(view, first, last, seg_xdom, slope.min(1).values, slope.max(1).values,
+                       du, de)
+
+
+def slope_bin_coefficients(p: GeometryParams, du: torch.Tensor,
+                           de: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Per-run coefficients of :func:`bin_of_slope` from ``du``/``de`` ``[S, 2]``.
+
+    Flat detector: ``(s - s0) / ds = (D d.u - s0 d.e) / (ds d.e)``, one quotient of two
+    affine functions of the slope; curved: ``(D atan2(d.u, d.e) - s0) / ds``.
+    """
+    if p.kind == FAN_FLAT:
+        num = p.src_det * du - p.s0 * de
+        return num[:, 0], num[:, 1], p.ds * de[:, 0], p.ds * de[:, 1]
+    return du[:, 0], du[:, 1], de[:, 0], de[:, 1]
+
+
+def bin_of_slope(p: GeometryParams, coef: tuple[torch.Tensor, ...], slope: torch.Tensor,
+                 out: torch.Tensor) -> torch.Tensor:
+    """Fractional bin ``(s - s0) / ds`` of the fan ray whose direction has slope
+    ``slope`` (coefficients from :func:`slope_bin_coefficients`, broadcast over the last
+    axis), written to ``out``; ``slope`` is overwritten (work buffer)."""
+    a0, a1, b0, b1 = coef
+    torch.addcmul(a0, a1, slope, out=out)
+    torch.addcmul(b0, b1, slope, out=slope)
+    if p.kind == FAN_FLAT:
+        return out.div_(slope)
+    return torch.atan2(out, slope, out=out).mul_(p.src_det / p.ds).sub_(p.s0 / p.ds)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -86,44 +87,165 @@ def backproject(y: torch.Tensor, p: GeometryParams, angles: torch.Tensor,
     """
     if p.kind == raymath.PARALLEL:
         return _backproject_parallel(y, p, angles)
+    return _backproject_fan(y, p, angles, distance_weight)
+
+
+def _backproject_fan(y: torch.Tensor, p: GeometryParams, angles: torch.Tensor,
+                     distance_weight: bool) -> torch.Tensor:
+    """Fan-beam :func:`backproject` with one table look-up per (run of rays, pixel),
+    however many rays cover the pixel.
+
+    On plane ``i`` an x-dominant ray ``k`` crosses at ``c_k = alpha_k + beta_k i`` and
+    gives pixel ``j`` the value ``v_k tri(c_k - j)``, ``v_k = w_k y_k``, ``tri(x) =
+    max(0, 1 - |x|)``.  As ``tri`` is the second difference of the ramp ``R(x) =
+    max(x, 0)``, the pixel gets ``Psi(j-1) - 2 Psi(j) + Psi(j+1)`` with ``Psi(t) =
+    sum_k v_k R(c_k - t)``, and adding to ``Psi`` any function affine in ``t`` changes
+    nothing.  Within a run of rays that keeps dominance (:func:`raymath.fan_segments`)
+    the rays with ``c_k > t`` are those on one side of the ray through the point ``t``
+    of the plane, so up to such an affine term ``Psi(t) = +-sum_{k >= K} v_k (alpha_k +
+    beta_k i - t)``: suffix sums of the view, looked up at the bin ``K`` of that ray
+    (from its slope, :func:`raymath.bin_of_slope`).  A ray wrongly counted at ``K``
+    crosses at ``c_k ~ t`` and adds ``v_k R(c_k - t) ~ 0``, so rounding in ``K`` costs
+    only rounding.  ``Psi`` is large (all rays past ``t``) and its second difference
+    small, so the tables and sums are float64; a sparse matrix product sums the look-ups
+    over runs, and the second difference is taken once at the end.  Y-dominant runs are
+    the same with the axes swapped.
+    """
     b, c, n_views, n_bins = y.shape
     bc = b * c
-    dtype, device = y.dtype, y.device
-    table = raymath.ray_table(p, angles, dtype, device)
-    xdom = table.xdom.reshape(-1)
-    alpha, beta, weight = (t.reshape(-1) for t in table[1:])
-    ys = y.reshape(bc, n_views * n_bins)
-    gx, gy = _pixel_centres(p, dtype, device)  # [n0, 1], [1, n1]
-    fi = torch.arange(p.n0, dtype=dtype, device=device).reshape(-1, 1)
-    fj = torch.arange(p.n1, dtype=dtype, device=device).reshape(1, -1)
-    a64 = angles.to(torch.float64)
-    cos_all, sin_all = torch.cos(a64).to(device, dtype), torch.sin(a64).to(device, dtype)
-    out = y.new_zeros(bc, p.n0, p.n1)
-    chunk = max(1, _CHUNK_ELEMENTS // (p.n0 * p.n1))
-    for v0 in range(0, n_views, chunk):
-        views = torch.arange(v0, min(v0 + chunk, n_views), device=device)
-        cos = cos_all[views].reshape(-1, 1, 1)
-        sin = sin_all[views].reshape(-1, 1, 1)
-        k_lo, k_hi = raymath.diamond_bin_range(p, cos, sin, gx, gy)
-        k_first = torch.ceil(k_lo).clamp_(min=0)
-        k_last = torch.floor(k_hi).clamp_(max=n_bins - 1)
-        n_taps = int((k_last - k_first).max().item()) + 1 if k_last.numel() else 0
-        row = (views * n_bins).reshape(-1, 1, 1)
-        acc = y.new_zeros(bc, views.numel(), p.n0, p.n1)
-        for t in range(max(n_taps, 0)):
-            k = k_first + t
-            valid = k <= k_last
-            ray = (row + k.clamp(max=n_bins - 1).long()).reshape(-1)
-            dom = xdom[ray].reshape(k.shape)
-            err = (alpha[ray].reshape(k.shape)
-                   + beta[ray].reshape(k.shape) * torch.where(dom, fi, fj)
-                   - torch.where(dom, fj, fi))
-            w = (1 - err.abs()).clamp_(min=0) * weight[ray].reshape(k.shape) * valid
-            acc += w * ys[:, ray].reshape(bc, *k.shape)
+    f64 = torch.float64
+    table = raymath.ray_table(p, angles, f64, y.device)
+    v = y.reshape(bc, n_views, n_bins).to(f64) * table.weight
+    terms = torch.stack([v * table.alpha, v * table.beta, v], -1)  # [bc, V, K, (A, B, V)]
+    suffix = F.pad(terms.flip(2).cumsum(2).flip(2), (0, 0, 0, 1))  # [bc, V, K+1, 3]
+    # Rows: +suffix of every view, then -suffix (for runs whose rays past t come first).
+    lookup = torch.cat([suffix, -suffix], 1).permute(1, 2, 3, 0).reshape(-1, 3 * bc)
+    seg = raymath.fan_segments(p, angles)
+    a64 = angles.to(f64)
+    src = (p.src_radius * torch.sin(a64), -p.src_radius * torch.cos(a64))  # source at -R e
+    out = torch.zeros(bc, p.n0, p.n1, dtype=f64, device=y.device)
+    for xdom in (True, False):
+        sel = torch.nonzero(seg.xdom == xdom).squeeze(1)
+        if sel.numel() == 0:
+            continue
+        # x-dominant runs: planes x = px_i, points y = py_t for t = -1..n1;
+        # y-dominant runs: planes y = py_j, points x = px_t for t = -1..n0.
+        axes = [(p.n0, p.x0, p.dx, src[0]), (p.n1, p.y0, p.dy, src[1])]
+        (n_planes, lo_p, d_p, src_p), (n_t, lo_t, d_t, src_t) = axes if xdom else axes[::-1]
+        planes = lo_p + (torch.arange(n_planes, dtype=f64) + 0.5) * d_p
+        t = torch.arange(-1, n_t + 1, dtype=f64)
+        points = lo_t + (t + 0.5) * d_t
+        runs = _FanRuns(p, seg, sel, planes, points, src_p, src_t, xdom, y.dtype, y.device)
+        i = torch.arange(n_planes, dtype=f64, device=y.device)
         if distance_weight:
-            acc *= p.src_radius / (p.src_radius + (-gx * sin + gy * cos))
-        out += acc.sum(1)
-    return out.reshape(b, c, p.n0, p.n1)
+            cos, sin = torch.cos(a64)[seg.view[sel]], torch.sin(a64)[seg.view[sel]]
+            ca, cb = (-sin, cos) if xdom else (cos, -sin)  # p.e = -x sin + y cos
+            pe = ca * planes.reshape(-1, 1, 1) + cb * points[1:-1].reshape(1, -1, 1)
+            weight = (p.src_radius / (p.src_radius + pe)).to(y.device)  # [plane, pixel, run]
+            h = out.new_zeros(n_planes, n_t, bc)
+            for cells, r, rows in runs.blocks():
+                look = lookup[rows.long()].unflatten(-1, (3, bc))  # [plane, point, run, 3, bc]
+                d2 = _second_difference(look, i[cells])  # per run, before its weight
+                h[cells] += (d2 * weight[cells, :, r, None]).sum(2)
+        else:
+            acc = lookup.new_zeros(n_planes * (n_t + 2), 3 * bc)
+            for cells, r, rows in runs.blocks():
+                acc[cells.start * (n_t + 2):cells.stop * (n_t + 2)] += runs.sum_rows(rows, lookup)
+            acc = acc.reshape(n_planes, n_t + 2, 3, bc)
+            h = _second_difference(acc, i)  # [plane, pixel, bc]
+        out += h.permute(2, 0, 1) if xdom else h.permute(2, 1, 0)
+    return out.to(y.dtype).reshape(b, c, p.n0, p.n1)
+
+
+def _second_difference(sums: torch.Tensor, plane: torch.Tensor) -> torch.Tensor:
+    """``Psi(j-1) - 2 Psi(j) + Psi(j+1)`` for ``Psi(t) = A + i B - t V`` from the suffix
+    sums ``sums[plane, t + 1, ..., (A, B, V), bc]``.
+
+    Taken per sum before combining, ``D2 A + i D2 B - j D2 V - (V(j+1) - V(j-1))``, so
+    that a pixel no ray reaches (equal sums at ``j - 1, j, j + 1``) gets exactly 0.
+    """
+    d2 = sums[:, :-2] - 2 * sums[:, 1:-1] + sums[:, 2:]
+    extra = (1,) * (sums.dim() - 4)  # a run axis, when the runs are not summed
+    i = plane.reshape(-1, 1, *extra, 1)
+    j = torch.arange(sums.shape[1] - 2, dtype=sums.dtype, device=sums.device)
+    j = j.reshape(1, -1, *extra, 1)
+    return (d2[..., 0, :] + i * d2[..., 1, :] - j * d2[..., 2, :]
+            - (sums[:, 2:, ..., 2, :] - sums[:, :-2, ..., 2, :]))
+
+
+class _FanRuns:
+    """The look-up rows of the runs ``sel`` (one dominance) at every (plane, point)."""
+
+    def __init__(self, p: GeometryParams, seg: raymath.FanSegments, sel: torch.Tensor,
+                 planes: torch.Tensor, points: torch.Tensor, src_p: torch.Tensor,
+                 src_t: torch.Tensor, xdom: bool, dtype: torch.dtype, device):
+        n_views = src_p.numel()
+        view = seg.view[sel]
+        offset = planes.reshape(-1, 1) - src_p[view].reshape(1, -1)  # [plane, run]
+        # A plane through the source: every ray crosses it there, so any offset of
+        # either sign gives the same answer; keep it away from 0 for the division.
+        tiny = 1e-9 * (abs(planes[-1] - planes[0]).item() + abs(planes[0]).item() + 1.0)
+        offset = torch.where(offset >= 0, offset.clamp(min=tiny), offset.clamp(max=-tiny))
+        # On this side of the source the rays past the point come first in the run
+        # (prefix sum = total - suffix: the -suffix rows, up to an affine term).
+        prefix = offset > 0 if xdom else offset < 0
+        rows = view * (p.n_bins + 1) + prefix * (n_views * (p.n_bins + 1))
+        cast = dict(dtype=dtype, device=device)
+        self.inv = (1 / offset).to(**cast)  # [plane, run]
+        self.base = (rows + 1).to(**cast)  # + floor(bin) = row of K = floor(bin) + 1
+        self.rise = (points.reshape(-1, 1) - src_t[view].reshape(1, -1)).to(**cast)  # [point, run]
+        self.lo, self.hi = seg.slope_lo[sel].to(**cast), seg.slope_hi[sel].to(**cast)
+        self.du = seg.du[sel].to(**cast)
+        self.de = seg.de[sel].to(**cast)
+        self.p, self.dtype, self.device = p, dtype, device
+        self.n_rows = 2 * n_views * (p.n_bins + 1)
+        n_runs, n_planes, n_points = sel.numel(), len(planes), len(points)
+        # Runs innermost (one CSR row per (plane, point)), many of them so the
+        # elementwise loops are long; a few planes per block keep the buffers in cache.
+        self.run_chunk = min(n_runs, 64)
+        self.plane_block = max(1, min(n_planes, _CHUNK_ELEMENTS // (self.run_chunk * n_points)))
+        self.shape = (n_planes, n_points)
+
+    def blocks(self):
+        """Per (block of planes, chunk of runs): the int32 look-up rows ``[plane, point,
+        run]``, ``base + floor(bin of the point's slope)``.  The slope is clamped to the
+        run's (widened) range, so the bin stays in ``[first - 1, last]`` and ``K`` in
+        ``[first, last + 1]``: all or none of the run's rays for points beyond it."""
+        n_planes, n_points = self.shape
+        n_runs = self.lo.numel()
+        buf = torch.empty(self.plane_block * n_points * self.run_chunk, dtype=self.dtype,
+                          device=self.device)
+        work = torch.empty_like(buf)
+        rows = torch.empty(buf.shape, dtype=torch.int32, device=self.device)
+        for r0 in range(0, n_runs, self.run_chunk):
+            r = slice(r0, min(r0 + self.run_chunk, n_runs))
+            width = r.stop - r.start
+            inv, base, rise = (a[:, r].contiguous() for a in (self.inv, self.base, self.rise))
+            coef = raymath.slope_bin_coefficients(self.p, self.du[r], self.de[r])
+            lo, hi = self.lo[r], self.hi[r]
+            for c0 in range(0, n_planes, self.plane_block):
+                cells = slice(c0, min(c0 + self.plane_block, n_planes))
+                shape = (cells.stop - cells.start, n_points, width)
+                n = shape[0] * n_points * width
+                slope, kappa, out = buf[:n].view(shape), work[:n].view(shape), rows[:n].view(shape)
+                torch.mul(rise.unsqueeze(0), inv[cells].unsqueeze(1), out=slope)
+                torch.maximum(slope, lo, out=slope)
+                torch.minimum(slope, hi, out=slope)
+                raymath.bin_of_slope(self.p, coef, slope, out=kappa)
+                kappa.floor_().add_(base[cells].unsqueeze(1))
+                out.copy_(kappa)
+                yield cells, r, out
+
+    def sum_rows(self, rows: torch.Tensor, lookup: torch.Tensor) -> torch.Tensor:
+        """``sum over runs of lookup[rows]`` per (plane, point), as a CSR product."""
+        n_cells = rows.shape[0] * rows.shape[1]
+        crow = torch.arange(0, rows.numel() + 1, rows.shape[2], dtype=torch.int32,
+                            device=self.device)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+            s = torch.sparse_csr_tensor(crow, rows.reshape(-1), lookup.new_ones(rows.numel()),
+                                        size=(n_cells, self.n_rows), check_invariants=False)
+        return s @ lookup
 
 
 def _backproject_parallel(y: torch.Tensor, p: GeometryParams, angles: torch.Tensor) -> torch.Tensor:

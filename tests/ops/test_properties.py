@@ -15,7 +15,7 @@ import math
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
 from alara import ops
 from alara.geometry import FanBeam, ImageGrid, ParallelBeam
@@ -28,9 +28,10 @@ SETTINGS = settings(max_examples=30, deadline=None,
 
 @st.composite
 def geometries(draw, kinds=("parallel", "flat", "curved"), min_src: float = 1.6):
-    """A random valid geometry: the detector always sees part of the image; fan-beam
-    sources at ``min_src`` to 4 times the grid's radius from the axis (closer sources: see
-    :func:`test_torch_backprojection_is_adjoint_for_close_sources`)."""
+    """A random valid geometry in which some ray crosses the image (where none does, an
+    exact zero meets the rounding of the operators' intermediate sums); fan-beam
+    sources at ``min_src`` to 4 times the grid's radius from the axis (down to just
+    outside the grid in :func:`test_fan_adjoint_for_close_sources`)."""
     n0, n1 = draw(st.integers(2, 14)), draw(st.integers(2, 14))
     wx, wy = draw(st.floats(0.02, 0.1)), draw(st.floats(0.02, 0.1))
     cx, cy = draw(st.floats(-0.3, 0.3)) * wx, draw(st.floats(-0.3, 0.3)) * wy
@@ -56,8 +57,10 @@ def geometries(draw, kinds=("parallel", "flat", "curved"), min_src: float = 1.6)
     width = 2 * d * (math.tan(half_fan) if kind == "flat" else half_fan) * coverage
     spacing = width / bins
     offset = draw(st.floats(-0.3, 0.3)) * width / 2
-    return FanBeam(grid, angles, bins, spacing, offset, src_radius=src, det_radius=det,
-                   detector=kind)
+    g = FanBeam(grid, angles, bins, spacing, offset, src_radius=src, det_radius=det,
+                detector=kind)
+    assume(bool(ops.project(torch.ones((1, 1) + grid.shape), g, backend="torch").any()))
+    return g
 
 
 def _rand(shape, seed, low=0.0):
@@ -70,15 +73,20 @@ def _close(a: torch.Tensor, b: torch.Tensor, rtol: float = 1e-10) -> bool:
     return (a - b).abs().max().item() <= rtol * scale
 
 
-@SETTINGS
-@given(g=geometries(), seed=st.integers(0, 2**31 - 1), backend=st.sampled_from(BACKENDS))
-def test_adjoint(g, seed, backend):
+def _adjoint_gap(g, backend: str, seed: int) -> float:
+    """``|<A x, y> - <x, A^T y>|`` relative to ``<|A x|, |y|>`` (float64, signed data)."""
     x = _rand((2, 1) + g.grid.shape, seed, -0.5)
     y = _rand((2, 1) + g.sinogram_shape, seed + 1, -0.5)
     lhs = (ops.project(x, g, backend=backend) * y).sum().item()
     rhs = (x * ops.backproject(y, g, backend=backend)).sum().item()
     scale = (ops.project(x.abs(), g, backend=backend) * y.abs()).sum().item()
-    assert abs(lhs - rhs) <= 1e-10 * max(scale, 1e-300)
+    return abs(lhs - rhs) / max(scale, 1e-300)
+
+
+@SETTINGS
+@given(g=geometries(), seed=st.integers(0, 2**31 - 1), backend=st.sampled_from(BACKENDS))
+def test_adjoint(g, seed, backend):
+    assert _adjoint_gap(g, backend, seed) <= 1e-10
 
 
 @SETTINGS
@@ -100,8 +108,12 @@ def test_non_negative_in_non_negative_out(g, seed, backend):
     x[0, 1] = 0.0  # an all-zero image projects to exactly zero
     p = ops.project(x, g, backend=backend)
     assert bool((p >= 0).all()) and bool((p[0, 1] == 0).all())
-    y = _rand((1, 1) + g.sinogram_shape, seed + 1)
-    assert bool((ops.backproject(y, g, backend=backend) >= 0).all())
+    y = _rand((1, 2) + g.sinogram_shape, seed + 1)
+    y[0, 1] = 0.0
+    bp = ops.backproject(y, g, backend=backend)
+    # The torch fan backprojection takes differences of suffix sums: a pixel at the very
+    # edge of a ray's footprint (weight ~ 0) may come out at -(rounding), never below.
+    assert bool((bp >= -1e-14 * bp.abs().max()).all()) and bool((bp[0, 1] == 0).all())
 
 
 @pytest.mark.skipif("native" not in BACKENDS, reason="alara._C is not built")
@@ -117,17 +129,38 @@ def test_native_agrees_with_torch(g, seed):
                       backproject_distance_weighted(y, g, backend="torch"))
 
 
-@pytest.mark.xfail(strict=True, reason="known bug, found by these properties: the torch "
-                   "backend's fan-beam backprojection misses pixels when the source is closer "
-                   "than about 1.5 grid radii (wide fans); the native kernels are exact")
-def test_torch_backprojection_is_adjoint_for_close_sources():
+@SETTINGS
+@given(g=geometries(kinds=("flat", "curved"), min_src=1.001), seed=st.integers(0, 2**31 - 1))
+def test_torch_fan_adjoint_for_close_sources(g, seed):
+    """Wide fans (sources just outside the grid): the Joseph samples one pixel past the
+    border can lie beside or behind the source, and one bin can span a wide angle."""
+    assert _adjoint_gap(g, "torch", seed) <= 1e-10
+
+
+NATIVE_FAN_BUGS = {  # (grid shape, half-widths, angle, bins, spacing, source radius)
+    "close-source": ((2, 2), (0.0625, 0.0625), 1.5, 4, 0.36178643296414975, 0.09115048351232839),
+    "narrow-grid": ((8, 2), (0.03125, 0.0625), 3.0, 3, 0.05379143536399191, 0.13975424859373686),
+}
+
+
+@pytest.mark.skipif("native" not in BACKENDS, reason="alara._C is not built")
+@pytest.mark.xfail(strict=True, reason="known bug, found by these properties: the native fan "
+                   "backprojection misses (ray, pixel) pairs of its own projection on coarse "
+                   "grids (its projection agrees with the torch oracle)")
+@pytest.mark.parametrize("case", list(NATIVE_FAN_BUGS))
+def test_native_fan_backprojection_is_adjoint(case):
+    shape, (wx, wy), angle, bins, spacing, src = NATIVE_FAN_BUGS[case]
+    g = FanBeam(ImageGrid(shape, (-wx, -wy), (wx, wy)), torch.tensor([angle], dtype=torch.float64),
+                bins, spacing, src_radius=src, det_radius=0.0)
+    assert _adjoint_gap(g, "native", 0) <= 1e-10
+
+
+@pytest.mark.parametrize("detector", ["flat", "curved"])
+def test_torch_backprojection_is_adjoint_for_close_sources(detector):
+    """The case that exposed the old per-pixel bin range (a pixel's footprint spanning the
+    line through the source parallel to the detector): source at 1.2 grid radii."""
     grid = ImageGrid((2, 2), (-0.0625, -0.0234375), (0.0625, 0.0234375))
-    worst = 0.0
     for angle in torch.linspace(0, 2 * math.pi, 13)[:-1].tolist():
         g = FanBeam(grid, torch.tensor([angle], dtype=torch.float64), 2, 0.11125,
-                    src_radius=1.2 * grid.radius, det_radius=0.0, detector="flat")
-        x, y = _rand((1, 1) + g.grid.shape, 0), _rand((1, 1) + g.sinogram_shape, 1)
-        lhs = (ops.project(x, g, backend="torch") * y).sum().item()
-        rhs = (x * ops.backproject(y, g, backend="torch")).sum().item()
-        worst = max(worst, abs(lhs - rhs) / abs(lhs))
-    assert worst <= 1e-10
+                    src_radius=1.2 * grid.radius, det_radius=0.0, detector=detector)
+        assert _adjoint_gap(g, "torch", 0) <= 1e-10, angle
