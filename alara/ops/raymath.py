@@ -204,27 +204,29 @@ def fan_segments(p: GeometryParams, angles: torch.Tensor) -> FanSegments:
                        du, de)
 
 
-def slope_bin_coefficients(p: GeometryParams, du: torch.Tensor,
-                           de: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Per-run coefficients of :func:`bin_of_slope` from ``du``/``de`` ``[S, 2]``.
+def slope_bin_coefficients(p: GeometryParams, du: torch.Tensor, de: torch.Tensor,
+                           shift: float = 0.0) -> tuple[torch.Tensor, ...]:
+    """Per-run coefficients of :func:`bin_of_slope` from ``du``/``de`` ``[S, 2]``, for
+    the fractional bin plus ``shift``.
 
     Flat detector: ``(s - s0) / ds = (D d.u - s0 d.e) / (ds d.e)``, one quotient of two
-    affine functions of the slope; curved: ``(D atan2(d.u, d.e) - s0) / ds``.
+    affine functions of the slope (``shift`` folds into the numerator); curved:
+    ``(D atan2(d.u, d.e) - s0) / ds``.
     """
     if p.kind == FAN_FLAT:
-        num = p.src_det * du - p.s0 * de
-        return num[:, 0], num[:, 1], p.ds * de[:, 0], p.ds * de[:, 1]
-    return du[:, 0], du[:, 1], de[:, 0], de[:, 1]
+        num = p.src_det * du + (shift * p.ds - p.s0) * de
+        return num[:, 0], num[:, 1], p.ds * de[:, 0], p.ds * de[:, 1], 0.0
+    return du[:, 0], du[:, 1], de[:, 0], de[:, 1], shift - p.s0 / p.ds
 
 
-def bin_of_slope(p: GeometryParams, coef: tuple[torch.Tensor, ...], slope: torch.Tensor,
+def bin_of_slope(p: GeometryParams, coef: tuple, slope: torch.Tensor,
                  out: torch.Tensor) -> torch.Tensor:
-    """Fractional bin ``(s - s0) / ds`` of the fan ray whose direction has slope
-    ``slope`` (coefficients from :func:`slope_bin_coefficients`, broadcast over the last
-    axis), written to ``out``; ``slope`` is overwritten (work buffer)."""
-    a0, a1, b0, b1 = coef
+    """Fractional bin ``(s - s0) / ds`` (plus the coefficients' shift) of the fan ray
+    whose direction has slope ``slope`` (coefficients from :func:`slope_bin_coefficients`,
+    broadcast over the last axis), written to ``out``; ``slope`` is overwritten."""
+    a0, a1, b0, b1, offset = coef
     torch.addcmul(a0, a1, slope, out=out)
     torch.addcmul(b0, b1, slope, out=slope)
     if p.kind == FAN_FLAT:
         return out.div_(slope)
-    return torch.atan2(out, slope, out=out).mul_(p.src_det / p.ds).sub_(p.s0 / p.ds)
+    return torch.atan2(out, slope, out=out).mul_(p.src_det / p.ds).add_(offset)

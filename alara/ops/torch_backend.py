@@ -23,6 +23,10 @@ from alara.ops.raymath import GeometryParams
 # Work-array size (elements) per chunk: large enough to amortise the Python loop, small
 # enough that the work arrays stay in cache (measured best at 2^17..2^18 on 2 cores).
 _CHUNK_ELEMENTS = 1 << 18
+# Fan backprojection: runs per chunk (innermost axis: long enough for vectorised loops)
+# and look-ups per block.
+_FAN_RUN_CHUNK = 64
+_FAN_BLOCK = 1 << 18
 
 
 @functools.lru_cache(maxsize=8)
@@ -148,10 +152,10 @@ def _backproject_fan(y: torch.Tensor, p: GeometryParams, angles: torch.Tensor,
                 d2 = _second_difference(look, i[cells])  # per run, before its weight
                 h[cells] += (d2 * weight[cells, :, r, None]).sum(2)
         else:
-            acc = lookup.new_zeros(n_planes * (n_t + 2), 3 * bc)
+            acc = lookup.new_zeros(n_planes, n_t + 2, 3 * bc)
             for cells, r, rows in runs.blocks():
-                acc[cells.start * (n_t + 2):cells.stop * (n_t + 2)] += runs.sum_rows(rows, lookup)
-            acc = acc.reshape(n_planes, n_t + 2, 3, bc)
+                runs.add_rows(rows, lookup, acc[cells].view(-1, 3 * bc))
+            acc = acc.unflatten(-1, (3, bc))
             h = _second_difference(acc, i)  # [plane, pixel, bc]
         out += h.permute(2, 0, 1) if xdom else h.permute(2, 1, 0)
     return out.to(y.dtype).reshape(b, c, p.n0, p.n1)
@@ -192,25 +196,27 @@ class _FanRuns:
         rows = view * (p.n_bins + 1) + prefix * (n_views * (p.n_bins + 1))
         cast = dict(dtype=dtype, device=device)
         self.inv = (1 / offset).to(**cast)  # [plane, run]
-        self.base = (rows + 1).to(**cast)  # + floor(bin) = row of K = floor(bin) + 1
+        self.base = rows.to(device=device, dtype=torch.int32)  # + K = floor(bin) + 1
         self.rise = (points.reshape(-1, 1) - src_t[view].reshape(1, -1)).to(**cast)  # [point, run]
         self.lo, self.hi = seg.slope_lo[sel].to(**cast), seg.slope_hi[sel].to(**cast)
         self.du = seg.du[sel].to(**cast)
         self.de = seg.de[sel].to(**cast)
         self.p, self.dtype, self.device = p, dtype, device
+        self._ones = None  # the CSR values, kept across blocks
         self.n_rows = 2 * n_views * (p.n_bins + 1)
         n_runs, n_planes, n_points = sel.numel(), len(planes), len(points)
         # Runs innermost (one CSR row per (plane, point)), many of them so the
         # elementwise loops are long; a few planes per block keep the buffers in cache.
-        self.run_chunk = min(n_runs, 64)
-        self.plane_block = max(1, min(n_planes, _CHUNK_ELEMENTS // (self.run_chunk * n_points)))
+        self.run_chunk = min(n_runs, _FAN_RUN_CHUNK)
+        self.plane_block = max(1, min(n_planes, _FAN_BLOCK // (self.run_chunk * n_points)))
         self.shape = (n_planes, n_points)
 
     def blocks(self):
         """Per (block of planes, chunk of runs): the int32 look-up rows ``[plane, point,
-        run]``, ``base + floor(bin of the point's slope)``.  The slope is clamped to the
-        run's (widened) range, so the bin stays in ``[first - 1, last]`` and ``K`` in
-        ``[first, last + 1]``: all or none of the run's rays for points beyond it."""
+        run]``, ``base + K``, ``K = floor(bin of the point's slope) + 1``.  The slope is
+        clamped to the run's (widened) range, so the bin stays in ``(first - 1, last +
+        1)`` and ``K`` in ``[first, last + 1]``: all or none of the run's rays for points
+        beyond it.  As ``bin + 1 > 0``, truncation to int32 is the floor."""
         n_planes, n_points = self.shape
         n_runs = self.lo.numel()
         buf = torch.empty(self.plane_block * n_points * self.run_chunk, dtype=self.dtype,
@@ -221,7 +227,7 @@ class _FanRuns:
             r = slice(r0, min(r0 + self.run_chunk, n_runs))
             width = r.stop - r.start
             inv, base, rise = (a[:, r].contiguous() for a in (self.inv, self.base, self.rise))
-            coef = raymath.slope_bin_coefficients(self.p, self.du[r], self.de[r])
+            coef = raymath.slope_bin_coefficients(self.p, self.du[r], self.de[r], shift=1.0)
             lo, hi = self.lo[r], self.hi[r]
             for c0 in range(0, n_planes, self.plane_block):
                 cells = slice(c0, min(c0 + self.plane_block, n_planes))
@@ -232,20 +238,21 @@ class _FanRuns:
                 torch.maximum(slope, lo, out=slope)
                 torch.minimum(slope, hi, out=slope)
                 raymath.bin_of_slope(self.p, coef, slope, out=kappa)
-                kappa.floor_().add_(base[cells].unsqueeze(1))
-                out.copy_(kappa)
+                out.copy_(kappa).add_(base[cells].unsqueeze(1))
                 yield cells, r, out
 
-    def sum_rows(self, rows: torch.Tensor, lookup: torch.Tensor) -> torch.Tensor:
-        """``sum over runs of lookup[rows]`` per (plane, point), as a CSR product."""
+    def add_rows(self, rows: torch.Tensor, lookup: torch.Tensor, out: torch.Tensor) -> None:
+        """``out += sum over runs of lookup[rows]`` per (plane, point): a CSR product."""
         n_cells = rows.shape[0] * rows.shape[1]
         crow = torch.arange(0, rows.numel() + 1, rows.shape[2], dtype=torch.int32,
                             device=self.device)
+        if self._ones is None or self._ones.numel() < rows.numel():
+            self._ones = lookup.new_ones(rows.numel())
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-            s = torch.sparse_csr_tensor(crow, rows.reshape(-1), lookup.new_ones(rows.numel()),
+            s = torch.sparse_csr_tensor(crow, rows.reshape(-1), self._ones[:rows.numel()],
                                         size=(n_cells, self.n_rows), check_invariants=False)
-        return s @ lookup
+        torch.addmm(out, s, lookup, out=out)
 
 
 def _backproject_parallel(y: torch.Tensor, p: GeometryParams, angles: torch.Tensor) -> torch.Tensor:
