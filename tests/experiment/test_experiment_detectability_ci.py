@@ -5,6 +5,7 @@ and the report's side-by-side table of the doses each target needs."""
 from __future__ import annotations
 
 import json
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +54,8 @@ def test_only_images_with_a_lesion_are_scored(run):
     out, cache = run
     root = next(p for p in cache.iterdir() if p.is_dir())
     test = LoDoPaBDataset(root, "test")
-    with_lesion = sum(bool((test[i]["lesions"][:, 2] > 0).any()) for i in range(len(test)))
+    floor = tomllib.loads(CONFIG.read_text())["iq_metric"]["params"]["min_radius_px"]
+    with_lesion = sum(bool((test[i]["lesions"][:, 2] > floor).any()) for i in range(len(test)))
     rows = (out / "results_test.csv").read_text().splitlines()
     arms = json.loads((out / "metrics.json").read_text())["policies"]
     assert with_lesion > 0
