@@ -223,7 +223,8 @@ def bin_of_slope(p: GeometryParams, coef: tuple, slope: torch.Tensor,
                  out: torch.Tensor) -> torch.Tensor:
     """Fractional bin ``(s - s0) / ds`` (plus the coefficients' shift) of the fan ray
     whose direction has slope ``slope`` (coefficients from :func:`slope_bin_coefficients`,
-    broadcast over the last axis), written to ``out``; ``slope`` is overwritten."""
+    broadcastable; ``slope`` may be given in any unit that the slope coefficients ``a1``,
+    ``b1`` absorb), written to ``out``; ``slope`` is overwritten."""
     a0, a1, b0, b1, offset = coef
     torch.addcmul(a0, a1, slope, out=out)
     torch.addcmul(b0, b1, slope, out=slope)

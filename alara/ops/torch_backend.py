@@ -26,7 +26,7 @@ _CHUNK_ELEMENTS = 1 << 18
 # Fan backprojection: runs per chunk (innermost axis: long enough for vectorised loops)
 # and look-ups per block.
 _FAN_RUN_CHUNK = 64
-_FAN_BLOCK = 1 << 18
+_FAN_BLOCK = 1 << 19
 
 
 @functools.lru_cache(maxsize=8)
@@ -195,12 +195,18 @@ class _FanRuns:
         prefix = offset > 0 if xdom else offset < 0
         rows = view * (p.n_bins + 1) + prefix * (n_views * (p.n_bins + 1))
         cast = dict(dtype=dtype, device=device)
-        self.inv = (1 / offset).to(**cast)  # [plane, run]
-        self.base = rows.to(device=device, dtype=torch.int32)  # + K = floor(bin) + 1
+        # The point's slope is rise * inv (rise: point - source along the plane, per
+        # (point, run); inv = 1 / offset, per (plane, run)); its clamp to the run's slope
+        # range [lo, hi] is a clamp of rise to [lo, hi] / inv, taken before the product.
+        inv = 1 / offset
+        lo, hi = seg.slope_lo[sel] * offset, seg.slope_hi[sel] * offset
+        self.rise_lo, self.rise_hi = torch.minimum(lo, hi).to(**cast), torch.maximum(lo, hi).to(**cast)
         self.rise = (points.reshape(-1, 1) - src_t[view].reshape(1, -1)).to(**cast)  # [point, run]
-        self.lo, self.hi = seg.slope_lo[sel].to(**cast), seg.slope_hi[sel].to(**cast)
-        self.du = seg.du[sel].to(**cast)
-        self.de = seg.de[sel].to(**cast)
+        # bin + 1 = (a0 + a1 slope) / (b0 + b1 slope): a1, b1 times inv per (plane, run)
+        coef = raymath.slope_bin_coefficients(p, seg.du[sel], seg.de[sel], shift=1.0)
+        self.coef = (coef[0].to(**cast), (coef[1] * inv).to(**cast), coef[2].to(**cast),
+                     (coef[3] * inv).to(**cast), coef[4])
+        self.base = rows.to(device=device, dtype=torch.int32)  # + K = floor(bin) + 1
         self.p, self.dtype, self.device = p, dtype, device
         self._ones = None  # the CSR values, kept across blocks
         self.n_rows = 2 * n_views * (p.n_bins + 1)
@@ -218,26 +224,28 @@ class _FanRuns:
         1)`` and ``K`` in ``[first, last + 1]``: all or none of the run's rays for points
         beyond it.  As ``bin + 1 > 0``, truncation to int32 is the floor."""
         n_planes, n_points = self.shape
-        n_runs = self.lo.numel()
+        n_runs = self.base.shape[1]
         buf = torch.empty(self.plane_block * n_points * self.run_chunk, dtype=self.dtype,
                           device=self.device)
-        work = torch.empty_like(buf)
+        work2 = torch.empty_like(buf)
         rows = torch.empty(buf.shape, dtype=torch.int32, device=self.device)
         for r0 in range(0, n_runs, self.run_chunk):
             r = slice(r0, min(r0 + self.run_chunk, n_runs))
             width = r.stop - r.start
-            inv, base, rise = (a[:, r].contiguous() for a in (self.inv, self.base, self.rise))
-            coef = raymath.slope_bin_coefficients(self.p, self.du[r], self.de[r], shift=1.0)
-            lo, hi = self.lo[r], self.hi[r]
+            rise_lo, rise_hi, base, a1, b1 = (
+                a[:, r].contiguous() for a in (self.rise_lo, self.rise_hi, self.base,
+                                               self.coef[1], self.coef[3]))
+            rise = self.rise[:, r].contiguous().unsqueeze(0)
+            a0, b0 = self.coef[0][r], self.coef[2][r]
             for c0 in range(0, n_planes, self.plane_block):
                 cells = slice(c0, min(c0 + self.plane_block, n_planes))
                 shape = (cells.stop - cells.start, n_points, width)
                 n = shape[0] * n_points * width
-                slope, kappa, out = buf[:n].view(shape), work[:n].view(shape), rows[:n].view(shape)
-                torch.mul(rise.unsqueeze(0), inv[cells].unsqueeze(1), out=slope)
-                torch.maximum(slope, lo, out=slope)
-                torch.minimum(slope, hi, out=slope)
-                raymath.bin_of_slope(self.p, coef, slope, out=kappa)
+                work, kappa, out = buf[:n].view(shape), work2[:n].view(shape), rows[:n].view(shape)
+                torch.maximum(rise, rise_lo[cells].unsqueeze(1), out=work)
+                torch.minimum(work, rise_hi[cells].unsqueeze(1), out=work)
+                coef = (a0, a1[cells].unsqueeze(1), b0, b1[cells].unsqueeze(1), self.coef[4])
+                raymath.bin_of_slope(self.p, coef, work, out=kappa)
                 out.copy_(kappa).add_(base[cells].unsqueeze(1))
                 yield cells, r, out
 
