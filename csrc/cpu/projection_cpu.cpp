@@ -326,13 +326,112 @@ struct FanSegment {
   int k0, k1;  // bins [k0, k1)
 };
 
+// A segment's rays on one plane of a fan-beam view, for the AVX2 lanes: the lane map
+// (see avx2::FanLaneMap), whether the rays' positions increase with the bin, and the range
+// [ia, ib) of positions (in increasing order) that can reach the plane's pixels.
+struct FanPlane {
+  bool ok;  // false: the plane's pixel range comes near the source (use the generic path)
+  bool rising;
+  int ia, ib;
+#ifdef ALARA_HAVE_AVX2_PATH
+  avx2::FanLaneMap map;
+#endif
+};
+
+// Safety margin (in bins) of the lane map's float arithmetic: its error is ~1e-4 bins.
+constexpr double kLaneMargin = 0.05;
+
+FanPlane fan_plane(const Geometry& g, double c, double sn, bool xd, double plane, int k0,
+                   int k1, int n_other) {
+  FanPlane fp{};
+  // the pixel centre at position t on the plane: (px0 + t dpx, py0 + t dpy)
+  const double px0 = xd ? g.x0 + (plane + 0.5) * g.dx : g.x0 + 0.5 * g.dx;
+  const double py0 = xd ? g.y0 + 0.5 * g.dy : g.y0 + (plane + 0.5) * g.dy;
+  const double dpx = xd ? 0.0 : g.dx, dpy = xd ? g.dy : 0.0;
+  const double u0 = px0 * c + py0 * sn, du = dpx * c + dpy * sn;
+  const double e0 = g.src_radius - px0 * sn + py0 * c, de = -dpx * sn + dpy * c;
+  const double slope = du * e0 - u0 * de;  // sign of d(u / e) / dt, constant along the plane
+  const double e_min = 1e-3 * g.src_radius;
+  if (e0 - 2 * de <= e_min || e0 + (n_other + 8) * de <= e_min || slope == 0) return fp;
+  fp.ok = true;
+  fp.rising = slope > 0;
+  const double a = g.src_det / g.ds, b0 = -g.s0 / g.ds;
+  const double sigma = fp.rising ? 1.0 : -1.0, tau = fp.rising ? 1.0 - k0 : static_cast<double>(k1);
+  const int n = k1 - k0;
+  const bool curved = g.kind == FAN_CURVED;
+  // rays (in increasing position order) at or left of position t: floor(sigma kappa(t) + tau)
+  auto count = [&](double t) {
+    const double r = (u0 + t * du) / (e0 + t * de);
+    const double kappa = a * (curved ? std::atan(r) : r) + b0;
+    return static_cast<int>(std::min(std::max(std::floor(sigma * kappa + tau), -4.0), n + 4.0));
+  };
+  fp.ia = std::clamp(count(-1.5) - 2, 0, n);
+  fp.ib = std::clamp(count(n_other + 0.5) + 2, 0, n);
+#ifdef ALARA_HAVE_AVX2_PATH
+  fp.map = avx2::FanLaneMap{static_cast<float>(u0), static_cast<float>(du), static_cast<float>(e0),
+                            static_cast<float>(de), static_cast<float>(sigma * a),
+                            static_cast<float>(sigma * b0 + tau - kLaneMargin), curved};
+#endif
+  return fp;
+}
+
+#ifdef ALARA_HAVE_AVX2_PATH
+// Fixed-point scale of fan_bp_plane_avx2's positions: (n_other + 8) 2^S <= 2^29.
+inline int fan_fixed_shift(int n_other) {
+  int S = 29;
+  while (S > 0 && (static_cast<int64_t>(n_other) + 8) << S > (int64_t{1} << 29)) --S;
+  return std::min(S, 23);
+}
+
+// Taps per pixel above which the rays are too dense for the AVX2 lanes (generic path).
+constexpr int kMaxFanTaps = 24;
+
+// Scratch of one task for fan_bp_plane_avx2.
+struct FanScratch {
+  std::vector<int32_t> table;  // positions (K + 64)
+  std::vector<float> wt;       // tap weights, kMaxFanTaps x stride (channels only)
+  std::vector<int32_t> idx;    // tap rays, likewise
+  int stride;
+  FanScratch(int K, int n_other, int64_t bc)
+      : table(K + 64), wt(bc > 1 ? kMaxFanTaps * (n_other + 8) : 0),
+        idx(bc > 1 ? kMaxFanTaps * (n_other + 8) : 0), stride(n_other + 8) {}
+};
+
+// One segment's rays onto one plane (float; bc channels, channels-last) through the AVX2
+// lanes; false where the rays are too dense for them (the generic path runs instead).
+bool fan_bp_plane_avx2(float* row, int64_t bc, const FanPlane& fp, const double* al,
+                       const double* be, int n, double plane, int n_other, FanScratch& scratch,
+                       const float* c) {
+  if (fp.ia >= fp.ib) return true;  // no ray of the segment reaches the plane's pixels
+  const int S = fan_fixed_shift(n_other);
+  int32_t* table = scratch.table.data();
+  const int64_t spacing = avx2::fan_plane_table(table, al, be, n, fp.rising, plane, fp.ia, fp.ib, S);
+  if (spacing <= 0) return false;
+  const int64_t T = ((int64_t{2} << S) - 1) / spacing + 1;  // rays in an open interval of 2 pixels
+  if (T > kMaxFanTaps) return false;
+  const int jlo = std::max(0, table[fp.ia] >> S);
+  const int jhi = std::min(n_other - 1, (table[fp.ib - 1] >> S) + 1);
+  if (jlo > jhi) return true;
+  if (bc == 1)
+    avx2::fan_bp_lanes(row, jlo, jhi, table, c, fp.ia, fp.ib, S, static_cast<int>(T), fp.map);
+  else
+    avx2::fan_bp_channels(row, bc, jlo, jhi, table, c, fp.ia, fp.ib, S, static_cast<int>(T), fp.map,
+                          scratch.wt.data(), scratch.idx.data(), scratch.stride);
+  return true;
+}
+#endif
+
 // Fan-beam backprojection, pixel-driven per (view, plane), the exact adjoint of the
 // ray-driven forward projection: a ray of the x-dominant family interpolates on plane i
 // (array axis 0) between the pixels floor(P) and floor(P) + 1, P = alpha + beta i, with
 // weights 1 - f and f, i.e. pixel j gets max(0, 1 - |P - j|).  Every per-ray quantity
 // (Joseph line, weight * y) is tabulated once; per view and plane the rays' positions are
-// one multiply-add each, and the pixels gather from the few rays next to them.  Each
-// family accumulates in its own plane layout (acc_x [n0, n1, bc], acc_y [n1, n0, bc]);
+// one multiply-add each, and the pixels gather from the few rays next to them.  In float
+// (AVX2) each pixel finds its first ray from the detector coordinate of the point j - 1
+// on the plane (fan_plane: per view and plane, the point's coordinate is a ratio of two
+// affine functions of j) and takes only the T rays from there, T from the smallest ray
+// spacing on the plane; float64, the FBP distance weight and rays too dense for the lanes
+// take the generic two-pointer path.  Each family accumulates in its own plane layout (acc_x [n0, n1, bc], acc_y [n1, n0, bc]);
 // a task owns a block of planes, so threads never write the same pixel.
 template <typename scalar_t, bool DW>
 void backproject_fan(const Geometry& g, const std::vector<double>& cs,
@@ -342,8 +441,9 @@ void backproject_fan(const Geometry& g, const std::vector<double>& cs,
   const int K = g.n_bins;
   std::vector<double> alpha(n_views * K), beta(n_views * K);
   std::vector<uint8_t> xdom(n_views * K);
-  // ray weight * sinogram value, padded: the AVX2 rows read up to K + 16 past a segment
-  std::vector<scalar_t> cw((n_views + 1) * K * bc + 16);
+  // ray weight * sinogram value, padded: the AVX2 lanes read up to kMaxFanTaps + 34 rays
+  // past a segment's end
+  std::vector<scalar_t> cw((n_views * K + kMaxFanTaps + 64) * bc + 16);
   for_each_chunk(n_views * K, 4096, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t v = r / K;
@@ -369,7 +469,7 @@ void backproject_fan(const Geometry& g, const std::vector<double>& cs,
     }
   }
 #ifdef ALARA_HAVE_AVX2_PATH
-  const bool use_avx2 = std::is_same_v<scalar_t, float> && !DW && bc == 1 && avx2::supported();
+  const bool use_avx2 = std::is_same_v<scalar_t, float> && !DW && avx2::supported();
 #endif
   constexpr int kPlanes = 4;  // planes per task
   for (int f = 0; f < 2; ++f) {
@@ -380,6 +480,9 @@ void backproject_fan(const Geometry& g, const std::vector<double>& cs,
     const double pmin = xd ? g.x0 : g.y0, omin = xd ? g.y0 : g.x0;
     for_each_chunk(n_planes, kPlanes, [&](int64_t pb, int64_t pe) {
       std::vector<double> P(2 * K + 16), dw(DW ? n_other : 0);
+#ifdef ALARA_HAVE_AVX2_PATH
+      FanScratch scratch(K, n_other, use_avx2 ? bc : 1);
+#endif
       for (const FanSegment& seg : segments[f]) {
         const int64_t base = seg.view * K;
         const int n = seg.k1 - seg.k0;
@@ -391,10 +494,10 @@ void backproject_fan(const Geometry& g, const std::vector<double>& cs,
 #ifdef ALARA_HAVE_AVX2_PATH
           if constexpr (std::is_same_v<scalar_t, float>) {
             if (use_avx2) {
-              const bool rising = al[n - 1] + be[n - 1] * pp >= al[0] + be[0] * pp;
-              avx2::fan_bp_row(row, n_other, al, be, (rising ? cw : cw_rev).data() + base + seg.k0,
-                               n, rising, pp, P.data());
-              continue;
+              const FanPlane fp = fan_plane(g, cs[seg.view], sn[seg.view], xd, pp, seg.k0, seg.k1, n_other);
+              if (fp.ok && fan_bp_plane_avx2(row, bc, fp, al, be, n, pp, n_other, scratch,
+                                             (fp.rising ? cw : cw_rev).data() + (base + seg.k0) * bc))
+                continue;
             }
           }
 #endif

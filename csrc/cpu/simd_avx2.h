@@ -10,6 +10,7 @@
 #include <immintrin.h>
 
 #include <cstdint>
+#include <cstdlib>
 
 namespace alara {
 namespace avx2 {
@@ -300,88 +301,236 @@ ALARA_AVX2 inline void bp_row_channels(float* acc, int n1, int64_t bc, const flo
   }
 }
 
-// Fan-beam backprojection of the rays of one view onto one plane (one channel).
-//
-// The n rays' lines are alpha + beta * plane (bins in order: `rising` says whether their
-// positions on this plane increase with the bin; they are monotone along a segment of
-// one family).  Pixel j of the plane gets sum_i max(0, 1 - |P[i] - j|) c[i]: the weights
-// of the forward projection, so this is its exact adjoint.  c holds the rays' weight *
-// sinogram value in increasing-position order (at least 2 n + 16 readable floats; the
-// ones past n meet a zero weight); P (2 n + 16 doubles) is scratch.  For 8 pixels j0 .. j0 + 7 only the
-// rays with j0 - 1 < P < j0 + 8 can contribute: at most T of them after the first one,
-// T from the smallest ray spacing on the plane; a fixed T (no data-dependent loop exits)
-// and four accumulators keep the loop free of mispredictions and of the FMA latency.
-// Positions relative to j0 are rounded to float only after the difference in double.
-ALARA_AVX2 inline void fan_bp_row(float* acc, int n_pix, const double* alpha, const double* beta,
-                                  const float* cs, int n, bool rising, double plane, double* P) {
-  const __m256d vp = _mm256_set1_pd(plane);
-  int i = 0;
-  if (rising) {
-    for (; i + 4 <= n; i += 4)
-      _mm256_storeu_pd(P + i, _mm256_fmadd_pd(_mm256_loadu_pd(beta + i), vp, _mm256_loadu_pd(alpha + i)));
-    for (; i < n; ++i) P[i] = alpha[i] + beta[i] * plane;
-  } else {
-    for (; i + 4 <= n; i += 4) {
-      const int k = n - 4 - i;  // reversed blocks of 4
-      const __m256d v = _mm256_fmadd_pd(_mm256_loadu_pd(beta + k), vp, _mm256_loadu_pd(alpha + k));
-      _mm256_storeu_pd(P + i, _mm256_permute4x64_pd(v, 0x1B));
-    }
-    for (; i < n; ++i) P[i] = alpha[n - 1 - i] + beta[n - 1 - i] * plane;
-  }
-  __m256d vmin = _mm256_set1_pd(1e300);
-  for (i = 0; i + 5 <= n; i += 4)
-    vmin = _mm256_min_pd(vmin, _mm256_sub_pd(_mm256_loadu_pd(P + i + 1), _mm256_loadu_pd(P + i)));
-  double spacing = 1e300, lanes_min[4];
-  _mm256_storeu_pd(lanes_min, vmin);
-  for (int l = 0; l < 4; ++l) spacing = lanes_min[l] < spacing ? lanes_min[l] : spacing;
-  for (; i + 1 < n; ++i) spacing = P[i + 1] - P[i] < spacing ? P[i + 1] - P[i] : spacing;
-  // rays in an open window of 9 pixels; rounded up to the unroll of 4
-  int T = spacing > 9.0 / 64 ? static_cast<int>(9.0 / spacing) + 1 : n;
-  T = (T < n ? T : n);
-  T = (T + 3) & ~3;
-  for (i = n; i < n + T + 16; ++i) P[i] = __builtin_inf();
-  int first = 0;
-  const __m256 lanes = _mm256_setr_ps(0.f, 1.f, 2.f, 3.f, 4.f, 5.f, 6.f, 7.f);
-  const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
+// atan of 8 floats (Cephes' atanf: reduction to |x| <= tan(pi/8), degree-9 odd polynomial;
+// relative error ~1e-7), for the curved fan's detector coordinate.
+ALARA_AVX2 inline __m256 atan_ps(__m256 x) {
   const __m256 sign_mask = _mm256_set1_ps(-0.0f);
-  for (int j0 = 0; j0 < n_pix; j0 += 8) {
-    // skip the rays with P <= j0 - 1 (sorted: count them among the next 16)
-    const __m256d lo = _mm256_set1_pd(j0 - 1.0);
-    for (;;) {
-      const int m0 = _mm256_movemask_pd(_mm256_cmp_pd(_mm256_loadu_pd(P + first), lo, _CMP_LE_OQ));
-      const int m1 = _mm256_movemask_pd(_mm256_cmp_pd(_mm256_loadu_pd(P + first + 4), lo, _CMP_LE_OQ));
-      const int m2 = _mm256_movemask_pd(_mm256_cmp_pd(_mm256_loadu_pd(P + first + 8), lo, _CMP_LE_OQ));
-      const int m3 = _mm256_movemask_pd(_mm256_cmp_pd(_mm256_loadu_pd(P + first + 12), lo, _CMP_LE_OQ));
-      const int adv = __builtin_popcount(m0 | (m1 << 4) | (m2 << 8) | (m3 << 12));
-      first += adv;
-      if (adv < 16) break;
-    }
-    const double base = static_cast<double>(j0);
-    __m256 s0 = zero, s1 = zero, s2 = zero, s3 = zero;
-    for (int t = 0; t < T; t += 4) {
-      const double* pt = P + first + t;
-      const float* ct = cs + first + t;
-      const __m128 r4 = _mm256_cvtpd_ps(_mm256_sub_pd(_mm256_loadu_pd(pt), _mm256_set1_pd(base)));
-#define ALARA_TAP(acc, lane)                                                                      \
-  {                                                                                               \
-    const __m256 r = _mm256_set1_ps(_mm_cvtss_f32(_mm_shuffle_ps(r4, r4, lane * 0x55)));          \
-    const __m256 w = _mm256_max_ps(zero, _mm256_sub_ps(one, _mm256_andnot_ps(sign_mask, _mm256_sub_ps(r, lanes)))); \
-    acc = _mm256_fmadd_ps(w, _mm256_broadcast_ss(ct + lane), acc);                                \
+  const __m256 sgn = _mm256_and_ps(x, sign_mask);
+  __m256 a = _mm256_andnot_ps(sign_mask, x);
+  const __m256 big = _mm256_cmp_ps(a, _mm256_set1_ps(2.414213562373095f), _CMP_GT_OQ);
+  const __m256 mid = _mm256_andnot_ps(big, _mm256_cmp_ps(a, _mm256_set1_ps(0.4142135623730950f), _CMP_GT_OQ));
+  const __m256 one = _mm256_set1_ps(1.0f);
+  const __m256 a_big = _mm256_div_ps(_mm256_set1_ps(-1.0f), a);
+  const __m256 a_mid = _mm256_div_ps(_mm256_sub_ps(a, one), _mm256_add_ps(a, one));
+  a = _mm256_blendv_ps(_mm256_blendv_ps(a, a_mid, mid), a_big, big);
+  const __m256 y0 = _mm256_or_ps(_mm256_and_ps(big, _mm256_set1_ps(1.5707963267948966f)),
+                                 _mm256_and_ps(mid, _mm256_set1_ps(0.7853981633974483f)));
+  const __m256 z = _mm256_mul_ps(a, a);
+  __m256 p = _mm256_set1_ps(8.05374449538e-2f);
+  p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(-1.38776856032e-1f));
+  p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(1.99777106478e-1f));
+  p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(-3.33329491539e-1f));
+  const __m256 r = _mm256_add_ps(y0, _mm256_fmadd_ps(_mm256_mul_ps(p, z), a, a));
+  return _mm256_or_ps(r, sgn);
+}
+
+// Where the rays of one fan-beam view cross one plane, as the kernels' lanes need it.
+// A point at position t on the plane (pixel units along the interpolated axis) has
+// detector-frame coordinates u(t) = u0 + t du, e(t) = e0 + t de (e > 0: the source is off
+// the plane's pixel range), so the rays of the segment in increasing position order with
+// position <= t number a * r(t) + b rounded down, r = u / e for a flat detector and
+// atan(u / e) for a curved one (b includes a safety margin that makes the count at most
+// one too small; the kernel corrects it from the table).
+struct FanLaneMap {
+  float u0, du, e0, de, a, b;
+  bool curved;
+};
+
+// Fan-beam backprojection of one segment's rays onto the pixels [jlo, jhi] of one plane.
+// Pixel j gets sum_i max(0, 1 - |P_i - j|) c_i: the forward projection's interpolation
+// weights, so this is its exact adjoint (to the 2^-S quantisation of the positions).  P
+// (int32, positions times 2^S, increasing, valid on [ia, ib + 32) with sentinels past ib)
+// and c (weight * sinogram value in the same order, readable on [ia, ib + 32)) are the
+// segment's table on this plane.  Each pixel lane takes only its own rays: the first one
+// right of j - 1 from the lane map (which may be one short: one compare steps over it),
+// then T consecutive ones (T bounds the rays in an open interval of 2 pixels).  The rays
+// of 8 lanes usually lie in a window of 16 table entries, loaded once and permuted;
+// otherwise they are gathered.
+// kWeights: instead of accumulating into acc (one channel), write each tap's weight and
+// ray index, wt[k * stride + j - jlo] and idx[k * stride + j - jlo] (k < T; stride >=
+// jhi - jlo + 8), for the channels-last loop.  kT > 0: T as a compile-time constant.
+template <bool kCurved, int kT, bool kWeights>
+ALARA_AVX2 inline void fan_bp_lanes_t(float* acc, int jlo, int jhi, const int32_t* P, const float* c,
+                                      int ia, int ib, int S, int T, const FanLaneMap& m,
+                                      float* wt, int32_t* idx_out, int stride) {
+  if (kT > 0) T = kT;
+  const __m256 lanes = _mm256_setr_ps(0.f, 1.f, 2.f, 3.f, 4.f, 5.f, 6.f, 7.f);
+  const __m256i lanes_fix = _mm256_slli_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), S);
+  const __m256 u0 = _mm256_set1_ps(m.u0), du = _mm256_set1_ps(m.du);
+  const __m256 e0 = _mm256_set1_ps(m.e0), de = _mm256_set1_ps(m.de);
+  const __m256 va = _mm256_set1_ps(m.a), vb = _mm256_set1_ps(m.b);
+  const __m256i via = _mm256_set1_epi32(ia), vib = _mm256_set1_epi32(ib);
+  const __m256i seven = _mm256_set1_epi32(7), one_i = _mm256_set1_epi32(1);
+  const __m256i unit = _mm256_set1_epi32(1 << S);
+  const __m256 inv_scale = _mm256_set1_ps(1.0f / static_cast<float>(1 << S));
+  const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
+  for (int j0 = jlo; j0 <= jhi; j0 += 8) {
+    const __m256 t = _mm256_add_ps(_mm256_set1_ps(static_cast<float>(j0 - 1)), lanes);
+    __m256 r = _mm256_div_ps(_mm256_fmadd_ps(t, du, u0), _mm256_fmadd_ps(t, de, e0));
+    if (kCurved) r = atan_ps(r);
+    const __m256i count = _mm256_cvttps_epi32(_mm256_floor_ps(_mm256_fmadd_ps(r, va, vb)));
+    const __m256i first = _mm256_min_epi32(_mm256_max_epi32(count, via), vib);
+    const __m256i jfix = _mm256_add_epi32(_mm256_set1_epi32(j0 << S), lanes_fix);
+    const __m256i thr1 = _mm256_sub_epi32(_mm256_add_epi32(jfix, one_i), unit);  // (j-1) 2^S + 1
+    const int f0 = _mm256_cvtsi256_si32(first);
+    const int f7 = _mm256_extract_epi32(first, 7);
+    __m256 s = zero;
+    const int64_t o = j0 - jlo;
+#define ALARA_TAP(p, cc, ray)                                                                \
+  {                                                                                          \
+    const __m256 dist = _mm256_cvtepi32_ps(_mm256_abs_epi32(_mm256_sub_epi32(p, jfix)));     \
+    const __m256 w = _mm256_max_ps(zero, _mm256_fnmadd_ps(dist, inv_scale, one));            \
+    if (kWeights) {                                                                          \
+      _mm256_storeu_ps(wt + k * stride + o, w);                                              \
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(idx_out + k * stride + o), ray);        \
+    } else {                                                                                 \
+      s = _mm256_fmadd_ps(w, cc, s);                                                         \
+    }                                                                                        \
   }
-      ALARA_TAP(s0, 0)
-      ALARA_TAP(s1, 1)
-      ALARA_TAP(s2, 2)
-      ALARA_TAP(s3, 3)
-#undef ALARA_TAP
-    }
-    const __m256 sum = _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3));
-    if (j0 + 8 <= n_pix) {
-      _mm256_storeu_ps(acc + j0, _mm256_add_ps(_mm256_loadu_ps(acc + j0), sum));
+    if (f7 - f0 + 1 + T <= 16) {
+      const __m256i plo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(P + f0));
+      const __m256i phi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(P + f0 + 8));
+      __m256 clo = zero, chi = zero;
+      if (!kWeights) clo = _mm256_loadu_ps(c + f0), chi = _mm256_loadu_ps(c + f0 + 8);
+      const __m256i vf0 = _mm256_set1_epi32(f0);
+      __m256i rel = _mm256_sub_epi32(first, vf0);
+      {  // the lane map's margin: step over the first ray if it lies at or left of j - 1
+        const __m256i hi = _mm256_cmpgt_epi32(rel, seven);
+        const __m256i p = _mm256_blendv_epi8(_mm256_permutevar8x32_epi32(plo, rel),
+                                             _mm256_permutevar8x32_epi32(phi, rel), hi);
+        rel = _mm256_sub_epi32(rel, _mm256_cmpgt_epi32(thr1, p));
+      }
+#pragma GCC unroll 8
+      for (int k = 0; k < (kT > 0 ? kT : T); ++k) {
+        const __m256i hi = _mm256_cmpgt_epi32(rel, seven);
+        const __m256i p = _mm256_blendv_epi8(_mm256_permutevar8x32_epi32(plo, rel),
+                                             _mm256_permutevar8x32_epi32(phi, rel), hi);
+        __m256 cc = zero;
+        if (!kWeights)
+          cc = _mm256_blendv_ps(_mm256_permutevar8x32_ps(clo, rel),
+                                _mm256_permutevar8x32_ps(chi, rel), _mm256_castsi256_ps(hi));
+        ALARA_TAP(p, cc, _mm256_add_epi32(rel, vf0))
+        rel = _mm256_add_epi32(rel, one_i);
+      }
     } else {
-      const __m256i m = first_lanes(n_pix - j0);
-      _mm256_maskstore_ps(acc + j0, m, _mm256_add_ps(_mm256_maskload_ps(acc + j0, m), sum));
+      __m256i idx = first;
+      idx = _mm256_sub_epi32(idx, _mm256_cmpgt_epi32(thr1, _mm256_i32gather_epi32(P, idx, 4)));
+      for (int k = 0; k < (kT > 0 ? kT : T); ++k) {
+        const __m256i p = _mm256_i32gather_epi32(P, idx, 4);
+        __m256 cc = zero;
+        if (!kWeights) cc = _mm256_i32gather_ps(c, idx, 4);
+        ALARA_TAP(p, cc, idx)
+        idx = _mm256_add_epi32(idx, one_i);
+      }
+    }
+#undef ALARA_TAP
+    if (kWeights) continue;
+    if (j0 + 8 <= jhi + 1) {
+      _mm256_storeu_ps(acc + j0, _mm256_add_ps(_mm256_loadu_ps(acc + j0), s));
+    } else {
+      const __m256i msk = first_lanes(jhi + 1 - j0);
+      _mm256_maskstore_ps(acc + j0, msk, _mm256_add_ps(_mm256_maskload_ps(acc + j0, msk), s));
     }
   }
+}
+
+template <bool kCurved, bool kWeights>
+ALARA_AVX2 inline void fan_bp_lanes_c(float* acc, int jlo, int jhi, const int32_t* P, const float* c,
+                                      int ia, int ib, int S, int T, const FanLaneMap& m,
+                                      float* wt, int32_t* idx, int stride) {
+  switch (T) {
+    case 1: return fan_bp_lanes_t<kCurved, 1, kWeights>(acc, jlo, jhi, P, c, ia, ib, S, T, m, wt, idx, stride);
+    case 2: return fan_bp_lanes_t<kCurved, 2, kWeights>(acc, jlo, jhi, P, c, ia, ib, S, T, m, wt, idx, stride);
+    case 3: return fan_bp_lanes_t<kCurved, 3, kWeights>(acc, jlo, jhi, P, c, ia, ib, S, T, m, wt, idx, stride);
+    case 4: return fan_bp_lanes_t<kCurved, 4, kWeights>(acc, jlo, jhi, P, c, ia, ib, S, T, m, wt, idx, stride);
+    default: return fan_bp_lanes_t<kCurved, 0, kWeights>(acc, jlo, jhi, P, c, ia, ib, S, T, m, wt, idx, stride);
+  }
+}
+
+// One channel: accumulates into acc (see fan_bp_lanes_t).
+ALARA_AVX2 inline void fan_bp_lanes(float* acc, int jlo, int jhi, const int32_t* P, const float* c,
+                                    int ia, int ib, int S, int T, const FanLaneMap& m) {
+  if (m.curved)
+    fan_bp_lanes_c<true, false>(acc, jlo, jhi, P, c, ia, ib, S, T, m, nullptr, nullptr, 0);
+  else
+    fan_bp_lanes_c<false, false>(acc, jlo, jhi, P, c, ia, ib, S, T, m, nullptr, nullptr, 0);
+}
+
+// bc channels (channels-last acc [n_other, bc] and c [rays, bc]): the lanes find every
+// pixel's taps (weights and rays into wt / idx, T x stride scratch with stride >= jhi -
+// jlo + 8), then each tap is applied to 8 channels per instruction.
+ALARA_AVX2 inline void fan_bp_channels(float* acc, int64_t bc, int jlo, int jhi, const int32_t* P,
+                                       const float* c, int ia, int ib, int S, int T,
+                                       const FanLaneMap& m, float* wt, int32_t* idx, int stride) {
+  if (m.curved)
+    fan_bp_lanes_c<true, true>(nullptr, jlo, jhi, P, nullptr, ia, ib, S, T, m, wt, idx, stride);
+  else
+    fan_bp_lanes_c<false, true>(nullptr, jlo, jhi, P, nullptr, ia, ib, S, T, m, wt, idx, stride);
+  const __m256i tail = first_lanes(static_cast<int>(bc & 7) == 0 ? 8 : static_cast<int>(bc & 7));
+  for (int j = jlo; j <= jhi; ++j) {
+    float* a = acc + static_cast<int64_t>(j) * bc;
+    const int o = j - jlo;
+    int64_t ch = 0;
+    for (; ch + 8 <= bc; ch += 8) {
+      __m256 sum = _mm256_loadu_ps(a + ch);
+      for (int k = 0; k < T; ++k)
+        sum = _mm256_fmadd_ps(_mm256_set1_ps(wt[k * stride + o]),
+                              _mm256_loadu_ps(c + static_cast<int64_t>(idx[k * stride + o]) * bc + ch), sum);
+      _mm256_storeu_ps(a + ch, sum);
+    }
+    if (ch < bc) {  // the last, partial block of channels
+      __m256 sum = _mm256_maskload_ps(a + ch, tail);
+      for (int k = 0; k < T; ++k)
+        sum = _mm256_fmadd_ps(_mm256_set1_ps(wt[k * stride + o]),
+                              _mm256_maskload_ps(c + static_cast<int64_t>(idx[k * stride + o]) * bc + ch, tail), sum);
+      _mm256_maskstore_ps(a + ch, tail, sum);
+    }
+  }
+}
+
+// The table of fan_bp_lanes for the n rays of a segment on one plane: positions
+// P_i = alpha[k] + beta[k] * plane for i in [ia, ib) (k = i if rising, else n - 1 - i, so
+// that positions increase), times 2^S, clamped to +-2^29, then 32 sentinels (2^29).
+// Returns the smallest spacing of consecutive positions (times 2^S; <= 0 if they do not
+// increase).
+ALARA_AVX2 inline int64_t fan_plane_table(int32_t* P, const double* alpha, const double* beta,
+                                          int n, bool rising, double plane, int ia, int ib, int S) {
+  const __m256d vp = _mm256_set1_pd(plane), scale = _mm256_set1_pd(static_cast<double>(1 << S));
+  const __m256d lim = _mm256_set1_pd(static_cast<double>(1 << 29));
+  const __m256d nlim = _mm256_set1_pd(-static_cast<double>(1 << 29));
+  int i = ia;
+  for (; i + 4 <= ib; i += 4) {
+    __m256d pos;
+    if (rising) {
+      pos = _mm256_fmadd_pd(_mm256_loadu_pd(beta + i), vp, _mm256_loadu_pd(alpha + i));
+    } else {
+      const int k = n - 4 - i;  // reversed blocks of 4
+      pos = _mm256_permute4x64_pd(
+          _mm256_fmadd_pd(_mm256_loadu_pd(beta + k), vp, _mm256_loadu_pd(alpha + k)), 0x1B);
+    }
+    pos = _mm256_min_pd(_mm256_max_pd(_mm256_mul_pd(pos, scale), nlim), lim);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(P + i), _mm256_cvtpd_epi32(pos));
+  }
+  const double sc = static_cast<double>(1 << S), li = static_cast<double>(1 << 29);
+  for (; i < ib; ++i) {
+    const int k = rising ? i : n - 1 - i;
+    double pos = (alpha[k] + beta[k] * plane) * sc;
+    pos = pos < -li ? -li : (pos > li ? li : pos);
+    P[i] = static_cast<int32_t>(__builtin_nearbyint(pos));
+  }
+  for (i = ib; i < ib + 32; ++i) P[i] = 1 << 29;
+  __m256i vmin = _mm256_set1_epi32(1 << 30);
+  i = ia;
+  for (; i + 9 <= ib; i += 8)
+    vmin = _mm256_min_epi32(vmin, _mm256_sub_epi32(
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(P + i + 1)),
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(P + i))));
+  int32_t lanes_min[8];
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(lanes_min), vmin);
+  int64_t spacing = 1 << 30;
+  for (int l = 0; l < 8; ++l) spacing = lanes_min[l] < spacing ? lanes_min[l] : spacing;
+  for (; i + 1 < ib; ++i) spacing = P[i + 1] - P[i] < spacing ? P[i + 1] - P[i] : spacing;
+  return spacing;
 }
 
 #undef ALARA_AVX2

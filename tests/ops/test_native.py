@@ -145,6 +145,21 @@ def test_lodopab_geometry_matches_torch():
     assert _rel(native.backproject(y, p, g.angles), ref) < 1e-5
 
 
+@pytest.mark.parametrize("name", ["fan", "fan-curved"])
+def test_full_size_fan_backprojection_float32_matches_float64(name):
+    """The benchmark fan beams (362^2 pixels, 1000 x 513 rays): the float32 lanes (one
+    channel, and 9 channels channels-last) against the float64 two-pointer path, an
+    independent implementation of the same sum."""
+    from alara.cli.bench import bench_geometry
+
+    g = bench_geometry(name)
+    p = GeometryParams.of(g)
+    y = torch.rand(9, 1, *g.sinogram_shape, dtype=torch.float64)
+    ref = native.backproject(y, p, g.angles)
+    assert _rel(native.backproject(y[:1].float(), p, g.angles), ref[:1]) < 1e-5
+    assert _rel(native.backproject(y.float(), p, g.angles), ref) < 1e-5
+
+
 # ------------------------------------------------------------------ autograd and dispatcher
 
 TINY = tiny_geometries()
