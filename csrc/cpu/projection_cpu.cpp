@@ -368,9 +368,12 @@ FanPlane fan_plane(const Geometry& g, double c, double sn, bool xd, double plane
   fp.ia = std::clamp(count(-1.5) - 2, 0, n);
   fp.ib = std::clamp(count(n_other + 0.5) + 2, 0, n);
 #ifdef ALARA_HAVE_AVX2_PATH
+  // the curved map's polynomial atan moves kappa by up to a * kAtanPolyError bins
+  const bool poly = curved && a * avx2::kAtanPolyError < 0.25;
+  const double margin = kLaneMargin + (poly ? a * avx2::kAtanPolyError : 0.0);
   fp.map = avx2::FanLaneMap{static_cast<float>(u0), static_cast<float>(du), static_cast<float>(e0),
                             static_cast<float>(de), static_cast<float>(sigma * a),
-                            static_cast<float>(sigma * b0 + tau - kLaneMargin), curved};
+                            static_cast<float>(sigma * b0 + tau - margin), curved, poly};
 #endif
   return fp;
 }
