@@ -241,6 +241,32 @@ ALARA_AVX2 inline void bp_row(float* acc, int n8, const float* y, int K, double 
 // per-thread arrays), then applied to 8 channels per instruction.
 constexpr int kMaxTaps = 8;
 
+// acc[j, :] += sum_t wt[t * n8 + j] * y[off[t * n8 + j] + :] for the bc channels of every
+// pixel j < n1 (the second half of bp_row_channels); kT > 0: n_taps as a constant.
+template <int kT>
+ALARA_AVX2 inline void apply_taps(float* acc, int n1, int64_t bc, const float* y, int n8,
+                                  const float* wt, const int* off, int n_taps) {
+  if (kT > 0) n_taps = kT;
+  for (int j = 0; j < n1; ++j) {
+    float* a = acc + static_cast<int64_t>(j) * bc;
+    int64_t c = 0;
+    for (; c + 8 <= bc; c += 8) {
+      __m256 s = _mm256_loadu_ps(a + c);
+#pragma GCC unroll 4
+      for (int t = 0; t < n_taps; ++t)
+        s = _mm256_fmadd_ps(_mm256_set1_ps(wt[t * n8 + j]), _mm256_loadu_ps(y + off[t * n8 + j] + c), s);
+      _mm256_storeu_ps(a + c, s);
+    }
+    if (c < bc) {  // the last, partial block of channels
+      const __m256i m = first_lanes(static_cast<int>(bc - c));
+      __m256 s = _mm256_maskload_ps(a + c, m);
+      for (int t = 0; t < n_taps; ++t)
+        s = _mm256_fmadd_ps(_mm256_set1_ps(wt[t * n8 + j]), _mm256_maskload_ps(y + off[t * n8 + j] + c, m), s);
+      _mm256_maskstore_ps(a + c, m, s);
+    }
+  }
+}
+
 ALARA_AVX2 inline void bp_row_channels(float* acc, int n1, int64_t bc, const float* y, int K,
                                        double L0, double dL, double dalpha, int n_taps,
                                        float weight, float* wt, int* off) {
@@ -282,22 +308,10 @@ ALARA_AVX2 inline void bp_row_channels(float* acc, int n1, int64_t bc, const flo
       k = _mm256_add_epi32(k, _mm256_set1_epi32(1));
     }
   }
-  for (int j = 0; j < n1; ++j) {
-    float* a = acc + static_cast<int64_t>(j) * bc;
-    int64_t c = 0;
-    for (; c + 8 <= bc; c += 8) {
-      __m256 s = _mm256_loadu_ps(a + c);
-      for (int t = 0; t < n_taps; ++t)
-        s = _mm256_fmadd_ps(_mm256_set1_ps(wt[t * n8 + j]), _mm256_loadu_ps(y + off[t * n8 + j] + c), s);
-      _mm256_storeu_ps(a + c, s);
-    }
-    if (c < bc) {  // the last, partial block of channels
-      const __m256i m = first_lanes(static_cast<int>(bc - c));
-      __m256 s = _mm256_maskload_ps(a + c, m);
-      for (int t = 0; t < n_taps; ++t)
-        s = _mm256_fmadd_ps(_mm256_set1_ps(wt[t * n8 + j]), _mm256_maskload_ps(y + off[t * n8 + j] + c, m), s);
-      _mm256_maskstore_ps(a + c, m, s);
-    }
+  switch (n_taps) {
+    case 2: return apply_taps<2>(acc, n1, bc, y, n8, wt, off, n_taps);
+    case 3: return apply_taps<3>(acc, n1, bc, y, n8, wt, off, n_taps);
+    default: return apply_taps<0>(acc, n1, bc, y, n8, wt, off, n_taps);
   }
 }
 
@@ -363,12 +377,12 @@ struct FanLaneMap {
 // of 8 lanes usually lie in a window of 16 table entries, loaded once and permuted;
 // otherwise they are gathered.
 // kWeights: instead of accumulating into acc (one channel), write each tap's weight and
-// ray index, wt[k * stride + j - jlo] and idx[k * stride + j - jlo] (k < T; stride >=
-// jhi - jlo + 8), for the channels-last loop.  kT > 0: T as a compile-time constant.
+// offset (ray index times bc), wt[k * stride + j - jlo] and idx[k * stride + j - jlo]
+// (k < T; stride >= jhi - jlo + 8), for apply_taps.  kT > 0: T as a compile-time constant.
 template <bool kCurved, int kT, bool kWeights>
 ALARA_AVX2 inline void fan_bp_lanes_t(float* acc, int jlo, int jhi, const int32_t* P, const float* c,
                                       int ia, int ib, int S, int T, const FanLaneMap& m,
-                                      float* wt, int32_t* idx_out, int stride) {
+                                      float* wt, int32_t* idx_out, int stride, int bc = 1) {
   if (kT > 0) T = kT;
   const __m256 lanes = _mm256_setr_ps(0.f, 1.f, 2.f, 3.f, 4.f, 5.f, 6.f, 7.f);
   const __m256i lanes_fix = _mm256_slli_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), S);
@@ -380,6 +394,7 @@ ALARA_AVX2 inline void fan_bp_lanes_t(float* acc, int jlo, int jhi, const int32_
   const __m256i unit = _mm256_set1_epi32(1 << S);
   const __m256 inv_scale = _mm256_set1_ps(1.0f / static_cast<float>(1 << S));
   const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
+  const __m256i vbc = _mm256_set1_epi32(bc);
   for (int j0 = jlo; j0 <= jhi; j0 += 8) {
     const __m256 t = _mm256_add_ps(_mm256_set1_ps(static_cast<float>(j0 - 1)), lanes);
     __m256 r = _mm256_div_ps(_mm256_fmadd_ps(t, du, u0), _mm256_fmadd_ps(t, de, e0));
@@ -401,7 +416,8 @@ ALARA_AVX2 inline void fan_bp_lanes_t(float* acc, int jlo, int jhi, const int32_
     const __m256 w = _mm256_max_ps(zero, _mm256_fnmadd_ps(dist, inv_scale, one));            \
     if (kWeights) {                                                                          \
       _mm256_storeu_ps(wt + k * stride + o, w);                                              \
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(idx_out + k * stride + o), ray);        \
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(idx_out + k * stride + o),              \
+                          _mm256_mullo_epi32(ray, vbc));                                     \
     } else {                                                                                 \
       s = _mm256_fmadd_ps(w, cc, s);                                                         \
     }                                                                                        \
@@ -456,13 +472,13 @@ ALARA_AVX2 inline void fan_bp_lanes_t(float* acc, int jlo, int jhi, const int32_
 template <bool kCurved, bool kWeights>
 ALARA_AVX2 inline void fan_bp_lanes_c(float* acc, int jlo, int jhi, const int32_t* P, const float* c,
                                       int ia, int ib, int S, int T, const FanLaneMap& m,
-                                      float* wt, int32_t* idx, int stride) {
+                                      float* wt, int32_t* idx, int stride, int bc = 1) {
   switch (T) {
-    case 1: return fan_bp_lanes_t<kCurved, 1, kWeights>(acc, jlo, jhi, P, c, ia, ib, S, T, m, wt, idx, stride);
-    case 2: return fan_bp_lanes_t<kCurved, 2, kWeights>(acc, jlo, jhi, P, c, ia, ib, S, T, m, wt, idx, stride);
-    case 3: return fan_bp_lanes_t<kCurved, 3, kWeights>(acc, jlo, jhi, P, c, ia, ib, S, T, m, wt, idx, stride);
-    case 4: return fan_bp_lanes_t<kCurved, 4, kWeights>(acc, jlo, jhi, P, c, ia, ib, S, T, m, wt, idx, stride);
-    default: return fan_bp_lanes_t<kCurved, 0, kWeights>(acc, jlo, jhi, P, c, ia, ib, S, T, m, wt, idx, stride);
+    case 1: return fan_bp_lanes_t<kCurved, 1, kWeights>(acc, jlo, jhi, P, c, ia, ib, S, T, m, wt, idx, stride, bc);
+    case 2: return fan_bp_lanes_t<kCurved, 2, kWeights>(acc, jlo, jhi, P, c, ia, ib, S, T, m, wt, idx, stride, bc);
+    case 3: return fan_bp_lanes_t<kCurved, 3, kWeights>(acc, jlo, jhi, P, c, ia, ib, S, T, m, wt, idx, stride, bc);
+    case 4: return fan_bp_lanes_t<kCurved, 4, kWeights>(acc, jlo, jhi, P, c, ia, ib, S, T, m, wt, idx, stride, bc);
+    default: return fan_bp_lanes_t<kCurved, 0, kWeights>(acc, jlo, jhi, P, c, ia, ib, S, T, m, wt, idx, stride, bc);
   }
 }
 
@@ -476,34 +492,19 @@ ALARA_AVX2 inline void fan_bp_lanes(float* acc, int jlo, int jhi, const int32_t*
 }
 
 // bc channels (channels-last acc [n_other, bc] and c [rays, bc]): the lanes find every
-// pixel's taps (weights and rays into wt / idx, T x stride scratch with stride >= jhi -
-// jlo + 8), then each tap is applied to 8 channels per instruction.
+// pixel's taps (weights and offsets into wt / idx, T x stride scratch with stride >= jhi -
+// jlo + 8), then apply_taps applies each to 8 channels per instruction.
 ALARA_AVX2 inline void fan_bp_channels(float* acc, int64_t bc, int jlo, int jhi, const int32_t* P,
                                        const float* c, int ia, int ib, int S, int T,
                                        const FanLaneMap& m, float* wt, int32_t* idx, int stride) {
   if (m.curved)
-    fan_bp_lanes_c<true, true>(nullptr, jlo, jhi, P, nullptr, ia, ib, S, T, m, wt, idx, stride);
+    fan_bp_lanes_c<true, true>(nullptr, jlo, jhi, P, nullptr, ia, ib, S, T, m, wt, idx, stride, static_cast<int>(bc));
   else
-    fan_bp_lanes_c<false, true>(nullptr, jlo, jhi, P, nullptr, ia, ib, S, T, m, wt, idx, stride);
-  const __m256i tail = first_lanes(static_cast<int>(bc & 7) == 0 ? 8 : static_cast<int>(bc & 7));
-  for (int j = jlo; j <= jhi; ++j) {
-    float* a = acc + static_cast<int64_t>(j) * bc;
-    const int o = j - jlo;
-    int64_t ch = 0;
-    for (; ch + 8 <= bc; ch += 8) {
-      __m256 sum = _mm256_loadu_ps(a + ch);
-      for (int k = 0; k < T; ++k)
-        sum = _mm256_fmadd_ps(_mm256_set1_ps(wt[k * stride + o]),
-                              _mm256_loadu_ps(c + static_cast<int64_t>(idx[k * stride + o]) * bc + ch), sum);
-      _mm256_storeu_ps(a + ch, sum);
-    }
-    if (ch < bc) {  // the last, partial block of channels
-      __m256 sum = _mm256_maskload_ps(a + ch, tail);
-      for (int k = 0; k < T; ++k)
-        sum = _mm256_fmadd_ps(_mm256_set1_ps(wt[k * stride + o]),
-                              _mm256_maskload_ps(c + static_cast<int64_t>(idx[k * stride + o]) * bc + ch, tail), sum);
-      _mm256_maskstore_ps(a + ch, tail, sum);
-    }
+    fan_bp_lanes_c<false, true>(nullptr, jlo, jhi, P, nullptr, ia, ib, S, T, m, wt, idx, stride, static_cast<int>(bc));
+  switch (T) {
+    case 2: return apply_taps<2>(acc + jlo * bc, jhi - jlo + 1, bc, c, stride, wt, idx, T);
+    case 3: return apply_taps<3>(acc + jlo * bc, jhi - jlo + 1, bc, c, stride, wt, idx, T);
+    default: return apply_taps<0>(acc + jlo * bc, jhi - jlo + 1, bc, c, stride, wt, idx, T);
   }
 }
 
