@@ -543,18 +543,46 @@ void cos_sin(const at::Tensor& angles, std::vector<double>& cs, std::vector<doub
   }
 }
 
-// Batches of 2 to 7 images run one image at a time through the batch-1 kernels: the
-// channels-last kernels pay off only from a full block of kChannelBlock channels, and
-// below that a call would cost more than B batch-1 calls.
+// Runs `run` on consecutive groups of the B*C images of t (each [n, 1, H, W], n from
+// `sizes`) and concatenates the results.
 template <typename F>
-at::Tensor one_at_a_time(const at::Tensor& t, const F& run) {
+at::Tensor in_groups(const at::Tensor& t, const std::vector<int64_t>& sizes, const F& run) {
   const int64_t B = t.size(0), C = t.size(1);
   auto flat = t.reshape({B * C, 1, t.size(2), t.size(3)});
   std::vector<at::Tensor> outs;
-  outs.reserve(B * C);
-  for (int64_t i = 0; i < B * C; ++i) outs.push_back(run(flat.narrow(0, i, 1)));
+  int64_t first = 0;
+  for (int64_t n : sizes) {
+    outs.push_back(run(flat.narrow(0, first, n)));
+    first += n;
+  }
   auto out = at::cat(outs, 0);
   return out.reshape({B, C, out.size(2), out.size(3)});
+}
+
+// How the CPU kernels split a batch of bc images (the sizes of consecutive groups; empty:
+// run it whole), so that batching always pays (issue 11: per image, a batch should cost
+// at most a single image, and at most 0.6 of it from 8 images on):
+// - below `whole_from` images, one at a time through the batch-1 kernels: the
+//   channels-last kernels pay off only from about a block of kChannelBlock channels;
+// - above `max_group` images, groups of kChannelBlock (the forward projection's
+//   channels-last image copies of 32 images, 17 MB each, stream from memory: per image
+//   0.83 of batch 1 whole, 0.49 in groups of 8);
+// - a last block of 1-3 channels after full ones (`split_tail`) one at a time: a masked
+//   block of 8 costs as much as a full one (parallel BP at 9 images: 0.7-0.8 of batch 1).
+std::vector<int64_t> batch_groups(int64_t bc, int64_t whole_from, int64_t max_group, bool split_tail) {
+  if (bc > 1 && bc < whole_from) return std::vector<int64_t>(bc, 1);
+  std::vector<int64_t> sizes;
+  if (bc > max_group) {
+    for (int64_t left = bc; left > 0; left -= kChannelBlock)
+      sizes.push_back(std::min<int64_t>(left, kChannelBlock));
+    return sizes;
+  }
+  const int64_t tail = bc % kChannelBlock;
+  if (split_tail && bc > kChannelBlock && tail > 0 && tail < 4) {
+    sizes.push_back(bc - tail);
+    sizes.push_back(tail);
+  }
+  return sizes;
 }
 
 bool is_half(const at::Tensor& t) {
@@ -573,8 +601,9 @@ at::Tensor project_cpu(const at::Tensor& image, const at::Tensor& angles, int64_
         .to(image.scalar_type());
   }
   const int64_t B = image.size(0), C = image.size(1), n0 = image.size(2), n1 = image.size(3);
-  if (B * C > 1 && B * C < kChannelBlock) {  // see one_at_a_time
-    return one_at_a_time(image, [&](const at::Tensor& x) {
+  const auto groups = batch_groups(B * C, 4, 15, false);
+  if (!groups.empty()) {
+    return in_groups(image, groups, [&](const at::Tensor& x) {
       return project_cpu(x, angles, kind, n_bins, x0, y0, dx, dy, s0, ds, src_radius, src_det,
                          distance_weight);
     });
@@ -621,20 +650,32 @@ at::Tensor backproject_cpu(const at::Tensor& sino, const at::Tensor& angles, int
   }
   const int64_t B = sino.size(0), C = sino.size(1), K = sino.size(3);
   // Fan beams: from 3 channels on, sharing each pixel's tap search between the channels
-  // beats the batch-1 AVX2 rows (single-threaded CPU time: 1, 2, 3, 8 images 767, 1824,
-  // 2048, 2078 ms through the channel path, against 767 ms per image one at a time).
-  const int64_t one_by_one_below = kind == PARALLEL ? kChannelBlock : 3;
-  if (B * C > 1 && B * C < one_by_one_below) {  // see one_at_a_time
-    return one_at_a_time(sino, [&](const at::Tensor& s) {
+  // beats the batch-1 AVX2 lanes.
+  const int64_t whole_from = kind == PARALLEL ? 4 : 2;
+  const auto groups = batch_groups(B * C, whole_from, INT64_MAX, kind == PARALLEL);
+  if (!groups.empty()) {
+    return in_groups(sino, groups, [&](const at::Tensor& s) {
       return backproject_cpu(s, angles, kind, n0, n1, x0, y0, dx, dy, s0, ds, src_radius,
                              src_det, distance_weight);
     });
   }
+  const int64_t bc = B * C;
+  if (bc == 0) return at::zeros({B, C, n0, n1}, sino.options());
+  if (sino.scalar_type() == at::kFloat && bc > 1 && bc % kChannelBlock != 0) {
+    // A masked last block of channels costs more than a full one (AVX2 masked stores):
+    // pad the batch with zero images to whole blocks (single-thread CPU time per image
+    // relative to batch 1: parallel beam 12 images 0.68 masked, 0.37 padded; fan beam 3
+    // images 1.02 masked).
+    const int64_t pad = kChannelBlock - bc % kChannelBlock;
+    auto flat = sino.reshape({bc, 1, sino.size(2), K});
+    auto padded = at::cat({flat, at::zeros({pad, 1, sino.size(2), K}, sino.options())}, 0);
+    auto out = backproject_cpu(padded, angles, kind, n0, n1, x0, y0, dx, dy, s0, ds, src_radius,
+                               src_det, distance_weight);
+    return out.narrow(0, 0, bc).reshape({B, C, n0, n1});
+  }
   const Geometry g = make_geometry(kind, n0, n1, x0, y0, dx, dy, K, s0, ds, src_radius, src_det);
   std::vector<double> cs, sn;
   cos_sin(angles, cs, sn);
-  const int64_t bc = B * C;
-  if (bc == 0) return at::zeros({B, C, n0, n1}, sino.options());
   auto y = sino.reshape({bc, -1, K}).permute({1, 2, 0}).contiguous();  // [V, K, bc]
   at::Tensor y_padded;  // [V, K + 2 kBinPad] for the AVX2 parallel-beam rows
   auto out = at::zeros({kind == PARALLEL ? n0 : 0, n1, bc}, sino.options());
