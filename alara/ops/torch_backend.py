@@ -142,39 +142,45 @@ def _backproject_fan(y: torch.Tensor, p: GeometryParams, angles: torch.Tensor,
         runs = _FanRuns(p, seg, sel, planes, points, src_p, src_t, xdom, y.dtype, y.device)
         i = torch.arange(n_planes, dtype=f64, device=y.device)
         if distance_weight:
+            # R / (R + p.e) per (plane, pixel, run), p.e = -x sin + y cos
             cos, sin = torch.cos(a64)[seg.view[sel]], torch.sin(a64)[seg.view[sel]]
-            ca, cb = (-sin, cos) if xdom else (cos, -sin)  # p.e = -x sin + y cos
-            pe = ca * planes.reshape(-1, 1, 1) + cb * points[1:-1].reshape(1, -1, 1)
-            weight = (p.src_radius / (p.src_radius + pe)).to(y.device)  # [plane, pixel, run]
+            ca, cb = (-sin, cos) if xdom else (cos, -sin)
+            ca, cb, along = ca.to(y.device), cb.to(y.device), planes.to(y.device).reshape(-1, 1, 1)
+            across = points[1:-1].to(y.device).reshape(1, -1, 1)
+            columns = lookup.T.contiguous()  # [(A, B, V) x bc, rows]: one gather per sum
             h = out.new_zeros(n_planes, n_t, bc)
             for cells, r, rows in runs.blocks():
-                look = lookup[rows.long()].unflatten(-1, (3, bc))  # [plane, point, run, 3, bc]
-                d2 = _second_difference(look, i[cells])  # per run, before its weight
-                h[cells] += (d2 * weight[cells, :, r, None]).sum(2)
+                look = columns.index_select(1, rows.reshape(-1)).view(3, bc, *rows.shape)
+                sums = [s.permute(1, 2, 3, 0) for s in look]  # A, B, V: [plane, point, run, bc]
+                d2 = _second_difference(*sums, i[cells])  # per run, before its weight
+                pe = torch.addcmul(ca[r] * along[cells], cb[r], across)
+                weight = (p.src_radius / (p.src_radius + pe)).unsqueeze(-1)
+                h[cells] += (d2 * weight).sum(2)
         else:
             acc = lookup.new_zeros(n_planes, n_t + 2, 3 * bc)
             for cells, r, rows in runs.blocks():
                 runs.add_rows(rows, lookup, acc[cells].view(-1, 3 * bc))
             acc = acc.unflatten(-1, (3, bc))
-            h = _second_difference(acc, i)  # [plane, pixel, bc]
+            h = _second_difference(acc[..., 0, :], acc[..., 1, :], acc[..., 2, :], i)
         out += h.permute(2, 0, 1) if xdom else h.permute(2, 1, 0)
     return out.to(y.dtype).reshape(b, c, p.n0, p.n1)
 
 
-def _second_difference(sums: torch.Tensor, plane: torch.Tensor) -> torch.Tensor:
+def _second_difference(a: torch.Tensor, b: torch.Tensor, v: torch.Tensor,
+                       plane: torch.Tensor) -> torch.Tensor:
     """``Psi(j-1) - 2 Psi(j) + Psi(j+1)`` for ``Psi(t) = A + i B - t V`` from the suffix
-    sums ``sums[plane, t + 1, ..., (A, B, V), bc]``.
+    sums ``A, B, V`` ``[plane, t + 1, ...]``, for the pixels ``j = 0 .. T - 3``.
 
     Taken per sum before combining, ``D2 A + i D2 B - j D2 V - (V(j+1) - V(j-1))``, so
     that a pixel no ray reaches (equal sums at ``j - 1, j, j + 1``) gets exactly 0.
     """
-    d2 = sums[:, :-2] - 2 * sums[:, 1:-1] + sums[:, 2:]
-    extra = (1,) * (sums.dim() - 4)  # a run axis, when the runs are not summed
-    i = plane.reshape(-1, 1, *extra, 1)
-    j = torch.arange(sums.shape[1] - 2, dtype=sums.dtype, device=sums.device)
-    j = j.reshape(1, -1, *extra, 1)
-    return (d2[..., 0, :] + i * d2[..., 1, :] - j * d2[..., 2, :]
-            - (sums[:, 2:, ..., 2, :] - sums[:, :-2, ..., 2, :]))
+    def d2(s: torch.Tensor) -> torch.Tensor:
+        return s[:, :-2] - 2 * s[:, 1:-1] + s[:, 2:]
+
+    extra = (1,) * (a.dim() - 2)
+    i = plane.reshape(-1, 1, *extra)
+    j = torch.arange(a.shape[1] - 2, dtype=a.dtype, device=a.device).reshape(1, -1, *extra)
+    return d2(a) + i * d2(b) - j * d2(v) - (v[:, 2:] - v[:, :-2])
 
 
 class _FanRuns:
