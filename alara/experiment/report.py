@@ -50,6 +50,9 @@ def _metrics(rc: Any, spec: Any, arms: list, calib: dict, evaluation: dict, timi
                  "test": {"relative_dose": g["relative_dose"], name: g["metrics"][name],
                           "share_met": g["target"]["share_met"]}}
         for other, a in e.get("also", {}).items():
+            if "unreachable" in a:
+                entry.setdefault("also", {})[other] = {"q": a["q"], "unreachable": a["unreachable"]}
+                continue
             entry.setdefault("also", {})[other] = {
                 "q": a["target"]["q"], "calibration_factor": a["factor"],
                 "validation_share": c["also"][other]["validation_share"],
@@ -306,7 +309,12 @@ def _write_markdown(out: Path, m: dict[str, Any], rc: Any, spec: Any) -> None:
             cells = [f"{p['test']['relative_dose']['mean']:.3f} ({100 * p['test']['share_met']:.0f}% met)"]
             for o in others:
                 ao = p.get("also", {}).get(o)
-                cells.append(f"{ao['relative_dose']['mean']:.3f} ({100 * ao['share_met']:.0f}% met)" if ao else "-")
+                if ao is None:
+                    cells.append("-")
+                elif "unreachable" in ao:
+                    cells.append(f"out of reach (factor up to {spec.factor_range[1]:g})")
+                else:
+                    cells.append(f"{ao['relative_dose']['mean']:.3f} ({100 * ao['share_met']:.0f}% met)")
             lines.append(f"| {p['label']} | " + " | ".join(cells) + " |")
     if "matched_mean_q_target" in m:
         lines += ["", f"## At the same mean {name} ({m['matched_mean_q_target']:.2f}, the fixed policy's at its "

@@ -294,8 +294,14 @@ def _calibrate(arms: list[Arm], metric: Any, q: float, spec: ExperimentSpec, dat
             **entry, "thresholds": [float(v) for v in c.thresholds], "scan_dose": c.scan_dose.tolist(),
             "prior_dose": c.prior_dose.tolist(), "curve": cal.guarantee_curve(c, SHARES)}
         for name, (m, q_also) in also.items():
-            result["arms"][arm.name].setdefault("also", {})[name] = {
-                "q": q_also, **_calibrate_arm(arm, m, q_also, spec, data, geometry, bar)[1]}
+            # A side target out of an arm's reach is a result (e.g. a reconstructor trained
+            # for d' that lost PSNR), not a reason to stop the experiment.
+            try:
+                entry_also = _calibrate_arm(arm, m, q_also, spec, data, geometry, bar)[1]
+            except ValueError as exc:
+                entry_also = {"unreachable": str(exc)}
+                _log(f"{exc}: reported as out of reach")
+            result["arms"][arm.name].setdefault("also", {})[name] = {"q": q_also, **entry_also}
     bar.close()
     fixed = cals.get("fixed")
     if fixed is not None:
@@ -340,6 +346,10 @@ def _evaluate(arms: list[Arm], calib: dict[str, Any], metric: Any, rc: RunConfig
     for arm in arms:
         for name, (m, q_also) in also.items():
             entry = calib["arms"][arm.name]["also"][name]
+            if "unreachable" in entry:
+                summary.setdefault(arm.name, {}).setdefault("also", {})[name] = {"unreachable": entry["unreachable"],
+                                                                                 "q": q_also}
+                continue
             res = evaluate(arm.pipeline, {name: m}, loader, geometry, seed=spec.seed + 1,
                            realisations=spec.realisations, dose_scale=float(entry["factor"]), progress=False)
             s = summarise(res, (name, q_also))

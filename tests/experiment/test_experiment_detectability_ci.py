@@ -43,11 +43,13 @@ def test_report_puts_the_doses_side_by_side(run):
     out, _ = run
     m = json.loads((out / "metrics.json").read_text())
     text = (out / "report.md").read_text()
-    assert "| dose for detectability >= 0.5 | dose for psnr >= 22 |" in text
+    assert "| dose for detectability >= 0.5 | dose for psnr >= 22 | dose for ssim >= 0.999 |" in text
     for p in m["policies"].values():
         row = next(line for line in text.splitlines() if line.startswith(f"| {p['label']} | ") and "% met)" in line)
         assert f"{p['test']['relative_dose']['mean']:.3f}" in row
         assert f"{p['also']['psnr']['relative_dose']['mean']:.3f}" in row
+        # A side target out of reach is reported, not fatal.
+        assert "unreachable" in p["also"]["ssim"] and "out of reach (factor up to 4096)" in row
 
 
 def test_only_images_with_a_lesion_are_scored(run):
