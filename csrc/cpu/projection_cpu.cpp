@@ -320,7 +320,8 @@ void fan_bp_row_generic(scalar_t* acc, int n, int64_t bc, const double* P, const
   }
 }
 
-// A run of consecutive bins of one view whose rays are all x- or all y-dominant.
+// A run of consecutive bins of one view whose rays are all x- or all y-dominant and point
+// the same way along the family's axis.
 struct FanSegment {
   int64_t view;
   int k0, k1;  // bins [k0, k1)
@@ -443,17 +444,23 @@ void backproject_fan(const Geometry& g, const std::vector<double>& cs,
   const int64_t n_views = static_cast<int64_t>(cs.size());
   const int K = g.n_bins;
   std::vector<double> alpha(n_views * K), beta(n_views * K);
-  std::vector<uint8_t> xdom(n_views * K);
+  // Each ray's family (x- or y-dominant) and the sign of its direction along the family's
+  // axis: 2 * (y-dominant) + (negative).  Rays of one code and view lie in a pencil that
+  // crosses every plane in bin order, so their positions on a plane are monotone.  A run
+  // of one family can hold both signs where the bins are coarse enough to skip the other
+  // family's wedge (very flat pixels): positions then fold back.
+  std::vector<uint8_t> code(n_views * K);
   // ray weight * sinogram value, padded: the AVX2 lanes read up to kMaxFanTaps + 34 rays
   // past a segment's end
   std::vector<scalar_t> cw((n_views * K + kMaxFanTaps + 64) * bc + 16);
   for_each_chunk(n_views * K, 4096, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t v = r / K;
-      const Joseph j = ray_params(g, cs[v], sn[v], static_cast<int>(r - v * K));
+      const Ray ray = make_ray(g, cs[v], sn[v], g.s0 + g.ds * static_cast<int>(r - v * K));
+      const Joseph j = joseph(g, ray);
       alpha[r] = j.alpha;
       beta[r] = j.beta;
-      xdom[r] = j.xdom ? 1 : 0;
+      code[r] = static_cast<uint8_t>((j.xdom ? 0 : 2) + ((j.xdom ? ray.vx : ray.vy) < 0 ? 1 : 0));
       const scalar_t w = static_cast<scalar_t>(j.weight);
       for (int64_t ch = 0; ch < bc; ++ch) cw[r * bc + ch] = w * y[r * bc + ch];
     }
@@ -463,8 +470,8 @@ void backproject_fan(const Geometry& g, const std::vector<double>& cs,
   for (int64_t v = 0; v < n_views; ++v) {
     int k0 = 0;
     for (int k = 1; k <= K; ++k) {
-      if (k == K || xdom[v * K + k] != xdom[v * K + k0]) {
-        segments[xdom[v * K + k0] ? 0 : 1].push_back(FanSegment{v, k0, k});
+      if (k == K || code[v * K + k] != code[v * K + k0]) {
+        segments[code[v * K + k0] >> 1].push_back(FanSegment{v, k0, k});
         for (int i = k0; i < k; ++i)
           std::copy_n(cw.data() + (v * K + k0 + k - 1 - i) * bc, bc, cw_rev.data() + (v * K + i) * bc);
         k0 = k;

@@ -145,6 +145,23 @@ def test_lodopab_geometry_matches_torch():
     assert _rel(native.backproject(y, p, g.angles), ref) < 1e-5
 
 
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
+def test_fan_backprojection_when_coarse_bins_skip_a_family(dtype, tol):
+    """Pixels 8x flatter than wide and 3 bins 21 degrees apart: all three rays are
+    x-dominant, but the middle one points the other way along x (the sampled rays skip the
+    y-dominant wedge), so their positions on a plane fold back (found by
+    tests/ops/test_properties.py: the BP dropped the middle ray)."""
+    from alara.geometry import FanBeam, ImageGrid
+
+    g = FanBeam(ImageGrid((8, 2), (-0.03125, -0.0625), (0.03125, 0.0625)),
+                torch.tensor([3.0], dtype=torch.float64), 3, 0.05379143536399191,
+                src_radius=0.13975424859373686, det_radius=0.0)
+    p = GeometryParams.of(g)
+    y = torch.rand(2, 1, *g.sinogram_shape, dtype=torch.float64)
+    ref = torch_backend.backproject(y, p, g.angles)
+    assert _rel(native.backproject(y.to(dtype), p, g.angles), ref) < tol
+
+
 @pytest.mark.parametrize("name", ["fan", "fan-curved"])
 def test_full_size_fan_backprojection_float32_matches_float64(name):
     """The benchmark fan beams (362^2 pixels, 1000 x 513 rays): the float32 lanes (one
