@@ -205,18 +205,24 @@ def fan_segments(p: GeometryParams, angles: torch.Tensor) -> FanSegments:
 
 
 def slope_bin_coefficients(p: GeometryParams, du: torch.Tensor, de: torch.Tensor,
-                           shift: float = 0.0) -> tuple[torch.Tensor, ...]:
+                           centre: torch.Tensor, shift: float = 0.0) -> tuple:
     """Per-run coefficients of :func:`bin_of_slope` from ``du``/``de`` ``[S, 2]``, for
-    the fractional bin plus ``shift``.
+    the fractional bin plus ``shift``; ``centre`` ``[S]`` is a bin within each run.
 
     Flat detector: ``(s - s0) / ds = (D d.u - s0 d.e) / (ds d.e)``, one quotient of two
-    affine functions of the slope (``shift`` folds into the numerator); curved:
-    ``(D atan2(d.u, d.e) - s0) / ds``.
+    affine functions of the slope (``shift`` folds into the numerator).  Curved:
+    ``(D g - s0) / ds`` with the fan angle ``g = g_c + atan2(d.u_c, d.e_c)`` measured
+    from the run's centre ray ``g_c`` (axes ``e_c``, ``u_c``), so that a detector arc
+    wider than 180 degrees never puts a run across the branch cut of ``atan2``.
     """
     if p.kind == FAN_FLAT:
         num = p.src_det * du + (shift * p.ds - p.s0) * de
         return num[:, 0], num[:, 1], p.ds * de[:, 0], p.ds * de[:, 1], 0.0
-    return du[:, 0], du[:, 1], de[:, 0], de[:, 1], shift - p.s0 / p.ds
+    g_c = ((p.s0 + p.ds * centre.to(du.dtype)) / p.src_det).unsqueeze(1)
+    cos, sin = torch.cos(g_c), torch.sin(g_c)
+    du_c, de_c = cos * du - sin * de, cos * de + sin * du
+    offset = (g_c[:, 0] * p.src_det - p.s0) / p.ds + shift
+    return du_c[:, 0], du_c[:, 1], de_c[:, 0], de_c[:, 1], offset
 
 
 def bin_of_slope(p: GeometryParams, coef: tuple, slope: torch.Tensor,

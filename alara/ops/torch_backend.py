@@ -27,6 +27,9 @@ _CHUNK_ELEMENTS = 1 << 18
 # and look-ups per block.
 _FAN_RUN_CHUNK = 64
 _FAN_BLOCK = 1 << 19
+# Images per pass: the look-up table holds 48 bytes per (view, bin, image), the weighted
+# variant's blocks 24 bytes per (look-up, image).
+_FAN_IMAGES = 8
 
 
 @functools.lru_cache(maxsize=8)
@@ -117,13 +120,24 @@ def _backproject_fan(y: torch.Tensor, p: GeometryParams, angles: torch.Tensor,
     """
     b, c, n_views, n_bins = y.shape
     bc = b * c
+    if bc > _FAN_IMAGES:  # the float64 tables grow with the images: bound the memory
+        parts = y.reshape(bc, 1, n_views, n_bins).split(_FAN_IMAGES)
+        out = [_backproject_fan(part, p, angles, distance_weight) for part in parts]
+        return torch.cat(out).reshape(b, c, p.n0, p.n1)
     f64 = torch.float64
     table = raymath.ray_table(p, angles, f64, y.device)
-    v = y.reshape(bc, n_views, n_bins).to(f64) * table.weight
-    terms = torch.stack([v * table.alpha, v * table.beta, v], -1)  # [bc, V, K, (A, B, V)]
-    suffix = F.pad(terms.flip(2).cumsum(2).flip(2), (0, 0, 0, 1))  # [bc, V, K+1, 3]
-    # Rows: +suffix of every view, then -suffix (for runs whose rays past t come first).
-    lookup = torch.cat([suffix, -suffix], 1).permute(1, 2, 3, 0).reshape(-1, 3 * bc)
+    v = y.reshape(bc, n_views, n_bins).permute(1, 2, 0).to(f64) * table.weight.unsqueeze(-1)
+    terms = torch.stack([v * table.alpha.unsqueeze(-1), v * table.beta.unsqueeze(-1), v], 2)
+    del v
+    suffix = terms.flip(1).cumsum_(1)  # [V, K, (A, B, V), bc], bins reversed
+    del terms
+    # Rows: the suffix sums of every view at K = 0..bins (the last one 0), then their
+    # negatives (for runs whose rays past t come first).
+    lookup = suffix.new_zeros(2, n_views, n_bins + 1, 3, bc)
+    lookup[0, :, :n_bins] = suffix.flip(1)
+    del suffix
+    lookup[1] = -lookup[0]
+    lookup = lookup.view(-1, 3 * bc)
     seg = raymath.fan_segments(p, angles)
     a64 = angles.to(f64)
     src = (p.src_radius * torch.sin(a64), -p.src_radius * torch.cos(a64))  # source at -R e
@@ -209,9 +223,11 @@ class _FanRuns:
         self.rise_lo, self.rise_hi = torch.minimum(lo, hi).to(**cast), torch.maximum(lo, hi).to(**cast)
         self.rise = (points.reshape(-1, 1) - src_t[view].reshape(1, -1)).to(**cast)  # [point, run]
         # bin + 1 = (a0 + a1 slope) / (b0 + b1 slope): a1, b1 times inv per (plane, run)
-        coef = raymath.slope_bin_coefficients(p, seg.du[sel], seg.de[sel], shift=1.0)
+        centre = (seg.first[sel] + seg.last[sel]) / 2
+        coef = raymath.slope_bin_coefficients(p, seg.du[sel], seg.de[sel], centre, shift=1.0)
         self.coef = (coef[0].to(**cast), (coef[1] * inv).to(**cast), coef[2].to(**cast),
-                     (coef[3] * inv).to(**cast), coef[4])
+                     (coef[3] * inv).to(**cast),
+                     torch.as_tensor(coef[4], dtype=torch.float64).expand(len(sel)).to(**cast))
         self.base = rows.to(device=device, dtype=torch.int32)  # + K = floor(bin) + 1
         self.p, self.dtype, self.device = p, dtype, device
         self._ones = None  # the CSR values, kept across blocks
@@ -242,7 +258,7 @@ class _FanRuns:
                 a[:, r].contiguous() for a in (self.rise_lo, self.rise_hi, self.base,
                                                self.coef[1], self.coef[3]))
             rise = self.rise[:, r].contiguous().unsqueeze(0)
-            a0, b0 = self.coef[0][r], self.coef[2][r]
+            a0, b0, offset = self.coef[0][r], self.coef[2][r], self.coef[4][r]
             for c0 in range(0, n_planes, self.plane_block):
                 cells = slice(c0, min(c0 + self.plane_block, n_planes))
                 shape = (cells.stop - cells.start, n_points, width)
@@ -250,7 +266,7 @@ class _FanRuns:
                 work, kappa, out = buf[:n].view(shape), work2[:n].view(shape), rows[:n].view(shape)
                 torch.maximum(rise, rise_lo[cells].unsqueeze(1), out=work)
                 torch.minimum(work, rise_hi[cells].unsqueeze(1), out=work)
-                coef = (a0, a1[cells].unsqueeze(1), b0, b1[cells].unsqueeze(1), self.coef[4])
+                coef = (a0, a1[cells].unsqueeze(1), b0, b1[cells].unsqueeze(1), offset)
                 raymath.bin_of_slope(self.p, coef, work, out=kappa)
                 out.copy_(kappa).add_(base[cells].unsqueeze(1))
                 yield cells, r, out
