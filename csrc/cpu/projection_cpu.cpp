@@ -571,9 +571,10 @@ at::Tensor in_groups(const at::Tensor& t, const std::vector<int64_t>& sizes, con
 // at most a single image, and at most 0.6 of it from 8 images on):
 // - below `whole_from` images, one at a time through the batch-1 kernels: the
 //   channels-last kernels pay off only from about a block of kChannelBlock channels;
-// - above `max_group` images, groups of kChannelBlock (the forward projection's
-//   channels-last image copies of 32 images, 17 MB each, stream from memory: per image
-//   0.83 of batch 1 whole, 0.49 in groups of 8);
+// - above `max_group` images, groups of kChannelBlock: the forward projection's masked
+//   last block costs as much as a full one, and its channels-last image copies of 32
+//   images (17 MB each) stream from memory (single-thread CPU time per image relative to
+//   batch 1, whole / in groups of 8: 9 images 0.85 / 0.51, 32 images 0.83 / 0.49);
 // - a last block of 1-3 channels after full ones (`split_tail`) one at a time: a masked
 //   block of 8 costs as much as a full one (parallel BP at 9 images: 0.7-0.8 of batch 1).
 std::vector<int64_t> batch_groups(int64_t bc, int64_t whole_from, int64_t max_group, bool split_tail) {
@@ -608,7 +609,7 @@ at::Tensor project_cpu(const at::Tensor& image, const at::Tensor& angles, int64_
         .to(image.scalar_type());
   }
   const int64_t B = image.size(0), C = image.size(1), n0 = image.size(2), n1 = image.size(3);
-  const auto groups = batch_groups(B * C, 4, 15, false);
+  const auto groups = batch_groups(B * C, 4, kChannelBlock, false);
   if (!groups.empty()) {
     return in_groups(image, groups, [&](const at::Tensor& x) {
       return project_cpu(x, angles, kind, n_bins, x0, y0, dx, dy, s0, ds, src_radius, src_det,
