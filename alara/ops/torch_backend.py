@@ -3,9 +3,11 @@
 Projection samples every ray at its Joseph planes with ``grid_sample`` (one fused,
 vectorised gather-and-interpolate per chunk of rays): on a plane the sample lies exactly on
 a pixel row, so bilinear interpolation reduces to Joseph's linear one, and zero padding is
-Joseph's treatment of the grid border.  Backprojection is the exact adjoint written as an
-explicit gather over the few bins that touch each pixel (see ``raymath``), never as a
-scatter: scatters serialise on CPU and autograd through ``grid_sample`` is about 6x slower.
+Joseph's treatment of the grid border.  Backprojection is the exact adjoint written as
+gathers, never as a scatter (scatters serialise on CPU and autograd through
+``grid_sample`` is about 6x slower): per parallel view one ``grid_sample`` of a
+tabulated piecewise-linear function, per run of fan rays one look-up of suffix sums per
+pixel, summed over runs by a sparse matrix product.
 """
 
 from __future__ import annotations
@@ -247,10 +249,10 @@ class _FanRuns:
         beyond it.  As ``bin + 1 > 0``, truncation to int32 is the floor."""
         n_planes, n_points = self.shape
         n_runs = self.base.shape[1]
-        buf = torch.empty(self.plane_block * n_points * self.run_chunk, dtype=self.dtype,
-                          device=self.device)
-        work2 = torch.empty_like(buf)
-        rows = torch.empty(buf.shape, dtype=torch.int32, device=self.device)
+        size = self.plane_block * n_points * self.run_chunk
+        rise_buf = torch.empty(size, dtype=self.dtype, device=self.device)
+        bin_buf = torch.empty_like(rise_buf)
+        rows = torch.empty(size, dtype=torch.int32, device=self.device)
         for r0 in range(0, n_runs, self.run_chunk):
             r = slice(r0, min(r0 + self.run_chunk, n_runs))
             width = r.stop - r.start
@@ -263,12 +265,13 @@ class _FanRuns:
                 cells = slice(c0, min(c0 + self.plane_block, n_planes))
                 shape = (cells.stop - cells.start, n_points, width)
                 n = shape[0] * n_points * width
-                work, kappa, out = buf[:n].view(shape), work2[:n].view(shape), rows[:n].view(shape)
-                torch.maximum(rise, rise_lo[cells].unsqueeze(1), out=work)
-                torch.minimum(work, rise_hi[cells].unsqueeze(1), out=work)
+                clamped, bins = rise_buf[:n].view(shape), bin_buf[:n].view(shape)
+                out = rows[:n].view(shape)
+                torch.maximum(rise, rise_lo[cells].unsqueeze(1), out=clamped)
+                torch.minimum(clamped, rise_hi[cells].unsqueeze(1), out=clamped)
                 coef = (a0, a1[cells].unsqueeze(1), b0, b1[cells].unsqueeze(1), offset)
-                raymath.bin_of_slope(self.p, coef, work, out=kappa)
-                out.copy_(kappa).add_(base[cells].unsqueeze(1))
+                raymath.bin_of_slope(self.p, coef, clamped, out=bins)
+                out.copy_(bins).add_(base[cells].unsqueeze(1))
                 yield cells, r, out
 
     def add_rows(self, rows: torch.Tensor, lookup: torch.Tensor, out: torch.Tensor) -> None:
