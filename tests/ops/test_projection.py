@@ -92,6 +92,22 @@ def test_batch_and_channels_are_independent(geometry):
     assert torch.allclose(full[1:2, 1:2], one, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("kind", ["fan-flat", "fan-curved"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_fan_backprojection_in_image_passes(monkeypatch, kind, weighted):
+    """More images than one pass of the fan backprojection holds: the passes together
+    equal one pass over all images."""
+    from alara.ops import torch_backend
+    from alara.ops.projection import backproject_distance_weighted
+
+    g = small_geometries()[kind]
+    bp = backproject_distance_weighted if weighted else ops.backproject
+    y = torch.rand(2, 3, *g.sinogram_shape, dtype=torch.float64)
+    whole = bp(y, g, backend="torch")
+    monkeypatch.setattr(torch_backend, "_FAN_IMAGES", 4)
+    assert torch.allclose(bp(y, g, backend="torch"), whole, rtol=1e-12, atol=1e-14)
+
+
 def test_float32_matches_float64(geometry):
     x = torch.rand(1, 1, *geometry.grid.shape, dtype=torch.float64)
     p64 = ops.project(x, geometry, backend="torch")
