@@ -31,7 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from alara.config import ComponentSpec
-from alara.evaluate import evaluate, task_indices, task_subset, write_json
+from alara.evaluate import evaluate, task_subset, write_json
 from alara.experiment import calibrate as cal
 from alara.experiment.spec import ExperimentSpec, data_key
 from alara.geometry import LODOPAB_MU_MAX
@@ -127,11 +127,8 @@ def _split(root: Path, split: str, metric: Any) -> Split:
     """The split in memory, restricted to the images ``metric`` has a task in."""
     from alara.cli.common import open_split
 
-    ds = open_split(str(root), split)
-    keep = task_indices(ds, metric, split)
-    if len(keep) < len(ds):
-        _log(f"{split}: {len(keep)} of {len(ds)} images have a task for {metric.name} (the rest are left out)")
-    items = [ds[i] for i in keep]
+    ds = task_subset(open_split(str(root), split), metric, split, _log)
+    items = [ds[i] for i in range(len(ds))]
     truth = {k: torch.stack([it[k] for it in items]) for k in ("lesions", "background") if k in items[0]}
     return Split(torch.stack([it["ground_truth"] for it in items]), torch.tensor([it["index"] for it in items]),
                  np.array([it["patient_id"] for it in items]), truth)

@@ -12,17 +12,15 @@ import pytest
 
 from alara.cli import main
 
+from .conftest import run_experiment_cli
+
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "configs" / "experiment_ci.toml"
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("exp") / "run"
-    cache = out.parent / "cache"
-    args = ["experiment", str(CONFIG), "--out", str(out), "-q", "--set", f"experiment.data_cache=\"{cache}\""]
-    assert main(args) == 0
-    return out, args
+    return run_experiment_cli(CONFIG, tmp_path_factory.mktemp("exp"))
 
 
 def test_report_files_and_keys(run):

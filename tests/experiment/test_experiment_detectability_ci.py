@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from alara.cli import main
 from alara.data.reader import LoDoPaBDataset
+
+from .conftest import run_experiment_cli
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "configs" / "experiment_detectability_ci.toml"
@@ -20,11 +21,8 @@ CONFIG = REPO / "configs" / "experiment_detectability_ci.toml"
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("det") / "run"
-    cache = out.parent / "cache"
-    assert main(["experiment", str(CONFIG), "--out", str(out), "-q",
-                 "--set", f"experiment.data_cache=\"{cache}\""]) == 0
-    return out, cache
+    folder = tmp_path_factory.mktemp("det")
+    return run_experiment_cli(CONFIG, folder)[0], folder / "cache"
 
 
 def test_every_policy_is_calibrated_to_both_targets(run):
