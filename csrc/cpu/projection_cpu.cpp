@@ -19,6 +19,7 @@
 #include "../ops.h"
 #include "parallel.h"
 #include "simd_avx2.h"
+#include "symmetry.h"
 
 namespace alara {
 namespace {
@@ -597,23 +598,150 @@ bool is_half(const at::Tensor& t) {
   return t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16;
 }
 
-at::Tensor project_cpu(const at::Tensor& image, const at::Tensor& angles, int64_t kind,
-                       int64_t n_bins, double x0, double y0, double dx, double dy, double s0,
-                       double ds, double src_radius, double src_det, bool distance_weight) {
-  check_data(image, "image");
-  check_angles(angles, image);
-  check_distance_weight(kind, distance_weight);
+// Where a symmetry of the square moves the pixels: h(p)[d] = p[src[d]], mirrored (n - 1 -
+// index) where flip[d].
+struct PixelMap {
+  int src[2];
+  bool flip[2];
+};
+
+PixelMap pixel_map(const SquareSymmetry& h) {
+  PixelMap a{{0, 1}, {false, false}};
+  if (h.reflect) a.flip[1] = !a.flip[1];  // F(q) = (q0, n - 1 - q1)
+  for (int i = 0; i < h.m; ++i)           // R(q) = (n - 1 - q1, q0)
+    a = PixelMap{{a.src[1], a.src[0]}, {!a.flip[1], a.flip[0]}};
+  return a;
+}
+
+std::vector<int64_t> flipped_dims(const PixelMap& a) {
+  std::vector<int64_t> dims;
+  for (int d = 0; d < 2; ++d)
+    if (a.flip[d]) dims.push_back(d - 2);
+  return dims;
+}
+
+// out[..., h(p)] = img[..., p] over the last two (square) dimensions.
+at::Tensor move_pixels(const at::Tensor& img, const SquareSymmetry& h) {
+  const PixelMap a = pixel_map(h);
+  const at::Tensor t = a.src[0] == 0 ? img : img.transpose(-2, -1);
+  const auto dims = flipped_dims(a);
+  return dims.empty() ? t : t.flip(dims);
+}
+
+// out[..., p] = img[..., h(p)]: the inverse of move_pixels.
+at::Tensor pull_pixels(const at::Tensor& img, const SquareSymmetry& h) {
+  const PixelMap a = pixel_map(h);
+  const auto dims = flipped_dims(a);
+  const at::Tensor t = dims.empty() ? img : img.flip(dims);
+  return a.src[0] == 0 ? t : t.transpose(-2, -1);
+}
+
+at::Tensor index_tensor(const int64_t* first, int64_t n, int64_t step) {
+  auto t = at::empty({n}, at::TensorOptions().dtype(at::kLong));
+  auto* d = t.data_ptr<int64_t>();
+  for (int64_t i = 0; i < n; ++i) d[i] = first[i * step];
+  return t;
+}
+
+// Images per call of the symmetric backprojection: 8 symmetries times 8 images fill 64
+// channels.
+constexpr int64_t kSymmetricGroup = 8;
+
+// Forward projection through the view orbits (symmetry.h): channel (e, b) of the
+// representative views projects the image b pulled back by the symmetry e, and lands in
+// the views e(rep), with the bins reversed by reflections.  `run(images, angles)` is the
+// per-view operator.  For fewer than kChannelBlock images (project_impl).
+template <typename F>
+at::Tensor project_symmetric(const at::Tensor& image, const at::Tensor& angles,
+                             const ViewOrbits& orb, const F& run) {
+  const int64_t B = image.size(0), C = image.size(1), bc = B * C;
+  const int64_t n = static_cast<int64_t>(orb.group.size()), R = static_cast<int64_t>(orb.rep.size());
+  const int64_t V = angles.size(0);
+  auto flat = image.reshape({bc, image.size(2), image.size(3)});
+  std::vector<at::Tensor> chans;
+  for (const SquareSymmetry& h : orb.group) chans.push_back(pull_pixels(flat, h));
+  auto x = at::stack(chans, 0).reshape({1, n * bc, image.size(2), image.size(3)});
+  auto s = run(x, angles.index_select(0, index_tensor(orb.rep.data(), R, 1)));
+  const int64_t K = s.size(3);
+  s = s.reshape({n, bc, R, K});
+  auto out = at::empty({bc, V, K}, image.options());
+  for (int64_t e = 0; e < n; ++e) {
+    const at::Tensor se = orb.group[e].reflect ? s[e].flip({-1}) : s[e];
+    out.index_copy_(1, index_tensor(orb.member.data() + e, R, n), se);
+  }
+  if (!orb.rest.empty()) {
+    auto idx = index_tensor(orb.rest.data(), static_cast<int64_t>(orb.rest.size()), 1);
+    out.index_copy_(1, idx, run(image, angles.index_select(0, idx)).reshape({bc, -1, K}));
+  }
+  return out.reshape({B, C, V, K});
+}
+
+// Backprojection through the view orbits: the sinogram rows of the views e(rep) (bins
+// reversed by reflections) are channel (e, b) of the representative views, and the image
+// of channel (e, b) moves to the pixels h_e(p).
+template <typename F>
+at::Tensor backproject_symmetric(const at::Tensor& sino, const at::Tensor& angles,
+                                 const ViewOrbits& orb, int64_t n0, int64_t n1, const F& run) {
+  const int64_t B = sino.size(0), C = sino.size(1), bc = B * C;
+  if (bc > kSymmetricGroup) {
+    std::vector<int64_t> sizes;
+    for (int64_t left = bc; left > 0; left -= kSymmetricGroup) sizes.push_back(std::min(left, kSymmetricGroup));
+    return in_groups(sino, sizes, [&](const at::Tensor& y) { return backproject_symmetric(y, angles, orb, n0, n1, run); });
+  }
+  const int64_t n = static_cast<int64_t>(orb.group.size()), R = static_cast<int64_t>(orb.rep.size());
+  const int64_t V = sino.size(2), K = sino.size(3);
+  auto flat = sino.reshape({bc, V, K});
+  std::vector<at::Tensor> chans;
+  for (int64_t e = 0; e < n; ++e) {
+    at::Tensor ye = flat.index_select(1, index_tensor(orb.member.data() + e, R, n));
+    chans.push_back(orb.group[e].reflect ? ye.flip({-1}) : ye);
+  }
+  auto y = at::stack(chans, 0).reshape({1, n * bc, R, K});
+  auto img = run(y, angles.index_select(0, index_tensor(orb.rep.data(), R, 1))).reshape({n, bc, n0, n1});
+  at::Tensor out = move_pixels(img[0], orb.group[0]).contiguous();
+  for (int64_t e = 1; e < n; ++e) out.add_(move_pixels(img[e], orb.group[e]));
+  if (!orb.rest.empty()) {
+    auto idx = index_tensor(orb.rest.data(), static_cast<int64_t>(orb.rest.size()), 1);
+    out.add_(run(sino.index_select(2, idx), angles.index_select(0, idx)).reshape({bc, n0, n1}));
+  }
+  return out.reshape({B, C, n0, n1});
+}
+
+at::Tensor project_impl(const at::Tensor& image, const at::Tensor& angles, int64_t kind,
+                        int64_t n_bins, double x0, double y0, double dx, double dy, double s0,
+                        double ds, double src_radius, double src_det, bool distance_weight,
+                        bool symmetric) {
   if (is_half(image)) {
-    return project_cpu(image.to(at::kFloat), angles, kind, n_bins, x0, y0, dx, dy, s0, ds,
-                       src_radius, src_det, distance_weight)
+    return project_impl(image.to(at::kFloat), angles, kind, n_bins, x0, y0, dx, dy, s0, ds,
+                        src_radius, src_det, distance_weight, symmetric)
         .to(image.scalar_type());
   }
   const int64_t B = image.size(0), C = image.size(1), n0 = image.size(2), n1 = image.size(3);
+  // The symmetric path fills the channel lanes with a single image's views; from a full
+  // block of channels on the images fill them themselves (and the regular kernel is ~10%
+  // faster there), so only a last partial block goes through it.
+  const int64_t tail = (B * C) % kChannelBlock;
+  if (symmetric && kind != PARALLEL && B * C > kChannelBlock && tail > 0 && symmetry_enabled()) {
+    return in_groups(image, {B * C - tail, tail}, [&](const at::Tensor& x) {
+      return project_impl(x, angles, kind, n_bins, x0, y0, dx, dy, s0, ds, src_radius, src_det,
+                          distance_weight, true);
+    });
+  }
+  if (symmetric && kind != PARALLEL && B * C > 0 && B * C < kChannelBlock && symmetry_enabled()) {
+    const Geometry g = make_geometry(kind, n0, n1, x0, y0, dx, dy, n_bins, s0, ds, src_radius, src_det);
+    const ViewOrbits orbits = find_view_orbits(g, cpu_doubles(angles));
+    if (orbits.useful()) {
+      return project_symmetric(image, angles, orbits, [&](const at::Tensor& x, const at::Tensor& a) {
+        return project_impl(x, a, kind, n_bins, x0, y0, dx, dy, s0, ds, src_radius, src_det,
+                            distance_weight, false);
+      });
+    }
+  }
   const auto groups = batch_groups(B * C, 4, kChannelBlock, false);
   if (!groups.empty()) {
     return in_groups(image, groups, [&](const at::Tensor& x) {
-      return project_cpu(x, angles, kind, n_bins, x0, y0, dx, dy, s0, ds, src_radius, src_det,
-                         distance_weight);
+      return project_impl(x, angles, kind, n_bins, x0, y0, dx, dy, s0, ds, src_radius, src_det,
+                          distance_weight, false);
     });
   }
   const Geometry g = make_geometry(kind, n0, n1, x0, y0, dx, dy, n_bins, s0, ds, src_radius, src_det);
@@ -642,29 +770,34 @@ at::Tensor project_cpu(const at::Tensor& image, const at::Tensor& angles, int64_
   return out.permute({2, 0, 1}).reshape({B, C, V, n_bins}).contiguous();
 }
 
-at::Tensor backproject_cpu(const at::Tensor& sino, const at::Tensor& angles, int64_t kind,
-                           int64_t n0, int64_t n1, double x0, double y0, double dx, double dy,
-                           double s0, double ds, double src_radius, double src_det,
-                           bool distance_weight) {
-  check_data(sino, "sinogram");
-  check_angles(angles, sino);
-  check_distance_weight(kind, distance_weight);
-  TORCH_CHECK(sino.size(2) == angles.size(0), "alara: sinogram has ", sino.size(2),
-              " views but ", angles.size(0), " angles were given");
+at::Tensor backproject_impl(const at::Tensor& sino, const at::Tensor& angles, int64_t kind,
+                            int64_t n0, int64_t n1, double x0, double y0, double dx, double dy,
+                            double s0, double ds, double src_radius, double src_det,
+                            bool distance_weight, bool symmetric) {
   if (is_half(sino)) {
-    return backproject_cpu(sino.to(at::kFloat), angles, kind, n0, n1, x0, y0, dx, dy, s0, ds,
-                           src_radius, src_det, distance_weight)
+    return backproject_impl(sino.to(at::kFloat), angles, kind, n0, n1, x0, y0, dx, dy, s0, ds,
+                            src_radius, src_det, distance_weight, symmetric)
         .to(sino.scalar_type());
   }
   const int64_t B = sino.size(0), C = sino.size(1), K = sino.size(3);
+  if (symmetric && kind != PARALLEL && B * C > 0 && symmetry_enabled()) {
+    const Geometry g = make_geometry(kind, n0, n1, x0, y0, dx, dy, K, s0, ds, src_radius, src_det);
+    const ViewOrbits orbits = find_view_orbits(g, cpu_doubles(angles));
+    if (orbits.useful()) {
+      return backproject_symmetric(sino, angles, orbits, n0, n1, [&](const at::Tensor& y, const at::Tensor& a) {
+        return backproject_impl(y, a, kind, n0, n1, x0, y0, dx, dy, s0, ds, src_radius, src_det,
+                                distance_weight, false);
+      });
+    }
+  }
   // Fan beams: from 3 channels on, sharing each pixel's tap search between the channels
   // beats the batch-1 AVX2 lanes.
   const int64_t whole_from = kind == PARALLEL ? 4 : 2;
   const auto groups = batch_groups(B * C, whole_from, INT64_MAX, kind == PARALLEL);
   if (!groups.empty()) {
     return in_groups(sino, groups, [&](const at::Tensor& s) {
-      return backproject_cpu(s, angles, kind, n0, n1, x0, y0, dx, dy, s0, ds, src_radius,
-                             src_det, distance_weight);
+      return backproject_impl(s, angles, kind, n0, n1, x0, y0, dx, dy, s0, ds, src_radius,
+                              src_det, distance_weight, false);
     });
   }
   const int64_t bc = B * C;
@@ -677,8 +810,8 @@ at::Tensor backproject_cpu(const at::Tensor& sino, const at::Tensor& angles, int
     const int64_t pad = kChannelBlock - bc % kChannelBlock;
     auto flat = sino.reshape({bc, 1, sino.size(2), K});
     auto padded = at::cat({flat, at::zeros({pad, 1, sino.size(2), K}, sino.options())}, 0);
-    auto out = backproject_cpu(padded, angles, kind, n0, n1, x0, y0, dx, dy, s0, ds, src_radius,
-                               src_det, distance_weight);
+    auto out = backproject_impl(padded, angles, kind, n0, n1, x0, y0, dx, dy, s0, ds, src_radius,
+                                src_det, distance_weight, false);
     return out.narrow(0, 0, bc).reshape({B, C, n0, n1});
   }
   const Geometry g = make_geometry(kind, n0, n1, x0, y0, dx, dy, K, s0, ds, src_radius, src_det);
@@ -706,6 +839,29 @@ at::Tensor backproject_cpu(const at::Tensor& sino, const at::Tensor& angles, int
                                    y_padded.defined() ? y_padded.data_ptr<float>() : nullptr);
   });
   return out.permute({2, 0, 1}).reshape({B, C, n0, n1}).contiguous();
+}
+
+at::Tensor project_cpu(const at::Tensor& image, const at::Tensor& angles, int64_t kind,
+                       int64_t n_bins, double x0, double y0, double dx, double dy, double s0,
+                       double ds, double src_radius, double src_det, bool distance_weight) {
+  check_data(image, "image");
+  check_angles(angles, image);
+  check_distance_weight(kind, distance_weight);
+  return project_impl(image, angles, kind, n_bins, x0, y0, dx, dy, s0, ds, src_radius, src_det,
+                      distance_weight, true);
+}
+
+at::Tensor backproject_cpu(const at::Tensor& sino, const at::Tensor& angles, int64_t kind,
+                           int64_t n0, int64_t n1, double x0, double y0, double dx, double dy,
+                           double s0, double ds, double src_radius, double src_det,
+                           bool distance_weight) {
+  check_data(sino, "sinogram");
+  check_angles(angles, sino);
+  check_distance_weight(kind, distance_weight);
+  TORCH_CHECK(sino.size(2) == angles.size(0), "alara: sinogram has ", sino.size(2),
+              " views but ", angles.size(0), " angles were given");
+  return backproject_impl(sino, angles, kind, n0, n1, x0, y0, dx, dy, s0, ds, src_radius,
+                          src_det, distance_weight, true);
 }
 
 }  // namespace

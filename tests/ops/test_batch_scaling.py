@@ -67,10 +67,13 @@ def test_per_image_cost_has_no_cliff(kind, op):
 
 @pytest.mark.parametrize("kind", list(GEOMETRIES))
 @pytest.mark.parametrize("op", ["fp", "bp"])
-def test_batching_pays_from_eight_images(kind, op):
+def test_batching_pays_from_eight_images(monkeypatch, kind, op):
     """From 8 images on a batch must be cheaper per image than single images (issue 11:
     <= 0.6 at full size; measured 0.2-0.55 there).  12 images: a full block of 8 channels
-    and a partial one; 16: two full blocks."""
+    and a partial one; 16: two full blocks.  The per-view kernels: on this symmetric fan
+    geometry a single image already fills the channel lanes with its own views (see
+    test_symmetry_pays_at_batch_one)."""
+    monkeypatch.setenv("ALARA_SYMMETRY", "0")
     g = GEOMETRIES[kind]
     shape = g.grid.shape if op == "fp" else g.sinogram_shape
     fn = (lambda t: ops.project(t, g, "native")) if op == "fp" else \
@@ -80,3 +83,30 @@ def test_batching_pays_from_eight_images(kind, op):
         one, t = _best_ms_pair(fn, single, torch.rand(batch, 1, *shape))
         assert t / batch <= 0.85 * one, (f"{kind} {op}: batch {batch} costs {t / batch:.2f} ms "
                                          f"per image, batch 1 {one:.2f} ms")
+
+
+@pytest.mark.parametrize("op", ["fp", "bp"])
+def test_symmetry_pays_at_batch_one(monkeypatch, op):
+    """On a square grid centred on the axis the fan beam's views come in orbits of 8 under
+    the symmetries of the square, and one image runs as 8 channels of an eighth of the
+    views (csrc/cpu/symmetry.h): at full size 0.33 (fp) and 0.22 (bp) of the per-view time;
+    here it must at least pay clearly.  Batches then cost no more per image than that."""
+    g = GEOMETRIES["fan"]
+    shape = g.grid.shape if op == "fp" else g.sinogram_shape
+    fn = (lambda t: ops.project(t, g, "native")) if op == "fp" else \
+         (lambda t: ops.backproject(t, g, "native"))
+    single = torch.rand(1, 1, *shape)
+    fn(single)
+    per_view = float("inf")
+    monkeypatch.setenv("ALARA_SYMMETRY", "0")
+    for _ in range(5):
+        t0 = time.process_time()
+        fn(single)
+        per_view = min(per_view, time.process_time() - t0)
+    monkeypatch.delenv("ALARA_SYMMETRY")
+    for batch in (12, 16):
+        one, t = _best_ms_pair(fn, single, torch.rand(batch, 1, *shape))
+        assert one <= 0.7 * per_view * 1e3, (f"fan {op}: batch 1 costs {one:.2f} ms with the "
+                                             f"symmetries, {per_view * 1e3:.2f} ms without")
+        assert t / batch <= 1.0 * one, (f"fan {op}: batch {batch} costs {t / batch:.2f} ms per "
+                                        f"image, batch 1 {one:.2f} ms")
