@@ -218,12 +218,13 @@ inline void axpy(scalar_t w, const scalar_t* y, scalar_t* acc, int64_t bc) {
   for (int64_t b = 0; b < bc; ++b) acc[b] += w * y[b];
 }
 
-// Parallel-beam backprojection: a pixel-driven gather (every view's rays share one
-// direction, so the bins that touch a pixel follow from an affine formula).
+// Parallel-beam backprojection into the rows [0, n_rows) of the image: a pixel-driven
+// gather (every view's rays share one direction, so the bins that touch a pixel follow
+// from an affine formula).
 template <typename scalar_t>
 void backproject_parallel(const Geometry& g, const std::vector<double>& cs,
                           const std::vector<double>& sn, const scalar_t* y, int64_t bc,
-                          scalar_t* out, const float* y_padded) {
+                          scalar_t* out, const float* y_padded, int64_t n_rows) {
   const int64_t n_views = static_cast<int64_t>(cs.size());
   const int K = g.n_bins, n0 = g.n0, n1 = g.n1;
   std::vector<ViewParams> views(n_views);
@@ -236,7 +237,7 @@ void backproject_parallel(const Geometry& g, const std::vector<double>& cs,
   // there are enough tasks to balance between threads when one of them is slowed down.
   const int64_t row_bytes = static_cast<int64_t>(n1) * bc * sizeof(scalar_t);
   const int64_t block_rows = std::clamp<int64_t>((192 * 1024) / std::max<int64_t>(row_bytes, 1), 1, 16);
-  for_each_chunk(n0, block_rows, [&](int64_t ib, int64_t ie) {
+  for_each_chunk(n_rows, block_rows, [&](int64_t ib, int64_t ie) {
     std::vector<float> scratch_w(8 * (n1 + 8));  // per-task tap scratch (AVX2 rows)
     std::vector<int> scratch_k(8 * (n1 + 8));
     scalar_t* acc_block = out + ib * n1 * bc;  // accumulate in place (zero-initialised)
@@ -647,6 +648,31 @@ at::Tensor index_tensor(const int64_t* first, int64_t n, int64_t step) {
 // channels.
 constexpr int64_t kSymmetricGroup = 8;
 
+// rows [bc, orbits, K] of the symmetry e with the bins of orbit r reversed where
+// orb.reversed says (all toggled if `turn`): between the representative view's bin order
+// and that of the view e(rep) (an involution, so it maps either way).
+at::Tensor reverse_bins(const at::Tensor& rows, const ViewOrbits& orb, int64_t e, bool turn) {
+  const int64_t n = static_cast<int64_t>(orb.group.size()), R = static_cast<int64_t>(orb.rep.size());
+  auto mask = at::empty({R}, at::TensorOptions().dtype(at::kBool));
+  bool any = false, all = true;
+  for (int64_t r = 0; r < R; ++r) {
+    const bool rev = (orb.reversed[r * n + e] != 0) != turn;
+    mask.data_ptr<bool>()[r] = rev;
+    any = any || rev;
+    all = all && rev;
+  }
+  if (!any) return rows;
+  if (all) return rows.flip({-1});
+  return at::where(mask.view({1, R, 1}), rows.flip({-1}), rows);
+}
+
+// The sinogram rows of the views e(rep) of `flat` [bc, V, K], in the representative
+// views' bin order: [bc, orbits, K].
+at::Tensor member_rows(const at::Tensor& flat, const ViewOrbits& orb, int64_t e, bool turn) {
+  const int64_t n = static_cast<int64_t>(orb.group.size()), R = static_cast<int64_t>(orb.rep.size());
+  return reverse_bins(flat.index_select(1, index_tensor(orb.member.data() + e, R, n)), orb, e, turn);
+}
+
 // Forward projection through the view orbits (symmetry.h): channel (e, b) of the
 // representative views projects the image b pulled back by the symmetry e, and lands in
 // the views e(rep), with the bins reversed by reflections.  `run(images, angles)` is the
@@ -666,8 +692,7 @@ at::Tensor project_symmetric(const at::Tensor& image, const at::Tensor& angles,
   s = s.reshape({n, bc, R, K});
   auto out = at::empty({bc, V, K}, image.options());
   for (int64_t e = 0; e < n; ++e) {
-    const at::Tensor se = orb.group[e].reflect ? s[e].flip({-1}) : s[e];
-    out.index_copy_(1, index_tensor(orb.member.data() + e, R, n), se);
+    out.index_copy_(1, index_tensor(orb.member.data() + e, R, n), reverse_bins(s[e], orb, e, false));
   }
   if (!orb.rest.empty()) {
     auto idx = index_tensor(orb.rest.data(), static_cast<int64_t>(orb.rest.size()), 1);
@@ -677,8 +702,11 @@ at::Tensor project_symmetric(const at::Tensor& image, const at::Tensor& angles,
 }
 
 // Backprojection through the view orbits: the sinogram rows of the views e(rep) (bins
-// reversed by reflections) are channel (e, b) of the representative views, and the image
-// of channel (e, b) moves to the pixels h_e(p).
+// reversed as the symmetry says) are channel (e, b) of the representative views, and the
+// image of channel (e, b) moves to the pixels h_e(p).  With the half turn (parallel beams)
+// every channel also has a partner h_e o R(pi), the same view with its bins reversed; each
+// of the pair computes only the first half of the rows (`run(y, angles, rows)`), which
+// together with the partner's half-turned half covers the image once.
 template <typename F>
 at::Tensor backproject_symmetric(const at::Tensor& sino, const at::Tensor& angles,
                                  const ViewOrbits& orb, int64_t n0, int64_t n1, const F& run) {
@@ -689,20 +717,31 @@ at::Tensor backproject_symmetric(const at::Tensor& sino, const at::Tensor& angle
     return in_groups(sino, sizes, [&](const at::Tensor& y) { return backproject_symmetric(y, angles, orb, n0, n1, run); });
   }
   const int64_t n = static_cast<int64_t>(orb.group.size()), R = static_cast<int64_t>(orb.rep.size());
-  const int64_t V = sino.size(2), K = sino.size(3);
+  const int64_t V = sino.size(2), K = sino.size(3), halves = orb.half_turn ? 2 : 1;
   auto flat = sino.reshape({bc, V, K});
   std::vector<at::Tensor> chans;
-  for (int64_t e = 0; e < n; ++e) {
-    at::Tensor ye = flat.index_select(1, index_tensor(orb.member.data() + e, R, n));
-    chans.push_back(orb.group[e].reflect ? ye.flip({-1}) : ye);
+  for (int64_t half = 0; half < halves; ++half)
+    for (int64_t e = 0; e < n; ++e) chans.push_back(member_rows(flat, orb, e, half == 1));
+  const int64_t rows = orb.half_turn ? (n0 + 1) / 2 : n0;
+  auto y = at::stack(chans, 0).reshape({1, halves * n * bc, R, K});
+  auto img = run(y, angles.index_select(0, index_tensor(orb.rep.data(), R, 1)), rows)
+                 .reshape({halves, n, bc, rows, n1});
+  auto out = at::zeros({bc, n0, n1}, sino.options());
+  for (int64_t half = 0; half < halves; ++half) {
+    for (int64_t e = 0; e < n; ++e) {
+      SquareSymmetry h = orb.group[e];
+      at::Tensor part = img[half][e];
+      if (half == 1) {  // the partner: its rows [0, n0 / 2) land on [n0 - n0 / 2, n0)
+        h.m += 2;
+        part = part.narrow(-2, 0, n0 / 2);
+      }
+      if (part.size(-2) < n0) part = at::constant_pad_nd(part, {0, 0, 0, n0 - part.size(-2)});
+      out.add_(move_pixels(part, h));
+    }
   }
-  auto y = at::stack(chans, 0).reshape({1, n * bc, R, K});
-  auto img = run(y, angles.index_select(0, index_tensor(orb.rep.data(), R, 1))).reshape({n, bc, n0, n1});
-  at::Tensor out = move_pixels(img[0], orb.group[0]).contiguous();
-  for (int64_t e = 1; e < n; ++e) out.add_(move_pixels(img[e], orb.group[e]));
   if (!orb.rest.empty()) {
     auto idx = index_tensor(orb.rest.data(), static_cast<int64_t>(orb.rest.size()), 1);
-    out.add_(run(sino.index_select(2, idx), angles.index_select(0, idx)).reshape({bc, n0, n1}));
+    out.add_(run(sino.index_select(2, idx), angles.index_select(0, idx), n0).reshape({bc, n0, n1}));
   }
   return out.reshape({B, C, n0, n1});
 }
@@ -773,20 +812,23 @@ at::Tensor project_impl(const at::Tensor& image, const at::Tensor& angles, int64
 at::Tensor backproject_impl(const at::Tensor& sino, const at::Tensor& angles, int64_t kind,
                             int64_t n0, int64_t n1, double x0, double y0, double dx, double dy,
                             double s0, double ds, double src_radius, double src_det,
-                            bool distance_weight, bool symmetric) {
+                            bool distance_weight, bool symmetric, int64_t rows) {
+  // rows: only the image rows [0, rows) (parallel beams; the symmetric path's halves)
+  TORCH_INTERNAL_ASSERT(rows == n0 || kind == PARALLEL);
   if (is_half(sino)) {
     return backproject_impl(sino.to(at::kFloat), angles, kind, n0, n1, x0, y0, dx, dy, s0, ds,
-                            src_radius, src_det, distance_weight, symmetric)
+                            src_radius, src_det, distance_weight, symmetric, rows)
         .to(sino.scalar_type());
   }
   const int64_t B = sino.size(0), C = sino.size(1), K = sino.size(3);
-  if (symmetric && kind != PARALLEL && B * C > 0 && symmetry_enabled()) {
+  if (symmetric && rows == n0 && B * C > 0 && symmetry_enabled()) {
     const Geometry g = make_geometry(kind, n0, n1, x0, y0, dx, dy, K, s0, ds, src_radius, src_det);
     const ViewOrbits orbits = find_view_orbits(g, cpu_doubles(angles));
     if (orbits.useful()) {
-      return backproject_symmetric(sino, angles, orbits, n0, n1, [&](const at::Tensor& y, const at::Tensor& a) {
+      return backproject_symmetric(sino, angles, orbits, n0, n1,
+                                   [&](const at::Tensor& y, const at::Tensor& a, int64_t r) {
         return backproject_impl(y, a, kind, n0, n1, x0, y0, dx, dy, s0, ds, src_radius, src_det,
-                                distance_weight, false);
+                                distance_weight, false, r);
       });
     }
   }
@@ -797,11 +839,11 @@ at::Tensor backproject_impl(const at::Tensor& sino, const at::Tensor& angles, in
   if (!groups.empty()) {
     return in_groups(sino, groups, [&](const at::Tensor& s) {
       return backproject_impl(s, angles, kind, n0, n1, x0, y0, dx, dy, s0, ds, src_radius,
-                              src_det, distance_weight, false);
+                              src_det, distance_weight, false, rows);
     });
   }
   const int64_t bc = B * C;
-  if (bc == 0) return at::zeros({B, C, n0, n1}, sino.options());
+  if (bc == 0) return at::zeros({B, C, rows, n1}, sino.options());
   if (sino.scalar_type() == at::kFloat && bc > 1 && bc % kChannelBlock != 0) {
     // A masked last block of channels costs more than a full one (AVX2 masked stores):
     // pad the batch with zero images to whole blocks (single-thread CPU time per image
@@ -811,15 +853,15 @@ at::Tensor backproject_impl(const at::Tensor& sino, const at::Tensor& angles, in
     auto flat = sino.reshape({bc, 1, sino.size(2), K});
     auto padded = at::cat({flat, at::zeros({pad, 1, sino.size(2), K}, sino.options())}, 0);
     auto out = backproject_impl(padded, angles, kind, n0, n1, x0, y0, dx, dy, s0, ds, src_radius,
-                                src_det, distance_weight, false);
-    return out.narrow(0, 0, bc).reshape({B, C, n0, n1});
+                                src_det, distance_weight, false, rows);
+    return out.narrow(0, 0, bc).reshape({B, C, rows, n1});
   }
   const Geometry g = make_geometry(kind, n0, n1, x0, y0, dx, dy, K, s0, ds, src_radius, src_det);
   std::vector<double> cs, sn;
   cos_sin(angles, cs, sn);
   auto y = sino.reshape({bc, -1, K}).permute({1, 2, 0}).contiguous();  // [V, K, bc]
   at::Tensor y_padded;  // [V, K + 2 kBinPad] for the AVX2 parallel-beam rows
-  auto out = at::zeros({kind == PARALLEL ? n0 : 0, n1, bc}, sino.options());
+  auto out = at::zeros({kind == PARALLEL ? rows : 0, n1, bc}, sino.options());
 #ifdef ALARA_HAVE_AVX2_PATH
   if (kind == PARALLEL && bc == 1 && sino.scalar_type() == at::kFloat && avx2::supported())
     y_padded = at::constant_pad_nd(y.reshape({-1, K}), {avx2::kBinPad, avx2::kBinPad}).contiguous();
@@ -836,9 +878,9 @@ at::Tensor backproject_impl(const at::Tensor& sino, const at::Tensor& angles, in
   }
   AT_DISPATCH_FLOATING_TYPES(sino.scalar_type(), "alara_backproject_cpu", [&] {
     backproject_parallel<scalar_t>(g, cs, sn, y.data_ptr<scalar_t>(), bc, out.data_ptr<scalar_t>(),
-                                   y_padded.defined() ? y_padded.data_ptr<float>() : nullptr);
+                                   y_padded.defined() ? y_padded.data_ptr<float>() : nullptr, rows);
   });
-  return out.permute({2, 0, 1}).reshape({B, C, n0, n1}).contiguous();
+  return out.permute({2, 0, 1}).reshape({B, C, rows, n1}).contiguous();
 }
 
 at::Tensor project_cpu(const at::Tensor& image, const at::Tensor& angles, int64_t kind,
@@ -861,7 +903,7 @@ at::Tensor backproject_cpu(const at::Tensor& sino, const at::Tensor& angles, int
   TORCH_CHECK(sino.size(2) == angles.size(0), "alara: sinogram has ", sino.size(2),
               " views but ", angles.size(0), " angles were given");
   return backproject_impl(sino, angles, kind, n0, n1, x0, y0, dx, dy, s0, ds, src_radius,
-                          src_det, distance_weight, true);
+                          src_det, distance_weight, true, n0);
 }
 
 }  // namespace

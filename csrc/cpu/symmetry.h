@@ -1,20 +1,23 @@
-// Symmetries of a fan-beam geometry that the CPU kernels exploit.
+// Symmetries of a projection geometry that the CPU kernels exploit.
 //
 // On a square grid centred on the rotation axis, the eight symmetries of the square (the
 // dihedral group D4: rotations by m pi/2, each optionally after the reflection y -> -y)
 // map the grid onto itself, and they map the rays of a view onto the rays of another view:
 //   rotation by m pi/2:      (theta, s) -> (theta + m pi/2, s)
 //   reflection y -> -y:      (theta, s) -> (pi - theta, -s)
-// (alara's conventions: source at -R e(theta), e = (-sin, cos), detector axis (cos, sin)).
-// Joseph's discretisation is equivariant under them (square pixels: a rotation by pi/2
-// swaps the x- and y-dominant families, a reflection mirrors the interpolation), so where
-// the view angles and the detector are symmetric too, the system matrix satisfies
+// (alara's conventions: rays along e = (-sin, cos), detector axis (cos, sin), fan source
+// at -R e(theta)).  Joseph's discretisation is equivariant under them (square pixels: a
+// rotation by pi/2 swaps the x- and y-dominant families, a reflection mirrors the
+// interpolation), so where the view angles and the detector are symmetric too, the system
+// matrix satisfies
 //   A[h(v), k_h(k); h(p)] = A[v, k; p]
 // and one view of every orbit {h(v)} stands for all of them: the other views' sinogram
 // rows become extra channels of that view (backprojection), or the image's transforms
-// become extra channels (forward projection).  The channels-last kernels then do per
-// (view, plane) set-up once for 8 views, which is what makes batch 1 as cheap per image as
-// batch 8 (issue 11).
+// become extra channels (forward projection).  The channels-last kernels then do their per
+// (view, plane) set-up once for 8 views, which makes batch 1 as cheap per image as a batch
+// of 8 (issue 11).  A parallel beam's views live on [0, pi): the half turn maps each view
+// onto itself with s -> -s, so an orbit has 4 views, and the view and its reversed bins
+// each take half of the image's rows (projection_cpu.cpp, backproject_symmetric).
 //
 // A view whose orbit is smaller than the group (it lies on a mirror axis) or lacks a
 // member is left to the regular per-view path, so the result is the per-view operator to
@@ -46,7 +49,13 @@ struct ViewOrbits {
   std::vector<SquareSymmetry> group;  // the symmetries used (the first is the identity)
   std::vector<int64_t> rep;           // one view per orbit
   std::vector<int64_t> member;        // [orbit][element]: the view h(rep)
+  std::vector<uint8_t> reversed;      // [orbit][element]: whose bins run reversed
   std::vector<int64_t> rest;          // views outside every orbit (regular path)
+  // Parallel beams: the half turn maps every view onto itself with its bins reversed
+  // ((theta + pi, s) is the line (theta, -s)), so `group` holds one symmetry of each pair
+  // {h, h o R(pi)} and the kernels split the image between the two (see
+  // backproject_symmetric).
+  bool half_turn = false;
   bool useful() const { return group.size() > 1 && !rep.empty(); }
 };
 
@@ -77,47 +86,55 @@ inline double map_angle(const SquareSymmetry& h, double theta) {
   return wrap((h.reflect ? 3.1415926535897932384626433832795 - theta : theta) + h.m * quarter);
 }
 
-// Index of the view whose angle equals `a` (mod 2 pi) within kSymmetryAngleTol, or -1;
-// `sorted` holds (wrapped angle, view) in increasing angle.
-inline int64_t find_view(const std::vector<std::pair<double, int64_t>>& sorted, double a) {
-  auto it = std::lower_bound(sorted.begin(), sorted.end(), std::make_pair(a - kSymmetryAngleTol, int64_t{-1}));
+// Index of the view whose angle equals `a` modulo `period` (2 pi, or pi for parallel
+// beams) within kSymmetryAngleTol, or -1; `sorted` holds (angle mod period, view) in
+// increasing angle.
+inline int64_t find_view(const std::vector<std::pair<double, int64_t>>& sorted, double a,
+                         double period) {
+  a = std::fmod(a, period);
   for (int pass = 0; pass < 2; ++pass) {
+    auto it = std::lower_bound(sorted.begin(), sorted.end(), std::make_pair(a - kSymmetryAngleTol, int64_t{-1}));
     if (it != sorted.end() && std::fabs(it->first - a) <= kSymmetryAngleTol) return it->second;
-    // wrap-around near 0 and 2 pi
-    a = a < 1.0 ? a + kTwoPi : a - kTwoPi;
-    it = std::lower_bound(sorted.begin(), sorted.end(), std::make_pair(a - kSymmetryAngleTol, int64_t{-1}));
+    a = a < 1.0 ? a + period : a - period;  // wrap-around near 0 and the period
   }
   return -1;
 }
 
 }  // namespace symmetry_detail
 
-// The orbits of the views of a fan-beam geometry under the symmetries of the square that
-// map it onto itself (empty group: none apply, or it is not a fan beam).
+// The orbits of the views of a geometry under the symmetries of the square that map it
+// onto itself (an empty group where none apply).
 inline ViewOrbits find_view_orbits(const Geometry& g, const std::vector<double>& angles) {
   using namespace symmetry_detail;
   ViewOrbits out;
   const int64_t V = static_cast<int64_t>(angles.size());
-  if (g.kind == PARALLEL || V < 2) return out;
+  if (V < 2) return out;
   const double tol = 1e-9;
   const bool square = g.n0 == g.n1 && std::fabs(g.dx - g.dy) <= tol * g.dx &&
                       std::fabs(g.x0 + 0.5 * g.n0 * g.dx) <= tol * g.dx &&
                       std::fabs(g.y0 + 0.5 * g.n1 * g.dy) <= tol * g.dy;
   if (!square) return out;
   const int K = g.n_bins;
-  // reflections reverse the bins: s -> -s is bin k -> K - 1 - k on a centred detector
+  // s -> -s is bin k -> K - 1 - k on a centred detector (reflections; parallel beams'
+  // half turn)
   const bool centred = std::fabs(2.0 * g.s0 / g.ds + (K - 1)) <= 1e-6;
+  out.half_turn = g.kind == PARALLEL;
+  if (out.half_turn && !centred) return out;
+  const double period = out.half_turn ? kTwoPi / 2 : kTwoPi;
   std::vector<std::pair<double, int64_t>> sorted(V);
   for (int64_t v = 0; v < V; ++v) sorted[v] = {wrap(angles[v]), v};
+  if (out.half_turn)
+    for (auto& e : sorted) e.first = std::fmod(e.first, period);
   std::sort(sorted.begin(), sorted.end());
-  // the symmetries that map most view angles onto view angles (views whose images are
-  // missing stay on the regular path: orbits are formed only where all images exist)
+  // The symmetries that map most view angles onto view angles (views whose images are
+  // missing stay on the regular path: orbits are formed only where all images exist);
+  // with the half turn, rotations by 0 and pi/2 stand for all four.
   for (int r = 0; r < 2; ++r) {
     if (r == 1 && !centred) break;
-    for (int m = 0; m < 4; ++m) {
+    for (int m = 0; m < (out.half_turn ? 2 : 4); ++m) {
       const SquareSymmetry h{m, r == 1};
       int64_t hits = 0;
-      for (int64_t v = 0; v < V; ++v) hits += find_view(sorted, map_angle(h, angles[v])) >= 0;
+      for (int64_t v = 0; v < V; ++v) hits += find_view(sorted, map_angle(h, angles[v]), period) >= 0;
       if (2 * hits >= V) out.group.push_back(h);
     }
   }
@@ -129,7 +146,7 @@ inline ViewOrbits find_view_orbits(const Geometry& g, const std::vector<double>&
     if (used[v]) continue;
     bool ok = true;
     for (size_t e = 0; e < n && ok; ++e) {
-      members[e] = find_view(sorted, map_angle(out.group[e], angles[v]));
+      members[e] = find_view(sorted, map_angle(out.group[e], angles[v]), period);
       // (the identity must find v itself: a repeated angle finds the first copy)
       ok = members[e] >= 0 && !used[members[e]] && (e > 0 || members[e] == v);
       for (size_t f = 0; f < e && ok; ++f) ok = members[f] != members[e];
@@ -141,7 +158,12 @@ inline ViewOrbits find_view_orbits(const Geometry& g, const std::vector<double>&
     }
     out.rep.push_back(v);
     for (size_t e = 0; e < n; ++e) {
+      const SquareSymmetry& h = out.group[e];
+      // a parallel view found half a turn away from h(theta) sees the line with s -> -s
+      const double gap = wrap(map_angle(h, angles[v]) - angles[members[e]]);
+      const bool turned = out.half_turn && std::fabs(gap - period) < 1.0;
       out.member.push_back(members[e]);
+      out.reversed.push_back(static_cast<uint8_t>(h.reflect != turned));
       used[members[e]] = 1;
     }
   }
