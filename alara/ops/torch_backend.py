@@ -19,7 +19,7 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-from alara.ops import raymath
+from alara.ops import raymath, symmetry
 from alara.ops.raymath import GeometryParams
 
 # Work-array size (elements) per chunk: large enough to amortise the Python loop, small
@@ -96,6 +96,14 @@ def backproject(y: torch.Tensor, p: GeometryParams, angles: torch.Tensor,
     """
     if p.kind == raymath.PARALLEL:
         return _backproject_parallel(y, p, angles)
+    # On a square centred grid one view of each orbit serves 8, as 8 images of a pass
+    # (from _FAN_IMAGES images on the passes are full anyway).
+    few = y.shape[0] * y.shape[1] < _FAN_IMAGES
+    orbits = symmetry.view_orbits(p, angles) if few and symmetry.enabled() else None
+    if orbits is not None:
+        return symmetry.backproject_symmetric(
+            y, angles, orbits, lambda s, a: _backproject_fan(s, p, a, distance_weight),
+            p.n0, p.n1)
     return _backproject_fan(y, p, angles, distance_weight)
 
 

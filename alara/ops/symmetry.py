@@ -1,0 +1,141 @@
+"""Symmetries of the square that map a geometry onto itself, and operators that use them.
+
+On a square grid centred on the rotation axis, the rotations by ``m pi/2`` (each
+optionally after the reflection ``y -> -y``) map the grid onto itself and the rays of a
+view onto the rays of another view::
+
+    rotation by m pi/2:   (theta, s) -> (theta + m pi/2, s)
+    reflection y -> -y:   (theta, s) -> (pi - theta, -s)
+
+Joseph's discretisation is equivariant under them (square pixels), so where the view
+angles and the detector are symmetric too, ``A[h(v), k_h(k); h(p)] = A[v, k; p]`` and one
+view of each orbit ``{h(v)}`` stands for all of them: the other views' sinogram rows become
+extra images of that view.  The fan-beam backprojection's set-up per (run of rays, plane)
+then serves 8 views at once.  ``csrc/cpu/symmetry.h`` is the native kernels' transcription
+(it also handles the parallel beam's half turn, which needs a kernel that fills only half
+the rows).  ``ALARA_SYMMETRY=0`` switches both off.
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import math
+import os
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+
+from alara.ops.raymath import PARALLEL, GeometryParams
+
+# Angles match to this (radians): ray positions then agree to < 1e-7 pixels.
+ANGLE_TOL = 1e-10
+
+
+@dataclass(frozen=True)
+class ViewOrbits:
+    """Views grouped by symmetries ``(m, reflect)`` (the first is the identity): orbit
+    ``r`` has the views ``member[r, e] = h_e(rep[r])``, whose bins run reversed where
+    ``reversed[r, e]``; ``rest`` are the views outside every orbit."""
+
+    group: tuple[tuple[int, bool], ...]
+    rep: torch.Tensor
+    member: torch.Tensor
+    reversed: torch.Tensor
+    rest: torch.Tensor
+
+
+def enabled() -> bool:
+    """Whether the symmetric paths run (``ALARA_SYMMETRY=0|false|no`` turns them off)."""
+    return os.environ.get("ALARA_SYMMETRY", "1").strip().lower() not in ("0", "false", "no")
+
+
+def _map_angle(m: int, reflect: bool, theta: float) -> float:
+    return ((math.pi - theta if reflect else theta) + m * math.pi / 2) % (2 * math.pi)
+
+
+def view_orbits(p: GeometryParams, angles: torch.Tensor) -> Optional[ViewOrbits]:
+    """The orbits of a fan-beam geometry's views, or None where no symmetry applies."""
+    return _view_orbits(p, tuple(angles.tolist()))
+
+
+@functools.lru_cache(maxsize=16)
+def _view_orbits(p: GeometryParams, angles: tuple[float, ...]) -> Optional[ViewOrbits]:
+    n_views = len(angles)
+    if p.kind == PARALLEL or n_views < 2:
+        return None
+    tol = 1e-9
+    square = (p.n0 == p.n1 and abs(p.dx - p.dy) <= tol * p.dx
+              and abs(p.x0 + 0.5 * p.n0 * p.dx) <= tol * p.dx
+              and abs(p.y0 + 0.5 * p.n1 * p.dy) <= tol * p.dy)
+    if not square:
+        return None
+    centred = abs(2 * p.s0 / p.ds + (p.n_bins - 1)) <= 1e-6  # s -> -s maps bins
+    theta = [float(a) % (2 * math.pi) for a in angles]
+    order = sorted(range(n_views), key=lambda v: (theta[v], v))
+    keys = [theta[v] for v in order]
+
+    def find(a: float) -> int:
+        for cand in (a, a + 2 * math.pi if a < 1 else a - 2 * math.pi):
+            i = bisect.bisect_left(keys, cand - ANGLE_TOL)
+            if i < n_views and abs(keys[i] - cand) <= ANGLE_TOL:
+                return order[i]
+        return -1
+
+    group = [(m, r) for r in ((False, True) if centred else (False,)) for m in range(4)
+             if 2 * sum(find(_map_angle(m, r, t)) >= 0 for t in theta) >= n_views]
+    if len(group) < 2:
+        return None
+    used = [False] * n_views
+    reps, members, rest = [], [], []
+    for v in range(n_views):
+        if used[v]:
+            continue
+        found = [find(_map_angle(m, r, theta[v])) for m, r in group]
+        ok = (found[0] == v and all(w >= 0 and not used[w] for w in found)
+              and len(set(found)) == len(found))
+        if not ok:
+            rest.append(v)
+            used[v] = True
+            continue
+        reps.append(v)
+        members.append(found)
+        for w in found:
+            used[w] = True
+    if not reps:
+        return None
+    long = dict(dtype=torch.long)
+    member = torch.tensor(members, **long)
+    flips = torch.tensor([r for _, r in group], dtype=torch.bool).expand_as(member)
+    return ViewOrbits(tuple(group), torch.tensor(reps, **long), member, flips.clone(),
+                      torch.tensor(rest, **long))
+
+
+def move_pixels(img: torch.Tensor, m: int, reflect: bool) -> torch.Tensor:
+    """``out[..., h(p)] = img[..., p]`` over the last two (square) dimensions, ``h`` the
+    rotation by ``m pi/2`` after the reflection (axis 0 is x, axis 1 is y)."""
+    out = img.flip(-1) if reflect else img
+    return torch.rot90(out, m, dims=(-2, -1))
+
+
+def backproject_symmetric(y: torch.Tensor, angles: torch.Tensor, orbits: ViewOrbits,
+                          run: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                          n0: int, n1: int) -> torch.Tensor:
+    """Backprojection ``[B, C, V, K] -> [B, C, n0, n1]`` through the orbits, from the
+    per-view backprojection ``run(sinogram, angles)``: the rows of the views ``h_e(rep)``
+    (bins reversed by reflections) are image ``(e, b)`` of the representative views, and
+    that image's pixel ``p`` belongs at ``h_e(p)``."""
+    b, c, _, n_bins = y.shape
+    bc = b * c
+    flat = y.reshape(bc, -1, n_bins)
+    chans = []
+    for e in range(len(orbits.group)):
+        rows = flat[:, orbits.member[:, e]]
+        chans.append(torch.where(orbits.reversed[:, e].view(1, -1, 1), rows.flip(-1), rows))
+    stacked = torch.stack(chans).reshape(1, len(chans) * bc, -1, n_bins)
+    img = run(stacked, angles[orbits.rep]).reshape(len(chans), bc, n0, n1)
+    out = sum(move_pixels(img[e], m, r) for e, (m, r) in enumerate(orbits.group))
+    if orbits.rest.numel():
+        out = out + run(y[:, :, orbits.rest], angles[orbits.rest]).reshape(bc, n0, n1)
+    return out.reshape(b, c, n0, n1)
