@@ -19,6 +19,8 @@
 // onto itself with s -> -s, so an orbit has 4 views, and the view and its reversed bins
 // each take half of the image's rows (projection_cpu.cpp, backproject_symmetric).
 //
+// alara/ops/symmetry.py is the pure-torch reference of the fan-beam part.
+//
 // A view whose orbit is smaller than the group (it lies on a mirror axis) or lacks a
 // member is left to the regular per-view path, so the result is the per-view operator to
 // rounding of the ray positions (~1e-13 pixels).  Rays at 45 degrees need no care: the
