@@ -119,6 +119,35 @@ def move_pixels(img: torch.Tensor, m: int, reflect: bool) -> torch.Tensor:
     return torch.rot90(out, m, dims=(-2, -1))
 
 
+def pull_pixels(img: torch.Tensor, m: int, reflect: bool) -> torch.Tensor:
+    """``out[..., p] = img[..., h(p)]``: the inverse of :func:`move_pixels`."""
+    out = torch.rot90(img, -m, dims=(-2, -1))
+    return out.flip(-1) if reflect else out
+
+
+def project_symmetric(x: torch.Tensor, angles: torch.Tensor, orbits: ViewOrbits,
+                      run: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                      n_bins: int) -> torch.Tensor:
+    """Projection ``[B, C, n0, n1] -> [B, C, V, K]`` through the orbits, from the per-view
+    projection ``run(images, angles)``: image ``(e, b)`` is image ``b`` pulled back by
+    ``h_e``, its projection at the representative views is the sinogram of the views
+    ``h_e(rep)`` (bins reversed by reflections)."""
+    b, c, n0, n1 = x.shape
+    bc = b * c
+    flat = x.reshape(bc, n0, n1)
+    stacked = torch.stack([pull_pixels(flat, m, r) for m, r in orbits.group])
+    sino = run(stacked.reshape(1, -1, n0, n1), angles[orbits.rep])
+    sino = sino.reshape(len(orbits.group), bc, -1, n_bins)
+    out = x.new_empty(bc, angles.numel(), n_bins)
+    for e in range(len(orbits.group)):
+        rows = sino[e]
+        out[:, orbits.member[:, e]] = torch.where(orbits.reversed[:, e].view(1, -1, 1),
+                                                  rows.flip(-1), rows)
+    if orbits.rest.numel():
+        out[:, orbits.rest] = run(x, angles[orbits.rest]).reshape(bc, -1, n_bins)
+    return out.reshape(b, c, angles.numel(), n_bins)
+
+
 def backproject_symmetric(y: torch.Tensor, angles: torch.Tensor, orbits: ViewOrbits,
                           run: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
                           n0: int, n1: int) -> torch.Tensor:

@@ -60,6 +60,19 @@ def project(x: torch.Tensor, p: GeometryParams, angles: torch.Tensor) -> torch.T
     """
     b, c = x.shape[:2]
     bc = b * c
+    # On a square centred grid one view of each orbit serves 8, as 8 images of one pass
+    # (grid_sample's per-sample set-up is shared between images; from 8 images on the
+    # passes are as wide anyway).
+    orbits = symmetry.view_orbits(p, angles) if bc < 8 and symmetry.enabled() else None
+    if orbits is not None:
+        return symmetry.project_symmetric(x, angles, orbits, lambda t, a: _project(t, p, a),
+                                          p.n_bins)
+    return _project(x, p, angles)
+
+
+def _project(x: torch.Tensor, p: GeometryParams, angles: torch.Tensor) -> torch.Tensor:
+    b, c = x.shape[:2]
+    bc = b * c
     n_rays = angles.numel() * p.n_bins
     out = x.new_zeros(n_rays, bc)
     img = x.reshape(1, bc, p.n0, p.n1)

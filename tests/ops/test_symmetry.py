@@ -110,13 +110,15 @@ def test_symmetric_path_agrees_with_torch_and_is_adjoint(g, seed):
     x = _rand((2, 1) + g.grid.shape, seed)
     y = _rand((2, 1) + g.sinogram_shape, seed + 1)
     fp, bp = ops.project(x, g, backend="native"), ops.backproject(y, g, backend="native")
-    bp_torch = ops.backproject(y, g, backend="torch")
+    fp_torch, bp_torch = ops.project(x, g, backend="torch"), ops.backproject(y, g, backend="torch")
     dw = backproject_distance_weighted(y, g, backend="native")
     dw_torch = backproject_distance_weighted(y, g, backend="torch")
     with per_view():  # the oracle: pure torch, one view at a time
-        assert _rel(fp, ops.project(x, g, backend="torch")) < 1e-10
+        fp_oracle = ops.project(x, g, backend="torch")
         oracle = ops.backproject(y, g, backend="torch")
         dw_oracle = backproject_distance_weighted(y, g, backend="torch")
+    for got in (fp, fp_torch):
+        assert _rel(got, fp_oracle) < 1e-10
     for got in (bp, bp_torch):
         assert _rel(got, oracle) < 1e-10
     for got in (dw, dw_torch):
@@ -215,11 +217,24 @@ def test_repeated_views(monkeypatch):
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("detector", ["flat", "curved"])
 @pytest.mark.parametrize("weighted", [False, True])
-def test_pure_torch_backprojection_equals_per_view(monkeypatch, case, detector, weighted):
-    """alara/ops/symmetry.py: the pure-torch fan backprojection through the orbits."""
+def test_pure_torch_operators_equal_per_view(monkeypatch, case, detector, weighted):
+    """alara/ops/symmetry.py: the pure-torch fan projection and backprojection through the
+    orbits."""
     g = _fan(24, CASES[case], 37, detector)
-    y = _rand((2, 1) + g.sinogram_shape, 9)
+    x, y = _rand((2, 1) + g.grid.shape, 10), _rand((2, 1) + g.sinogram_shape, 9)
     bp = (backproject_distance_weighted if weighted else ops.backproject)(y, g, backend="torch")
+    fp = ops.project(x, g, backend="torch")
     monkeypatch.setenv("ALARA_SYMMETRY", "0")
     ref = (backproject_distance_weighted if weighted else ops.backproject)(y, g, backend="torch")
     assert _rel(bp, ref) < 1e-12
+    assert _rel(fp, ops.project(x, g, backend="torch")) < 1e-12
+
+
+@pytest.mark.parametrize("backend", ["torch", "native"])
+def test_gradients_through_the_orbits(backend):
+    """The symmetric paths stay differentiable (gradcheck in float64)."""
+    g = _fan(4, uniform_angles(8, 0.0, 2 * math.pi), 5)
+    x = _rand((1, 1) + g.grid.shape, 11).requires_grad_()
+    y = _rand((1, 1) + g.sinogram_shape, 12).requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: ops.project(t, g, backend=backend), (x,))
+    assert torch.autograd.gradcheck(lambda t: ops.backproject(t, g, backend=backend), (y,))
