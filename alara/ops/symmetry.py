@@ -29,8 +29,10 @@ import torch
 
 from alara.ops.raymath import PARALLEL, GeometryParams
 
-# Angles match to this (radians): ray positions then agree to < 1e-7 pixels.
-ANGLE_TOL = 1e-10
+# Angles match to this (radians), grids and detectors are centred to this relative error:
+# float64 angles of one intent (k 2 pi / V) differ by ~1e-15, and a position error of
+# 1e-12 stays below float64 comparisons of the operators (1e-10).
+ANGLE_TOL = 1e-12
 
 
 @dataclass(frozen=True)
@@ -65,13 +67,13 @@ def _view_orbits(p: GeometryParams, angles: tuple[float, ...]) -> Optional[ViewO
     n_views = len(angles)
     if p.kind == PARALLEL or n_views < 2:
         return None
-    tol = 1e-9
+    tol = 1e-12
     square = (p.n0 == p.n1 and abs(p.dx - p.dy) <= tol * p.dx
               and abs(p.x0 + 0.5 * p.n0 * p.dx) <= tol * p.dx
               and abs(p.y0 + 0.5 * p.n1 * p.dy) <= tol * p.dy)
     if not square:
         return None
-    centred = abs(2 * p.s0 / p.ds + (p.n_bins - 1)) <= 1e-6  # s -> -s maps bins
+    centred = abs(2 * p.s0 / p.ds + (p.n_bins - 1)) <= 1e-12 * p.n_bins  # s -> -s maps bins
     theta = [float(a) % (2 * math.pi) for a in angles]
     order = sorted(range(n_views), key=lambda v: (theta[v], v))
     keys = [theta[v] for v in order]

@@ -69,9 +69,10 @@ inline bool symmetry_enabled() {
                            std::strcmp(v, "no") == 0);
 }
 
-// Angles match to this (radians): ray positions then agree to < 1e-7 pixels on any grid
-// alara handles.
-constexpr double kSymmetryAngleTol = 1e-10;
+// Angles match to this (radians), grids and detectors are centred to this relative error:
+// float64 angles of one intent (k 2 pi / V) differ by ~1e-15, and a position error of
+// 1e-12 stays below float64 comparisons of the operators (1e-10).
+constexpr double kSymmetryAngleTol = 1e-12;
 
 namespace symmetry_detail {
 
@@ -111,7 +112,7 @@ inline ViewOrbits find_view_orbits(const Geometry& g, const std::vector<double>&
   ViewOrbits out;
   const int64_t V = static_cast<int64_t>(angles.size());
   if (V < 2) return out;
-  const double tol = 1e-9;
+  const double tol = 1e-12;
   const bool square = g.n0 == g.n1 && std::fabs(g.dx - g.dy) <= tol * g.dx &&
                       std::fabs(g.x0 + 0.5 * g.n0 * g.dx) <= tol * g.dx &&
                       std::fabs(g.y0 + 0.5 * g.n1 * g.dy) <= tol * g.dy;
@@ -119,7 +120,7 @@ inline ViewOrbits find_view_orbits(const Geometry& g, const std::vector<double>&
   const int K = g.n_bins;
   // s -> -s is bin k -> K - 1 - k on a centred detector (reflections; parallel beams'
   // half turn)
-  const bool centred = std::fabs(2.0 * g.s0 / g.ds + (K - 1)) <= 1e-6;
+  const bool centred = std::fabs(2.0 * g.s0 / g.ds + (K - 1)) <= 1e-12 * K;
   out.half_turn = g.kind == PARALLEL;
   if (out.half_turn && !centred) return out;
   const double period = out.half_turn ? kTwoPi / 2 : kTwoPi;
