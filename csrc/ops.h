@@ -54,6 +54,15 @@ inline void check_data(const at::Tensor& t, const char* name) {
               " must be floating point, got ", t.scalar_type());
 }
 
+// The checks every entry point of project (name "image") and backproject ("sinogram")
+// runs on its arguments.
+inline void check_call(const at::Tensor& data, const char* name, const at::Tensor& angles,
+                       int64_t kind, bool distance_weight) {
+  check_data(data, name);
+  check_angles(angles, data);
+  check_distance_weight(kind, distance_weight);
+}
+
 // Channels-last copies of a [B, C, n0, n1] image for the two ray families, each padded
 // with kPad zeros on both sides of the interpolated axis:
 //   planes along axis 0 (x-dominant rays): [n0, n1 + 2 kPad, B*C]

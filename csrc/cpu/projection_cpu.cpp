@@ -886,9 +886,7 @@ at::Tensor backproject_impl(const at::Tensor& sino, const at::Tensor& angles, in
 at::Tensor project_cpu(const at::Tensor& image, const at::Tensor& angles, int64_t kind,
                        int64_t n_bins, double x0, double y0, double dx, double dy, double s0,
                        double ds, double src_radius, double src_det, bool distance_weight) {
-  check_data(image, "image");
-  check_angles(angles, image);
-  check_distance_weight(kind, distance_weight);
+  check_call(image, "image", angles, kind, distance_weight);
   return project_impl(image, angles, kind, n_bins, x0, y0, dx, dy, s0, ds, src_radius, src_det,
                       distance_weight, true);
 }
@@ -897,9 +895,7 @@ at::Tensor backproject_cpu(const at::Tensor& sino, const at::Tensor& angles, int
                            int64_t n0, int64_t n1, double x0, double y0, double dx, double dy,
                            double s0, double ds, double src_radius, double src_det,
                            bool distance_weight) {
-  check_data(sino, "sinogram");
-  check_angles(angles, sino);
-  check_distance_weight(kind, distance_weight);
+  check_call(sino, "sinogram", angles, kind, distance_weight);
   TORCH_CHECK(sino.size(2) == angles.size(0), "alara: sinogram has ", sino.size(2),
               " views but ", angles.size(0), " angles were given");
   return backproject_impl(sino, angles, kind, n0, n1, x0, y0, dx, dy, s0, ds, src_radius,

@@ -323,9 +323,7 @@ Tables make_tables(const Geometry& g, const at::Tensor& angles, bool rays) {
 at::Tensor project_cuda(const at::Tensor& image, const at::Tensor& angles, int64_t kind,
                         int64_t n_bins, double x0, double y0, double dx, double dy, double s0,
                         double ds, double src_radius, double src_det, bool distance_weight) {
-  check_data(image, "image");
-  check_angles(angles, image);
-  check_distance_weight(kind, distance_weight);
+  check_call(image, "image", angles, kind, distance_weight);
   const c10::cuda::CUDAGuard guard(image.device());
   const int64_t B = image.size(0), C = image.size(1), n0 = image.size(2), n1 = image.size(3);
   const Geometry g = make_geometry(kind, n0, n1, x0, y0, dx, dy, n_bins, s0, ds, src_radius, src_det);
@@ -355,9 +353,7 @@ at::Tensor backproject_cuda(const at::Tensor& sino, const at::Tensor& angles, in
                             int64_t n0, int64_t n1, double x0, double y0, double dx,
                             double dy, double s0, double ds, double src_radius,
                             double src_det, bool distance_weight) {
-  check_data(sino, "sinogram");
-  check_angles(angles, sino);
-  check_distance_weight(kind, distance_weight);
+  check_call(sino, "sinogram", angles, kind, distance_weight);
   TORCH_CHECK(sino.size(2) == angles.size(0), "alara: sinogram has ", sino.size(2),
               " views but ", angles.size(0), " angles were given");
   const c10::cuda::CUDAGuard guard(sino.device());

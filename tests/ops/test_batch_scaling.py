@@ -108,7 +108,7 @@ def test_symmetry_pays_at_batch_one(monkeypatch, kind, op):
     monkeypatch.delenv("ALARA_SYMMETRY")
     for batch in (12, 16):
         one, t = _best_ms_pair(fn, single, torch.rand(batch, 1, *shape))
-        assert one <= 0.8 * per_view * 1e3, (f"{kind} {op}: batch 1 costs {one:.2f} ms with "
+        assert one <= 0.85 * per_view * 1e3, (f"{kind} {op}: batch 1 costs {one:.2f} ms with "
                                              f"the symmetries, {per_view * 1e3:.2f} ms without")
         assert t / batch <= 1.0 * one, (f"{kind} {op}: batch {batch} costs {t / batch:.2f} ms "
                                         f"per image, batch 1 {one:.2f} ms")

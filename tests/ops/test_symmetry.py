@@ -104,12 +104,22 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.double() - b.double()).abs().max() / b.double().abs().max().clamp_min(1e-300)).item()
 
 
+def _native_pair(g, seed):
+    """Signed random data and their native projection and backprojection."""
+    x = _rand((2, 1) + g.grid.shape, seed)
+    y = _rand((2, 1) + g.sinogram_shape, seed + 1)
+    return x, y, ops.project(x, g, backend="native"), ops.backproject(y, g, backend="native")
+
+
+def _assert_adjoint(x, y, fp, bp):
+    lhs, rhs = (fp * y).sum().item(), (x * bp).sum().item()
+    assert abs(lhs - rhs) <= 1e-12 * ((fp.abs() * y.abs()).sum().item() + 1e-300)
+
+
 @given(g=symmetric_fans(), seed=st.integers(0, 2**16))
 @SETTINGS
 def test_symmetric_path_agrees_with_torch_and_is_adjoint(g, seed):
-    x = _rand((2, 1) + g.grid.shape, seed)
-    y = _rand((2, 1) + g.sinogram_shape, seed + 1)
-    fp, bp = ops.project(x, g, backend="native"), ops.backproject(y, g, backend="native")
+    x, y, fp, bp = _native_pair(g, seed)
     fp_torch, bp_torch = ops.project(x, g, backend="torch"), ops.backproject(y, g, backend="torch")
     dw = backproject_distance_weighted(y, g, backend="native")
     dw_torch = backproject_distance_weighted(y, g, backend="torch")
@@ -123,20 +133,16 @@ def test_symmetric_path_agrees_with_torch_and_is_adjoint(g, seed):
         assert _rel(got, oracle) < 1e-10
     for got in (dw, dw_torch):
         assert _rel(got, dw_oracle) < 1e-10
-    lhs, rhs = (fp * y).sum().item(), (x * bp).sum().item()
-    assert abs(lhs - rhs) <= 1e-12 * ((fp.abs() * y.abs()).sum().item() + 1e-300)
+    _assert_adjoint(x, y, fp, bp)
 
 
 @given(g=symmetric_parallels(), seed=st.integers(0, 2**16))
 @SETTINGS
 def test_parallel_symmetric_backprojection_agrees_with_torch_and_is_adjoint(g, seed):
-    x = _rand((2, 1) + g.grid.shape, seed)
-    y = _rand((2, 1) + g.sinogram_shape, seed + 1)
-    fp, bp = ops.project(x, g, backend="native"), ops.backproject(y, g, backend="native")
+    x, y, fp, bp = _native_pair(g, seed)
     with per_view():
         assert _rel(bp, ops.backproject(y, g, backend="torch")) < 1e-10
-    lhs, rhs = (fp * y).sum().item(), (x * bp).sum().item()
-    assert abs(lhs - rhs) <= 1e-12 * ((fp.abs() * y.abs()).sum().item() + 1e-300)
+    _assert_adjoint(x, y, fp, bp)
 
 
 @pytest.mark.parametrize("size", [64, 63])  # the half turn splits odd sizes at a middle row
