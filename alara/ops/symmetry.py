@@ -48,8 +48,37 @@ class ViewOrbits:
     rest: torch.Tensor
 
 
+# The orbits an image needs for the symmetric path to pay: it adds work per image and pixel
+# (transforms, channels) and saves work per view (csrc/cpu/projection_cpu.cpp measured it).
+ORBITS_PER_IMAGE = 12
+
+
+def group_size(orbits: Optional["ViewOrbits"], images: int) -> int:
+    """Images per call through ``orbits`` for a batch of ``images`` (0: run per view, as
+    where ``orbits`` is None): as many as the orbits pay for, up to 8; from 8 images on
+    the per-view passes are full anyway, so only whole groups of 8 are worth it."""
+    if orbits is None:
+        return 0
+    g = min(8, orbits.rep.numel() // ORBITS_PER_IMAGE)
+    if os.environ.get("ALARA_SYMMETRY", "").strip().lower() == "force":
+        return max(g, 1)
+    return 0 if g < 1 or (images >= 8 and g < 8) else g
+
+
+def _in_groups(t: torch.Tensor, group: int, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """fn over groups of ``group`` images of ``t`` [B, C, ...], concatenated back."""
+    b, c = t.shape[:2]
+    flat = t.reshape(b * c, 1, *t.shape[2:])
+    if b * c <= group:
+        return fn(t)
+    out = torch.cat([fn(part) for part in flat.split(group)])
+    return out.reshape(b, c, *out.shape[2:])
+
+
 def enabled() -> bool:
-    """Whether the symmetric paths run (``ALARA_SYMMETRY=0|false|no`` turns them off)."""
+    """Whether the symmetric paths may run: ``ALARA_SYMMETRY=0|false|no`` turns them off,
+    ``force`` takes them wherever the geometry has the symmetry, also where they do not
+    pay (tests); unset or anything else: where they pay."""
     return os.environ.get("ALARA_SYMMETRY", "1").strip().lower() not in ("0", "false", "no")
 
 
@@ -129,11 +158,13 @@ def pull_pixels(img: torch.Tensor, m: int, reflect: bool) -> torch.Tensor:
 
 def project_symmetric(x: torch.Tensor, angles: torch.Tensor, orbits: ViewOrbits,
                       run: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                      n_bins: int) -> torch.Tensor:
-    """Projection ``[B, C, n0, n1] -> [B, C, V, K]`` through the orbits, from the per-view
-    projection ``run(images, angles)``: image ``(e, b)`` is image ``b`` pulled back by
-    ``h_e``, its projection at the representative views is the sinogram of the views
-    ``h_e(rep)`` (bins reversed by reflections)."""
+                      n_bins: int, group: int = 8) -> torch.Tensor:
+    """Projection ``[B, C, n0, n1] -> [B, C, V, K]`` through the orbits, ``group`` images
+    at a time, from the per-view projection ``run(images, angles)``: image ``(e, b)`` is
+    image ``b`` pulled back by ``h_e``, its projection at the representative views is the
+    sinogram of the views ``h_e(rep)`` (bins reversed by reflections)."""
+    if x.shape[0] * x.shape[1] > group:
+        return _in_groups(x, group, lambda t: project_symmetric(t, angles, orbits, run, n_bins, group))
     b, c, n0, n1 = x.shape
     bc = b * c
     flat = x.reshape(bc, n0, n1)
@@ -152,11 +183,13 @@ def project_symmetric(x: torch.Tensor, angles: torch.Tensor, orbits: ViewOrbits,
 
 def backproject_symmetric(y: torch.Tensor, angles: torch.Tensor, orbits: ViewOrbits,
                           run: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                          n0: int, n1: int) -> torch.Tensor:
-    """Backprojection ``[B, C, V, K] -> [B, C, n0, n1]`` through the orbits, from the
-    per-view backprojection ``run(sinogram, angles)``: the rows of the views ``h_e(rep)``
-    (bins reversed by reflections) are image ``(e, b)`` of the representative views, and
-    that image's pixel ``p`` belongs at ``h_e(p)``."""
+                          n0: int, n1: int, group: int = 8) -> torch.Tensor:
+    """Backprojection ``[B, C, V, K] -> [B, C, n0, n1]`` through the orbits, ``group``
+    images at a time, from the per-view backprojection ``run(sinogram, angles)``: the rows
+    of the views ``h_e(rep)`` (bins reversed by reflections) are image ``(e, b)`` of the
+    representative views, and that image's pixel ``p`` belongs at ``h_e(p)``."""
+    if y.shape[0] * y.shape[1] > group:
+        return _in_groups(y, group, lambda t: backproject_symmetric(t, angles, orbits, run, n0, n1, group))
     b, c, _, n_bins = y.shape
     bc = b * c
     flat = y.reshape(bc, -1, n_bins)

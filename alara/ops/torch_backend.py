@@ -64,9 +64,10 @@ def project(x: torch.Tensor, p: GeometryParams, angles: torch.Tensor) -> torch.T
     # (grid_sample's per-sample set-up is shared between images; from 8 images on the
     # passes are as wide anyway).
     orbits = symmetry.view_orbits(p, angles) if bc < 8 and symmetry.enabled() else None
-    if orbits is not None:
+    group = symmetry.group_size(orbits, bc)
+    if group:
         return symmetry.project_symmetric(x, angles, orbits, lambda t, a: _project(t, p, a),
-                                          p.n_bins)
+                                          p.n_bins, group)
     return _project(x, p, angles)
 
 
@@ -111,12 +112,13 @@ def backproject(y: torch.Tensor, p: GeometryParams, angles: torch.Tensor,
         return _backproject_parallel(y, p, angles)
     # On a square centred grid one view of each orbit serves 8, as 8 images of a pass
     # (from _FAN_IMAGES images on the passes are full anyway).
-    few = y.shape[0] * y.shape[1] < _FAN_IMAGES
-    orbits = symmetry.view_orbits(p, angles) if few and symmetry.enabled() else None
-    if orbits is not None:
+    bc = y.shape[0] * y.shape[1]
+    orbits = symmetry.view_orbits(p, angles) if bc < _FAN_IMAGES and symmetry.enabled() else None
+    group = symmetry.group_size(orbits, bc)
+    if group:
         return symmetry.backproject_symmetric(
             y, angles, orbits, lambda s, a: _backproject_fan(s, p, a, distance_weight),
-            p.n0, p.n1)
+            p.n0, p.n1, group)
     return _backproject_fan(y, p, angles, distance_weight)
 
 

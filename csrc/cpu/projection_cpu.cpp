@@ -644,9 +644,35 @@ at::Tensor index_tensor(const int64_t* first, int64_t n, int64_t step) {
   return t;
 }
 
-// Images per call of the symmetric backprojection: 8 symmetries times 8 images fill 64
-// channels.
-constexpr int64_t kSymmetricGroup = 8;
+// When the symmetric paths pay.  They add work per channel and pixel (the images'
+// transforms, the channels' accumulators and their sum) and save work per view, so they
+// need enough views per orbit: measured on 2 cores (docs/benchmarks.md), at least 12
+// orbits per image of a call; the forward projection only for 1-3 images (from 4 the
+// per-view kernel batches them itself) whose channels-last copies stay in the L3 cache.
+constexpr int64_t kOrbitsPerImage = 12;
+constexpr int64_t kSymmetricGroup = 8;                     // images per backprojection call
+constexpr int64_t kSymmetricBpBytes = int64_t{256} << 20;  // its accumulators, at most
+constexpr int64_t kSymmetricFpImages = 3;
+constexpr int64_t kSymmetricFpPixels = int64_t{1} << 21;  // channels x pixels, at most
+
+// Images per symmetric backprojection call (0: run per view): as many as the orbits pay
+// for, up to 8; but from 8 images on the per-view kernel fills whole channel blocks
+// itself, and beats groups of fewer than 8 (e.g. 128 views on 362 x 362, 8 images: 1.9x
+// faster than one call of 8 through 16 orbits).
+int64_t symmetric_bp_group(const ViewOrbits& orb, int64_t bc, int64_t n0, int64_t n1, int64_t elem) {
+  const int64_t per_image = 2 * (orb.half_turn ? 2 : 1) * static_cast<int64_t>(orb.group.size()) * n0 * n1 * elem;
+  const int64_t g = std::min({kSymmetricGroup, static_cast<int64_t>(orb.rep.size()) / kOrbitsPerImage,
+                              kSymmetricBpBytes / std::max<int64_t>(per_image, 1)});
+  if (symmetry_mode() == SymmetryMode::kForce) return std::max<int64_t>(g, 1);
+  if (g < 1 || (bc >= kSymmetricGroup && g < kSymmetricGroup)) return 0;
+  return g;
+}
+
+bool symmetric_fp_pays(const ViewOrbits& orb, int64_t bc, int64_t n0, int64_t n1) {
+  if (symmetry_mode() == SymmetryMode::kForce) return true;
+  return bc <= kSymmetricFpImages && static_cast<int64_t>(orb.rep.size()) >= kOrbitsPerImage * bc &&
+         static_cast<int64_t>(orb.group.size()) * bc * n0 * n1 <= kSymmetricFpPixels;
+}
 
 // rows [bc, orbits, K] of the symmetry e with the bins of orbit r reversed where
 // orb.reversed says (all toggled if `turn`): between the representative view's bin order
@@ -709,15 +735,18 @@ at::Tensor project_symmetric(const at::Tensor& image, const at::Tensor& angles,
 // together with the partner's half-turned half covers the image once.
 template <typename F>
 at::Tensor backproject_symmetric(const at::Tensor& sino, const at::Tensor& angles,
-                                 const ViewOrbits& orb, int64_t n0, int64_t n1, const F& run) {
+                                 const ViewOrbits& orb, int64_t n0, int64_t n1, int64_t group,
+                                 const F& run) {
   const int64_t B = sino.size(0), C = sino.size(1), bc = B * C;
-  if (bc > kSymmetricGroup) {
-    std::vector<int64_t> sizes;
-    for (int64_t left = bc; left > 0; left -= kSymmetricGroup) sizes.push_back(std::min(left, kSymmetricGroup));
-    return in_groups(sino, sizes, [&](const at::Tensor& y) { return backproject_symmetric(y, angles, orb, n0, n1, run); });
-  }
   const int64_t n = static_cast<int64_t>(orb.group.size()), R = static_cast<int64_t>(orb.rep.size());
   const int64_t V = sino.size(2), K = sino.size(3), halves = orb.half_turn ? 2 : 1;
+  if (bc > group) {  // `group` images per call
+    std::vector<int64_t> sizes;
+    for (int64_t left = bc; left > 0; left -= group) sizes.push_back(std::min(left, group));
+    return in_groups(sino, sizes, [&](const at::Tensor& y) {
+      return backproject_symmetric(y, angles, orb, n0, n1, group, run);
+    });
+  }
   auto flat = sino.reshape({bc, V, K});
   std::vector<at::Tensor> chans;
   for (int64_t half = 0; half < halves; ++half)
@@ -756,20 +785,14 @@ at::Tensor project_impl(const at::Tensor& image, const at::Tensor& angles, int64
         .to(image.scalar_type());
   }
   const int64_t B = image.size(0), C = image.size(1), n0 = image.size(2), n1 = image.size(3);
-  // The symmetric path fills the channel lanes with a single image's views; from a full
-  // block of channels on the images fill them themselves (and the regular kernel is ~10%
-  // faster there), so only a last partial block goes through it.
-  const int64_t tail = (B * C) % kChannelBlock;
-  if (symmetric && kind != PARALLEL && B * C > kChannelBlock && tail > 0 && symmetry_enabled()) {
-    return in_groups(image, {B * C - tail, tail}, [&](const at::Tensor& x) {
-      return project_impl(x, angles, kind, n_bins, x0, y0, dx, dy, s0, ds, src_radius, src_det,
-                          distance_weight, true);
-    });
-  }
-  if (symmetric && kind != PARALLEL && B * C > 0 && B * C < kChannelBlock && symmetry_enabled()) {
+  // The symmetric path fills the channel lanes with a single image's views (fan beams; a
+  // parallel beam's 4 channels of a quarter of the views cost as much as batch 1); from 4
+  // images on the per-view kernel fills them with the images, and a batch's last 1-3
+  // images come back here through batch_groups.
+  if (symmetric && kind != PARALLEL && B * C > 0 && B * C <= kSymmetricFpImages && symmetry_enabled()) {
     const Geometry g = make_geometry(kind, n0, n1, x0, y0, dx, dy, n_bins, s0, ds, src_radius, src_det);
     const ViewOrbits orbits = find_view_orbits(g, cpu_doubles(angles));
-    if (orbits.useful()) {
+    if (orbits.useful() && symmetric_fp_pays(orbits, B * C, n0, n1)) {
       return project_symmetric(image, angles, orbits, [&](const at::Tensor& x, const at::Tensor& a) {
         return project_impl(x, a, kind, n_bins, x0, y0, dx, dy, s0, ds, src_radius, src_det,
                             distance_weight, false);
@@ -780,7 +803,7 @@ at::Tensor project_impl(const at::Tensor& image, const at::Tensor& angles, int64
   if (!groups.empty()) {
     return in_groups(image, groups, [&](const at::Tensor& x) {
       return project_impl(x, angles, kind, n_bins, x0, y0, dx, dy, s0, ds, src_radius, src_det,
-                          distance_weight, false);
+                          distance_weight, symmetric && x.size(0) < 4);
     });
   }
   const Geometry g = make_geometry(kind, n0, n1, x0, y0, dx, dy, n_bins, s0, ds, src_radius, src_det);
@@ -824,8 +847,9 @@ at::Tensor backproject_impl(const at::Tensor& sino, const at::Tensor& angles, in
   if (symmetric && rows == n0 && B * C > 0 && symmetry_enabled()) {
     const Geometry g = make_geometry(kind, n0, n1, x0, y0, dx, dy, K, s0, ds, src_radius, src_det);
     const ViewOrbits orbits = find_view_orbits(g, cpu_doubles(angles));
-    if (orbits.useful()) {
-      return backproject_symmetric(sino, angles, orbits, n0, n1,
+    const int64_t group = orbits.useful() ? symmetric_bp_group(orbits, B * C, n0, n1, sino.element_size()) : 0;
+    if (group > 0) {
+      return backproject_symmetric(sino, angles, orbits, n0, n1, group,
                                    [&](const at::Tensor& y, const at::Tensor& a, int64_t r) {
         return backproject_impl(y, a, kind, n0, n1, x0, y0, dx, dy, s0, ds, src_radius, src_det,
                                 distance_weight, false, r);

@@ -61,13 +61,20 @@ struct ViewOrbits {
   bool useful() const { return group.size() > 1 && !rep.empty(); }
 };
 
-// Whether the symmetric path is enabled (ALARA_SYMMETRY=0 turns it off, e.g. to time or
-// test the per-view kernels on a symmetric geometry).
-inline bool symmetry_enabled() {
+// ALARA_SYMMETRY: 0 (or false, no) runs every view on its own, e.g. to time or test the
+// per-view kernels on a symmetric geometry; force takes the symmetric path wherever the
+// geometry has it, also where it does not pay (tests); anything else: where it pays.
+enum class SymmetryMode { kOff, kAuto, kForce };
+
+inline SymmetryMode symmetry_mode() {
   const char* v = std::getenv("ALARA_SYMMETRY");
-  return v == nullptr || !(std::strcmp(v, "0") == 0 || std::strcmp(v, "false") == 0 ||
-                           std::strcmp(v, "no") == 0);
+  if (v == nullptr) return SymmetryMode::kAuto;
+  if (std::strcmp(v, "0") == 0 || std::strcmp(v, "false") == 0 || std::strcmp(v, "no") == 0)
+    return SymmetryMode::kOff;
+  return std::strcmp(v, "force") == 0 ? SymmetryMode::kForce : SymmetryMode::kAuto;
 }
+
+inline bool symmetry_enabled() { return symmetry_mode() != SymmetryMode::kOff; }
 
 // Angles match to this (radians), grids and detectors are centred to this relative error:
 // float64 angles of one intent (k 2 pi / V) differ by ~1e-15, and a position error of

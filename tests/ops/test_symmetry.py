@@ -28,6 +28,12 @@ from alara.ops.projection import backproject_distance_weighted
 
 pytestmark = pytest.mark.skipif(not ops.native_available(), reason="alara._C is not built")
 
+
+@pytest.fixture(autouse=True)
+def _force_symmetry(monkeypatch):
+    """These geometries are small: the symmetric paths would not pay and would not run."""
+    monkeypatch.setenv("ALARA_SYMMETRY", "force")
+
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
