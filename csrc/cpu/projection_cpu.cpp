@@ -647,13 +647,14 @@ at::Tensor index_tensor(const int64_t* first, int64_t n, int64_t step) {
 // When the symmetric paths pay.  They add work per channel and pixel (the images'
 // transforms, the channels' accumulators and their sum) and save work per view, so they
 // need enough views per orbit: measured on 2 cores (docs/benchmarks.md), at least 12
-// orbits per image of a call; the forward projection only for 1-3 images (from 4 the
-// per-view kernel batches them itself) whose channels-last copies stay in the L3 cache.
+// orbits per image of a call; the forward projection only below a full block of 8 images
+// and where the channels' image copies stay near the L3 cache (1024^2 pixels, 128 views,
+// one image: 1.5x slower through the orbits).
 constexpr int64_t kOrbitsPerImage = 12;
 constexpr int64_t kSymmetricGroup = 8;                     // images per backprojection call
 constexpr int64_t kSymmetricBpBytes = int64_t{256} << 20;  // its accumulators, at most
-constexpr int64_t kSymmetricFpImages = 3;
-constexpr int64_t kSymmetricFpPixels = int64_t{1} << 21;  // channels x pixels, at most
+constexpr int64_t kSymmetricFpImages = kChannelBlock - 1;
+constexpr int64_t kSymmetricFpPixels = int64_t{1} << 23;  // channels x pixels, at most
 
 // Images per symmetric backprojection call (0: run per view): as many as the orbits pay
 // for, up to 8; but from 8 images on the per-view kernel fills whole channel blocks
@@ -786,8 +787,8 @@ at::Tensor project_impl(const at::Tensor& image, const at::Tensor& angles, int64
   }
   const int64_t B = image.size(0), C = image.size(1), n0 = image.size(2), n1 = image.size(3);
   // The symmetric path fills the channel lanes with a single image's views (fan beams; a
-  // parallel beam's 4 channels of a quarter of the views cost as much as batch 1); from 4
-  // images on the per-view kernel fills them with the images, and a batch's last 1-3
+  // parallel beam's 4 channels of a quarter of the views cost as much as batch 1); from 8
+  // images on the per-view kernel fills them with the images, and a batch's last 1-7
   // images come back here through batch_groups.
   if (symmetric && kind != PARALLEL && B * C > 0 && B * C <= kSymmetricFpImages && symmetry_enabled()) {
     const Geometry g = make_geometry(kind, n0, n1, x0, y0, dx, dy, n_bins, s0, ds, src_radius, src_det);
@@ -803,7 +804,7 @@ at::Tensor project_impl(const at::Tensor& image, const at::Tensor& angles, int64
   if (!groups.empty()) {
     return in_groups(image, groups, [&](const at::Tensor& x) {
       return project_impl(x, angles, kind, n_bins, x0, y0, dx, dy, s0, ds, src_radius, src_det,
-                          distance_weight, symmetric && x.size(0) < 4);
+                          distance_weight, symmetric && x.size(0) <= kSymmetricFpImages);
     });
   }
   const Geometry g = make_geometry(kind, n0, n1, x0, y0, dx, dy, n_bins, s0, ds, src_radius, src_det);
