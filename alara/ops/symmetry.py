@@ -68,10 +68,7 @@ def group_size(orbits: Optional["ViewOrbits"], images: int) -> int:
 def _in_groups(t: torch.Tensor, group: int, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
     """fn over groups of ``group`` images of ``t`` [B, C, ...], concatenated back."""
     b, c = t.shape[:2]
-    flat = t.reshape(b * c, 1, *t.shape[2:])
-    if b * c <= group:
-        return fn(t)
-    out = torch.cat([fn(part) for part in flat.split(group)])
+    out = torch.cat([fn(part) for part in t.reshape(b * c, 1, *t.shape[2:]).split(group)])
     return out.reshape(b, c, *out.shape[2:])
 
 
@@ -94,7 +91,7 @@ def view_orbits(p: GeometryParams, angles: torch.Tensor) -> Optional[ViewOrbits]
 @functools.lru_cache(maxsize=16)
 def _view_orbits(p: GeometryParams, angles: tuple[float, ...]) -> Optional[ViewOrbits]:
     n_views = len(angles)
-    if p.kind == PARALLEL or n_views < 2:
+    if p.kind == PARALLEL or n_views < 2 or not all(math.isfinite(a) for a in angles):
         return None
     tol = 1e-12
     square = (p.n0 == p.n1 and abs(p.dx - p.dy) <= tol * p.dx

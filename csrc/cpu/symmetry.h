@@ -119,6 +119,8 @@ inline ViewOrbits find_view_orbits(const Geometry& g, const std::vector<double>&
   ViewOrbits out;
   const int64_t V = static_cast<int64_t>(angles.size());
   if (V < 2) return out;
+  for (double a : angles)  // (NaN would break the sort below; such views stay per view)
+    if (!std::isfinite(a)) return out;
   const double tol = 1e-12;
   const bool square = g.n0 == g.n1 && std::fabs(g.dx - g.dy) <= tol * g.dx &&
                       std::fabs(g.x0 + 0.5 * g.n0 * g.dx) <= tol * g.dx &&

@@ -250,3 +250,21 @@ def test_gradients_through_the_orbits(backend):
     y = _rand((1, 1) + g.sinogram_shape, 12).requires_grad_()
     assert torch.autograd.gradcheck(lambda t: ops.project(t, g, backend=backend), (x,))
     assert torch.autograd.gradcheck(lambda t: ops.backproject(t, g, backend=backend), (y,))
+
+
+def test_non_finite_angles_stay_off_the_symmetric_path(monkeypatch):
+    """The registered op called directly (past Geometry's validation) with a NaN or inf
+    angle: no orbit search over them (a NaN breaks sorting), the per-view result."""
+    from alara.ops import native
+    from alara.ops.raymath import GeometryParams
+    g = _fan(12, uniform_angles(16, 0.0, 2 * math.pi), 25)
+    p = GeometryParams.of(g)
+    y = _rand((1, 1) + g.sinogram_shape, 13)
+    for bad in (math.nan, math.inf):
+        angles = g.angles.clone()
+        angles[5] = bad
+        got = native.backproject(y, p, angles)
+        monkeypatch.setenv("ALARA_SYMMETRY", "0")
+        ref = native.backproject(y, p, angles)
+        monkeypatch.setenv("ALARA_SYMMETRY", "force")
+        assert torch.allclose(got, ref, equal_nan=True, rtol=0, atol=0)
