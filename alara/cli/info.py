@@ -13,7 +13,7 @@ import torch
 def collect() -> dict[str, str]:
     """What this installation has: versions, backends, threads."""
     from alara import __version__
-    from alara.ops import backend
+    from alara.ops import backend, symmetry
 
     mod = backend.native_module()
     cuda_built, archs = False, []
@@ -34,6 +34,10 @@ def collect() -> dict[str, str]:
                         if torch.cuda.is_available() else "none"),
         f"{backend.ENV_VAR}": os.environ.get(backend.ENV_VAR, "") or "(unset)",
     }
+    try:
+        info[symmetry.ENV_VAR] = f"{symmetry.mode()} (symmetries of the square: CPU fan and parallel beams)"
+    except ValueError as exc:
+        info[symmetry.ENV_VAR] = f"error: {exc}"
     try:
         info["backend auto (cpu)"] = backend.resolve("auto", torch.device("cpu"))
         if torch.cuda.is_available():

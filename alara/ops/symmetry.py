@@ -60,7 +60,7 @@ def group_size(orbits: Optional["ViewOrbits"], images: int) -> int:
     if orbits is None:
         return 0
     g = min(8, orbits.rep.numel() // ORBITS_PER_IMAGE)
-    if os.environ.get("ALARA_SYMMETRY", "").strip().lower() == "force":
+    if mode() == "force":
         return max(g, 1)
     return 0 if g < 1 or (images >= 8 and g < 8) else g
 
@@ -72,11 +72,27 @@ def _in_groups(t: torch.Tensor, group: int, fn: Callable[[torch.Tensor], torch.T
     return out.reshape(b, c, *out.shape[2:])
 
 
+ENV_VAR = "ALARA_SYMMETRY"
+_MODES = {"0": "off", "off": "off", "false": "off", "no": "off", "": "auto", "1": "auto",
+          "auto": "auto", "on": "auto", "true": "auto", "yes": "auto", "force": "force"}
+
+
+def mode() -> str:
+    """``off``, ``auto`` or ``force`` from ``ALARA_SYMMETRY``: ``0`` (off) runs every view
+    on its own, ``force`` takes the symmetric paths wherever the geometry has the
+    symmetry, also where they do not pay (tests), unset or ``1`` (auto) where they pay;
+    any other value is an error."""
+    raw = os.environ.get(ENV_VAR, "")
+    try:
+        return _MODES[raw.strip().lower()]
+    except KeyError:
+        raise ValueError(f"{ENV_VAR} must be 0 (off), 1 (auto, the default) or force, "
+                         f"got {raw!r}") from None
+
+
 def enabled() -> bool:
-    """Whether the symmetric paths may run: ``ALARA_SYMMETRY=0|false|no`` turns them off,
-    ``force`` takes them wherever the geometry has the symmetry, also where they do not
-    pay (tests); unset or anything else: where they pay."""
-    return os.environ.get("ALARA_SYMMETRY", "1").strip().lower() not in ("0", "false", "no")
+    """Whether the symmetric paths may run (see :func:`mode`)."""
+    return mode() != "off"
 
 
 def _map_angle(m: int, reflect: bool, theta: float) -> float:

@@ -29,11 +29,14 @@
 // test_symmetry.py puts exact 45 degree rays into orbits).
 #pragma once
 
+#include <c10/util/Exception.h>
+
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
-#include <cstring>
+#include <string>
 #include <vector>
 
 #include "../raymath.h"
@@ -61,17 +64,25 @@ struct ViewOrbits {
   bool useful() const { return group.size() > 1 && !rep.empty(); }
 };
 
-// ALARA_SYMMETRY: 0 (or false, no) runs every view on its own, e.g. to time or test the
+// ALARA_SYMMETRY: 0 (off, false, no) runs every view on its own, e.g. to time or test the
 // per-view kernels on a symmetric geometry; force takes the symmetric path wherever the
-// geometry has it, also where it does not pay (tests); anything else: where it pays.
+// geometry has it, also where it does not pay (tests); unset, 1, auto (on, true, yes):
+// where it pays.  Any other value is an error, not a silent default.
 enum class SymmetryMode { kOff, kAuto, kForce };
 
 inline SymmetryMode symmetry_mode() {
-  const char* v = std::getenv("ALARA_SYMMETRY");
-  if (v == nullptr) return SymmetryMode::kAuto;
-  if (std::strcmp(v, "0") == 0 || std::strcmp(v, "false") == 0 || std::strcmp(v, "no") == 0)
-    return SymmetryMode::kOff;
-  return std::strcmp(v, "force") == 0 ? SymmetryMode::kForce : SymmetryMode::kAuto;
+  const char* raw = std::getenv("ALARA_SYMMETRY");
+  if (raw == nullptr) return SymmetryMode::kAuto;
+  std::string v(raw);
+  for (char& ch : v) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  v.erase(0, v.find_first_not_of(" \t"));
+  v.erase(v.find_last_not_of(" \t") + 1);
+  if (v == "0" || v == "off" || v == "false" || v == "no") return SymmetryMode::kOff;
+  if (v.empty() || v == "1" || v == "auto" || v == "on" || v == "true" || v == "yes")
+    return SymmetryMode::kAuto;
+  TORCH_CHECK(v == "force", "alara: ALARA_SYMMETRY must be 0 (off), 1 (auto, the default) or ",
+              "force, got '", raw, "'");
+  return SymmetryMode::kForce;
 }
 
 inline bool symmetry_enabled() { return symmetry_mode() != SymmetryMode::kOff; }

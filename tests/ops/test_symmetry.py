@@ -268,3 +268,16 @@ def test_non_finite_angles_stay_off_the_symmetric_path(monkeypatch):
         ref = native.backproject(y, p, angles)
         monkeypatch.setenv("ALARA_SYMMETRY", "force")
         assert torch.allclose(got, ref, equal_nan=True, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("backend", ["native", "torch"])
+def test_unknown_switch_value_is_a_clear_error(monkeypatch, backend):
+    """ALARA_SYMMETRY=off works; a value that is none of the documented ones (a typo that
+    would silently keep the path on) is an error naming the choices."""
+    g = _fan(8, uniform_angles(16, 0.0, 2 * math.pi), 13)
+    y = _rand((1, 1) + g.sinogram_shape, 14)
+    monkeypatch.setenv("ALARA_SYMMETRY", "off")
+    ops.backproject(y, g, backend=backend)
+    monkeypatch.setenv("ALARA_SYMMETRY", "of")
+    with pytest.raises((RuntimeError, ValueError), match="ALARA_SYMMETRY must be 0 .off., 1 .auto"):
+        ops.backproject(y, g, backend=backend)
