@@ -65,6 +65,17 @@ def group_size(orbits: Optional["ViewOrbits"], images: int) -> int:
     return 0 if g < 1 or (images >= 8 and g < 8) else g
 
 
+def plan(p: GeometryParams, angles: torch.Tensor, images: int) -> tuple[Optional["ViewOrbits"], int]:
+    """The pure-torch operators' choice for ``images`` images (fewer than 8: from 8 on
+    their passes are full anyway): the orbits and the images per call, or ``(None, 0)``
+    to run per view."""
+    if images >= 8 or not enabled():
+        return None, 0
+    orbits = view_orbits(p, angles)
+    group = group_size(orbits, images)
+    return (orbits, group) if group else (None, 0)
+
+
 def _in_groups(t: torch.Tensor, group: int, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
     """fn over groups of ``group`` images of ``t`` [B, C, ...], concatenated back."""
     b, c = t.shape[:2]

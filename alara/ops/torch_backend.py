@@ -63,8 +63,7 @@ def project(x: torch.Tensor, p: GeometryParams, angles: torch.Tensor) -> torch.T
     # On a square centred grid one view of each orbit serves 8, as 8 images of one pass
     # (grid_sample's per-sample set-up is shared between images; from 8 images on the
     # passes are as wide anyway).
-    orbits = symmetry.view_orbits(p, angles) if bc < 8 and symmetry.enabled() else None
-    group = symmetry.group_size(orbits, bc)
+    orbits, group = symmetry.plan(p, angles, bc)
     if group:
         return symmetry.project_symmetric(x, angles, orbits, lambda t, a: _project(t, p, a),
                                           p.n_bins, group)
@@ -111,10 +110,9 @@ def backproject(y: torch.Tensor, p: GeometryParams, angles: torch.Tensor,
     if p.kind == raymath.PARALLEL:
         return _backproject_parallel(y, p, angles)
     # On a square centred grid one view of each orbit serves 8, as 8 images of a pass
-    # (from _FAN_IMAGES images on the passes are full anyway).
+    # (symmetry.plan: fewer than 8 images; from 8 on the passes are full anyway).
     bc = y.shape[0] * y.shape[1]
-    orbits = symmetry.view_orbits(p, angles) if bc < _FAN_IMAGES and symmetry.enabled() else None
-    group = symmetry.group_size(orbits, bc)
+    orbits, group = symmetry.plan(p, angles, bc)
     if group:
         return symmetry.backproject_symmetric(
             y, angles, orbits, lambda s, a: _backproject_fan(s, p, a, distance_weight),
