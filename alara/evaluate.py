@@ -1,9 +1,12 @@
 """Evaluation: per-image results (patient, dose, every metric) and their summary.
 
-Noise is exact Poisson (the pipeline in eval mode), drawn from generators seeded by
-``(seed, realisation, image index)``, so a result is reproducible and two policies see
-the same random stream for the same image (common random numbers: their comparison is
-not blurred by independent noise draws).
+Noise is exact Poisson (the pipeline in eval mode).  The scan's noise is drawn from a
+generator seeded by ``(seed, realisation, image index)`` and the prior's (scouts,
+pre-scan) from a separate stream seeded by ``(seed, PRIOR_STREAM, image index)``, so a
+result is reproducible and every policy sees the same scan noise for the same image,
+whatever its prior drew (common random numbers: the comparison is not blurred by
+independent noise draws).  The prior is acquired once per image: realisations repeat the
+scan at the policy's decision, not the decision.
 """
 
 from __future__ import annotations
@@ -25,10 +28,13 @@ from alara.geometry import Geometry
 from alara.interfaces import IQMetric, relative_dose
 from alara.pipeline import Pipeline, noise_generator, scan_truth, twin_background
 
-__all__ = ["EvalConfig", "Results", "measure", "evaluate", "summarise", "percentile", "task_indices",
+__all__ = ["PRIOR_STREAM", "EvalConfig", "Results", "measure", "evaluate", "summarise", "percentile", "task_indices",
            "task_subset"]
 
 PathLike = Union[str, Path]
+
+#: Stream id of the prior's noise (scan realisations use 0, 1, ...; far from them).
+PRIOR_STREAM = 1 << 40
 
 
 @dataclass(frozen=True)
@@ -135,21 +141,29 @@ def _fmt(v: Any) -> Any:
 def measure(pipeline: Pipeline, metrics: Mapping[str, IQMetric], x: torch.Tensor, geometry: Geometry,
             index: torch.Tensor, *, seed: int = 1234, realisations: int = 1,
             dose_scale: Union[float, torch.Tensor] = 1.0,
-            truth: Optional[Mapping[str, torch.Tensor]] = None) -> dict[str, torch.Tensor]:
+            truth: Optional[Mapping[str, torch.Tensor]] = None,
+            n0: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
     """Scan and score one batch ``x`` [B, 1, H, W] with images ids ``index`` [B]: returns
     ``relative_dose`` (prior included), ``scan_dose`` (the scan's alone), ``mean_n0`` and
     each metric, [B, realisations] each (float64).  ``truth`` holds the per-image truth a
     task-based metric reads (``lesions``, ``background``: see :class:`IQMetric`).
 
+    ``n0`` [B, V] replaces the policy (no prior is acquired; the scan's noise is the
+    same draw as with the policy, by the common random numbers above).
+
     The pipeline runs in eval mode: exact noise, the policy's inference behaviour."""
     pipeline.eval()
     device = x.device
     out: dict[str, list[torch.Tensor]] = {}
+    prior_gens = [noise_generator(seed, PRIOR_STREAM, int(i), device=device) for i in index]
+    prior = None
     for r in range(realisations):
         # One generator per image: results do not depend on how images are batched.
         gens = [noise_generator(seed, r, int(i), device=device) for i in index]
-        scan = pipeline(x, geometry, generator=gens, dose_scale=dose_scale,
-                        background=twin_background(metrics.values(), truth))
+        scan = pipeline(x, geometry, generator=gens, dose_scale=dose_scale, n0=n0,
+                        background=twin_background(metrics.values(), truth), prior_generator=prior_gens,
+                        prior=prior)
+        prior = scan.prior   # acquired once: realisations repeat the scan, not the decision
         scored = scan_truth(scan, truth)
         vals = {"relative_dose": scan.relative_dose, "scan_dose": relative_dose(scan.n0),
                 "mean_n0": scan.n0.mean(-1)}

@@ -301,6 +301,9 @@ class Simulator(Component):
     """
 
     kind = "simulator"
+    #: ``simulate`` accepts a list of generators, one per batch row (row ``b`` drawing
+    #: from its own alone), so per-patient noise streams need not cost one call each.
+    row_generators: bool = False
 
     def simulate(self, sinogram: torch.Tensor, n0: torch.Tensor, *, differentiable: bool,
                  generator: Optional[torch.Generator] = None) -> torch.Tensor:  # pragma: no cover

@@ -24,7 +24,7 @@ Data synthesis, DICOM import, the priors and the ``poisson`` simulator all call
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Optional, Sequence, Union
 
 import torch
 
@@ -116,14 +116,16 @@ def postlog_noise(
     min_count: float = MIN_COUNT,
     electronic_std: float = 0.0,
     differentiable: bool = False,
-    generator: Optional[torch.Generator] = None,
+    generator: Union[None, torch.Generator, Sequence[torch.Generator]] = None,
     sampler: str = "inverse_cdf",
 ) -> torch.Tensor:
     """Noisy post-log sinogram ``y`` (``sinogram``'s shape and dtype) for normalised line
     integrals ``sinogram`` [B, C, V, K] or [B, V, K] and photons per bin ``n0`` [B, V].
 
     ``y = -ln(max(counts, min_count) / n0) / mu_max`` with counts drawn as the module
-    docstring says; exact Poisson unless ``differentiable``.
+    docstring says; exact Poisson unless ``differentiable``.  ``generator`` may be one
+    generator per batch row: row ``b`` then draws from ``generator[b]`` alone, exactly as
+    a call on that row by itself would, while the sampling runs on the whole batch.
     """
     check_noise_params(mu_max, min_count, electronic_std)
     if sampler not in SAMPLERS:
@@ -133,7 +135,7 @@ def postlog_noise(
     if differentiable:
         n0b = n0b.to(sinogram.dtype)
         lam = n0b * torch.exp(-mu_max * sinogram)
-        eps = torch.randn(lam.shape, generator=generator, dtype=lam.dtype, device=lam.device)
+        eps = _draw(torch.randn, lam, generator)
         counts = lam + torch.sqrt(lam + electronic_std ** 2) * eps
         # clamp, not where: keeps a (zero) gradient path and maps 0 -> min_count as LoDoPaB.
         return -torch.log(counts.clamp(min=min_count) / n0b) / mu_max
@@ -141,11 +143,24 @@ def postlog_noise(
         n64 = n0b.detach().double()
         lam = n64 * torch.exp(-mu_max * sinogram.detach().double())
         if sampler == "poisson":
-            counts = torch.poisson(lam, generator=generator)
+            if isinstance(generator, (list, tuple)):
+                counts = torch.cat([torch.poisson(lam[b:b + 1], generator=g) for b, g in enumerate(generator)])
+            else:
+                counts = torch.poisson(lam, generator=generator)
         else:
-            u = torch.rand(lam.shape, generator=generator, dtype=lam.dtype, device=lam.device)
-            counts = poisson_inverse_cdf(lam, u)
+            counts = poisson_inverse_cdf(lam, _draw(torch.rand, lam, generator))
         if electronic_std > 0:
-            counts = counts + electronic_std * torch.randn(lam.shape, generator=generator,
-                                                           dtype=lam.dtype, device=lam.device)
+            counts = counts + electronic_std * _draw(torch.randn, lam, generator)
         return (-torch.log(counts.clamp_(min=min_count) / n64) / mu_max).to(sinogram.dtype)
+
+
+def _draw(fn: object, like: torch.Tensor,
+          generator: Union[None, torch.Generator, Sequence[torch.Generator]]) -> torch.Tensor:
+    """``fn`` (torch.rand / torch.randn) shaped like ``like``; with one generator per
+    batch row, each row drawn from its own (the same numbers as a call on that row)."""
+    kw = dict(dtype=like.dtype, device=like.device)
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != like.shape[0]:
+            raise ValueError(f"got {len(generator)} generators for a batch of {like.shape[0]}; give one per row")
+        return torch.cat([fn(like[b:b + 1].shape, generator=g, **kw) for b, g in enumerate(generator)])
+    return fn(like.shape, generator=generator, **kw)

@@ -86,14 +86,22 @@ class Pipeline(nn.Module):
                 generator: Union[None, torch.Generator, Sequence[torch.Generator]] = None,
                 dose_scale: Union[float, torch.Tensor] = 1.0,
                 n0: Optional[torch.Tensor] = None,
-                background: Optional[torch.Tensor] = None) -> Scan:
+                background: Optional[torch.Tensor] = None,
+                prior_generator: Union[None, torch.Generator, Sequence[torch.Generator]] = None,
+                prior: Optional[PriorInfo] = None) -> Scan:
         """Scan and reconstruct patients ``x`` [B, 1, H, W] (``x = mu / mu_max``).
 
         ``generator`` may be one generator per patient: each patient's noise then depends
         on its own generator only (not on the batch it is in), while the policy and the
         reconstructor still run on the whole batch.  ``background`` [B, 1, H, W], the
         lesion-free twin of ``x``, is scanned too (``Scan.background_scans``): what a
-        signal-present / signal-absent detectability estimate needs."""
+        signal-present / signal-absent detectability estimate needs.
+
+        ``prior_generator`` (one, or one per patient) draws the prior's noise on a stream of
+        its own, so the scan's noise does not depend on what the prior drew (common random
+        numbers across policies with different priors); without it the prior draws from
+        ``generator`` before the scan does.  ``prior``: one already acquired for these
+        patients (not acquired again; its dose still counts)."""
         if x.dim() != 4 or x.shape[1] != 1 or tuple(x.shape[-2:]) != tuple(geometry.grid.shape):
             raise ValueError(f"x must be [B, 1, H, W] with (H, W) = {tuple(geometry.grid.shape)} "
                              f"(the geometry's grid), got {tuple(x.shape)}")
@@ -101,14 +109,9 @@ class Pipeline(nn.Module):
         per_patient = isinstance(generator, (list, tuple))
         if per_patient and len(generator) != x.shape[0]:
             raise ValueError(f"got {len(generator)} generators for {x.shape[0]} patients; give one each")
-        prior = None
         if n0 is None:
-            if per_patient:
-                prior = PriorInfo.cat([self.prior(x[i:i + 1], geometry, simulator=self.simulator, generator=g)
-                                       for i, g in enumerate(generator)])
-            else:
-                prior = self.prior(x, geometry, simulator=self.simulator, generator=generator)
-            n0 = self.dose_policy(prior, geometry)
+            prior, n0 = self.plan(x, geometry, generator if prior_generator is None else prior_generator,
+                                  prior=prior)
         elif tuple(n0.shape) != (x.shape[0], geometry.n_views):
             raise ValueError(f"n0 must be [B, views] = [{x.shape[0]}, {geometry.n_views}], "
                              f"got {tuple(n0.shape)}")
@@ -139,7 +142,25 @@ class Pipeline(nn.Module):
         dose = relative_dose(n0, prior.dose if prior is not None else None)
         return Scan(prior, n0, dose, sinogram, y, x_hat, twins)
 
+    def plan(self, x: torch.Tensor, geometry: Geometry,
+             prior_generator: Union[None, torch.Generator, Sequence[torch.Generator]] = None, *,
+             prior: Optional[PriorInfo] = None) -> tuple[PriorInfo, torch.Tensor]:
+        """``(prior, n0)``: the prior acquired for patients ``x`` (unless given) and the
+        policy's ``n0`` [B, V] at dose factor 1, without scanning."""
+        if prior is None:
+            if isinstance(prior_generator, (list, tuple)):
+                if len(prior_generator) != x.shape[0]:
+                    raise ValueError(f"got {len(prior_generator)} prior generators for {x.shape[0]} patients; "
+                                     "give one each")
+                prior = PriorInfo.cat([self.prior(x[i:i + 1], geometry, simulator=self.simulator, generator=g)
+                                       for i, g in enumerate(prior_generator)])
+            else:
+                prior = self.prior(x, geometry, simulator=self.simulator, generator=prior_generator)
+        return prior, self.dose_policy(prior, geometry)
+
     def _simulate(self, sinogram: torch.Tensor, n0: torch.Tensor, gens: list, per_patient: bool) -> torch.Tensor:
+        if per_patient and getattr(self.simulator, "row_generators", False):
+            return self.simulator(sinogram, n0, generator=gens)
         if per_patient:
             return torch.cat([self.simulator(sinogram[i:i + 1], n0[i:i + 1], generator=g)
                               for i, g in enumerate(gens)])

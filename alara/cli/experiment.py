@@ -22,7 +22,7 @@ def _run(args: argparse.Namespace) -> int:
 
     config = args.config or _default_config()
     out = args.out or str(Path("results") / Path(config).stem)
-    metrics = run_experiment(config, out, args.overrides, progress=not args.quiet)
+    metrics = run_experiment(config, out, args.overrides, progress=not args.quiet, seeds=args.seeds)
     print("\n".join(line.replace("**", "") for line in headline_lines(metrics)))
     print(f"wrote {out}/report.md, metrics.json, results_test.csv and figures/ in {metrics['wall_seconds']:.0f} s")
     return 0
@@ -40,5 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("config", nargs="?", help=f"experiment TOML (default {DEFAULT_CONFIG})")
     p.add_argument("--out", help="run folder (default results/<config name>)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--seeds", type=int, default=None, metavar="N",
+                   help="train with N seeds (train.seed, +1, ...), each a full run in OUT/seed-K, and report each "
+                        "seed's ratios and their spread (default: [experiment] seeds, 1)")
     add_set_argument(p)
     p.set_defaults(func=_run)

@@ -1,21 +1,26 @@
 """The experiment's report: ``report.md``, ``metrics.json`` and ``figures/`` (the only
-matplotlib user of the experiment).  Every number in report.md is read from the same
-dictionary that is written as metrics.json."""
+matplotlib user of the experiment).  It formats the stages' records
+(:class:`CalibrationRecord`, :class:`EvaluationRecord`) and computes nothing of its own;
+every number in report.md is read from the dictionary written as metrics.json."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
-import torch
 
 from alara.evaluate import write_json
+from alara.experiment.records import CalibrationRecord, EvaluationRecord
 from alara.experiment.spec import spec_dict
+from alara.geometry import LODOPAB_N0
 
-__all__ = ["write_report", "headline_lines"]
+__all__ = ["write_report", "write_seeds_report", "headline_lines"]
 
 HEADLINE_ARM = "learned_joint"
+#: A full LoDoPaB-CT slice: 4096 photons per bin, 1000 views, 513 bins.
+LODOPAB_SLICE_PHOTONS = LODOPAB_N0 * 1000 * 513
 
 
 def _plt():
@@ -37,85 +42,151 @@ def _save(fig: Any, path: Path) -> str:
     return f"figures/{path.name}"
 
 
-def _metrics(rc: Any, spec: Any, arms: list, calib: dict, evaluation: dict, timings: dict,
-             wall_seconds: float, data_root: Path) -> dict[str, Any]:
-    name = evaluation["metric"]
+# ------------------------------------------------------------------------------ metrics
+
+
+def _metrics(rc: Any, spec: Any, calib: CalibrationRecord, ev: EvaluationRecord, geometry: Any,
+             timings: dict, wall_seconds: float, data_root: Path) -> dict[str, Any]:
+    name = ev.metric
+    photons_at_1 = LODOPAB_N0 * geometry.n_views * geometry.n_bins
     policies = {}
-    for arm in arms:
-        c, e = calib["arms"][arm.name], evaluation["arms"][arm.name]
-        g = e["guarantee"]
-        entry = {"label": arm.label, "policy": arm.policy, "prior": arm.prior, "reconstructor": arm.reconstructor,
-                 "calibration_factor": c["factor"], "validation_share": c["validation_share"],
-                 "validation_dose": c["validation_dose"],
+    for arm_name, c in calib.arms.items():
+        e = ev.arms[arm_name]
+        g = e.summary
+        a = c.arm
+        entry = {"label": a.label, "policy": a.policy, "prior": a.prior, "reconstructor": a.reconstructor,
+                 "tuned": a.tuned, "params": a.policy_params, "prior_params": a.prior_params,
+                 "calibration_factor": c.primary.factor, "validation_share": c.primary.validation_share,
+                 "validation_dose": c.primary.validation_dose,
                  "test": {"relative_dose": g["relative_dose"], name: g["metrics"][name],
-                          "share_met": g["target"]["share_met"]}}
-        for other, a in e.get("also", {}).items():
-            if "unreachable" in a:
-                entry.setdefault("also", {})[other] = {"q": a["q"], "unreachable": a["unreachable"]}
+                          "share_met": g["target"]["share_met"],
+                          "photons_per_slice_mean": g["relative_dose"]["mean"] * photons_at_1}}
+        for other, t in c.also.items():
+            a2 = e.also.get(other, {})
+            if t.factor is None or "unreachable" in a2:
+                entry.setdefault("also", {})[other] = {"q": t.q, "unreachable": t.unreachable}
                 continue
             entry.setdefault("also", {})[other] = {
-                "q": a["target"]["q"], "calibration_factor": a["factor"],
-                "validation_share": c["also"][other]["validation_share"],
-                "relative_dose": a["relative_dose"], other: a["metrics"][other],
-                "share_met": a["target"]["share_met"]}
-        if "mean_q" in e:
-            m = e["mean_q"]
-            entry["matched_mean_q"] = {"factor": m["factor"], "relative_dose_mean": m["relative_dose"]["mean"],
-                                       f"{name}_mean": m["metrics"][name]["mean"]}
-        policies[arm.name] = entry
+                "q": t.q, "calibration_factor": t.factor, "validation_share": t.validation_share,
+                "relative_dose": a2["relative_dose"], other: a2["metrics"][other],
+                "share_met": a2["target"]["share_met"]}
+        if c.factor_mean_q is not None:
+            entry["matched_mean_q"] = {"factor": c.factor_mean_q,
+                                       "relative_dose_mean": ev.matched_mean_q_dose.get(arm_name)}
+        policies[arm_name] = entry
+    headline: dict[str, Any] = {"metric": name, "q": calib.q, "share": calib.share, "arm": HEADLINE_ARM}
     head = policies.get(HEADLINE_ARM)
-    headline: dict[str, Any] = {"metric": name, "q": calib["q"], "share": spec.share, "arm": HEADLINE_ARM}
+    baselines = [a for a in policies if not a.startswith("learned")]
     if head is not None:
         d = head["test"]["relative_dose"]["mean"]
         headline["dose"] = d
-        headline["dose_ratio_vs"] = {a: d / p["test"]["relative_dose"]["mean"] for a, p in policies.items()
-                                     if a in spec.baselines}
-        if all("matched_mean_q" in p for p in policies.values()):
-            dm = head["matched_mean_q"]["relative_dose_mean"]
-            headline["dose_ratio_vs_at_matched_mean_q"] = {
-                a: dm / p["matched_mean_q"]["relative_dose_mean"] for a, p in policies.items() if a in spec.baselines}
+        headline["dose_ratio_vs"] = {a: d / policies[a]["test"]["relative_dose"]["mean"] for a in baselines}
+        headline["dose_ratio_ci95"] = {a: [ev.bootstrap[a]["low"], ev.bootstrap[a]["high"]] for a in baselines
+                                       if a in ev.bootstrap}
+        mm = {a: p.get("matched_mean_q", {}).get("relative_dose_mean") for a, p in policies.items()}
+        if mm.get(HEADLINE_ARM) and all(mm.get(a) for a in baselines):
+            headline["dose_ratio_vs_at_matched_mean_q"] = {a: mm[HEADLINE_ARM] / mm[a] for a in baselines}
         headline["q_std"] = {a: p["test"][name]["std"] for a, p in policies.items()}
+        headline["test_share"] = {a: p["test"]["share_met"] for a, p in policies.items()}
     out: dict[str, Any] = {"headline": headline, "policies": policies}
-    if "oracle" in calib:
-        fixed_val = calib["arms"]["fixed"]["validation_dose"]
-        out["oracle"] = {"validation_dose": calib["oracle"]["dose"],
-                         "ratio_vs_fixed": calib["oracle"]["dose"] / fixed_val if fixed_val else float("nan")}
-        headline["oracle_ratio_vs_fixed"] = out["oracle"]["ratio_vs_fixed"]
-    if "slope" in calib:
-        out["slope"] = {**calib["slope"], "min_slope": spec.min_slope,
-                        "ok": calib["slope"]["median"] >= spec.min_slope}
-    if "matched_mean_q" in calib:
-        out["matched_mean_q_target"] = calib["matched_mean_q"]["target"]
+    if ev.oracle:
+        o = ev.oracle.get("shared", {})
+        oracle = {"test_dose": o.get("dose"), "test_dose_all_images": o.get("dose_all_images"),
+                  "test_clamped": o.get("clamped"), "reconstructor": "shared",
+                  "ratio_vs": {a: p["test"]["relative_dose"]["mean"] / o["dose"] for a, p in policies.items()
+                               if p["reconstructor"] == "shared" and o.get("dose")}}
+        if "joint" in ev.oracle:
+            j = ev.oracle["joint"]
+            oracle["joint"] = {"test_dose": j["dose"], "test_clamped": j["clamped"],
+                               "ratio_vs": {a: p["test"]["relative_dose"]["mean"] / j["dose"]
+                                            for a, p in policies.items() if p["reconstructor"] == "joint"}}
+        out["oracle"] = oracle
+        if "fixed" in policies and o.get("dose"):
+            headline["oracle_ratio_vs_fixed"] = o["dose"] / policies["fixed"]["test"]["relative_dose"]["mean"]
+        if head is not None:
+            hr = head["reconstructor"]
+            ref = oracle if hr == "shared" else oracle.get("joint")
+            if ref and ref.get("test_dose"):
+                headline["ratio_vs_oracle"] = head["test"]["relative_dose"]["mean"] / ref["test_dose"]
+    if calib.slope:
+        out["slope"] = {**calib.slope, "min_slope": spec.min_slope, "ok": calib.slope["median"] >= spec.min_slope}
+    out["matched_mean_q_target"] = calib.matched_mean_q_target
+    out["tuning"] = calib.tuning
+    out["responses"] = {"validation": calib.responses}
+    out["dose_units"] = {
+        "relative_dose_1": "4096 photons per detector bin on every view of the run's geometry",
+        "photons_per_slice_at_relative_dose_1": photons_at_1,
+        "lodopab_slice_photons": LODOPAB_SLICE_PHOTONS,
+        "fraction_of_a_lodopab_slice_at_relative_dose_1": photons_at_1 / LODOPAB_SLICE_PHOTONS,
+        "views": geometry.n_views, "bins": geometry.n_bins}
+    out["protocol"] = _protocol(rc, spec, calib)
     out.update(experiment=spec_dict(spec), data=str(data_root), timings=timings, wall_seconds=wall_seconds,
-               test_images=evaluation["test_images"], test_patients=evaluation["test_patients"],
-               validation_images=calib["images"])
+               test_images=ev.images, test_patients=ev.patients, validation_images=calib.images,
+               validation_patients=calib.patients, bootstrap=ev.bootstrap)
     return out
+
+
+def _protocol(rc: Any, spec: Any, calib: CalibrationRecord) -> list[dict[str, str]]:
+    """Every setting and the split that chose it (the test split chooses nothing)."""
+    rows = [
+        {"setting": f"q = {calib.q:g} ({calib.metric})", "chosen_on": "earlier sessions' validation and test runs",
+         "note": "fixed in configs/experiment.toml before this protocol; the test split was looked at when it was "
+                 "set (docs/experiment.md)"},
+        {"setting": "End2end-ALARA's prior (pre-scan) and its cost", "chosen_on": "earlier sessions' test runs",
+         "note": "set after a test-split loss in an earlier session; kept fixed since"},
+        {"setting": f"training steps ({rc.train.warmup_steps} + {rc.train.steps}), learning rates",
+         "chosen_on": "training loss", "note": "the shared reconstructor gets the same total steps"},
+        {"setting": "each arm's dose factor", "chosen_on": "validation",
+         "note": f"conformal quantile, rank ceil((n + 1) * {spec.share:g}) of the per-image factors"},
+    ]
+    for name, t in calib.tuning.items():
+        rows.append({"setting": f"{name}: " + ", ".join(f"{k} = {_fmt(v)}" for k, v in t["chosen"].items()),
+                     "chosen_on": t["split"], "note": f"searched over {len(t['grid'])} candidates"})
+    return rows
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 def headline_lines(m: dict[str, Any]) -> list[str]:
     """The report's first lines: End2end-ALARA's dose against each baseline at the same
-    guarantee, its Q spread against theirs, the oracle bound; losses said plainly."""
+    guarantee with intervals, the test shares, the oracle; losses said plainly."""
     h = m["headline"]
     name = h["metric"].upper()
-    lines = []
     if "dose" not in h:
         return ["No learned policy in this experiment."]
-    ratios = ", ".join(f"{r:.2f}x {a}" for a, r in h["dose_ratio_vs"].items())
-    lines.append(f"**At the same guarantee ({100 * h['share']:.0f}% of validation images with {name} >= "
-                 f"{h['q']:g}), End2end-ALARA uses {h['dose']:.3f} of LoDoPaB's dose on the test split: "
-                 f"{ratios}.**")
+    ci = h.get("dose_ratio_ci95", {})
+
+    def ratio(a: str, r: float) -> str:
+        c = ci.get(a)
+        return f"{r:.2f}x {a}" + (f" [95% CI {c[0]:.2f}, {c[1]:.2f}]" if c and None not in c else "")
+
+    lines = [f"**At the same guarantee (each policy's dose factor set on validation so that, out of sample, "
+             f"{100 * h['share']:.0f}% of images reach {name} >= {h['q']:g}), End2end-ALARA uses {h['dose']:.3f} "
+             f"of LoDoPaB's dose on the test split: "
+             + ", ".join(ratio(a, r) for a, r in h["dose_ratio_vs"].items()) + ".**"]
     losses = [a for a, r in h["dose_ratio_vs"].items() if r > 1]
+    unsure = [a for a, c in ci.items() if c and None not in c and c[0] <= 1 <= c[1]]
     if losses:
         lines.append(f"It loses to {', '.join(losses)} here: it needs more dose than "
                      f"{'that baseline' if len(losses) == 1 else 'those baselines'} for the same guarantee.")
     else:
-        lines.append("It needs less dose than every baseline for the same guarantee.")
+        lines.append("Its point estimate is below every baseline's dose at the same guarantee.")
+    if unsure:
+        lines.append(f"The patient-bootstrap interval includes 1 against {', '.join(unsure)}: those differences "
+                     "are not resolved by this experiment.")
+    shares = h.get("test_share", {})
+    if shares:
+        lines.append("Test share reaching q: " + ", ".join(f"{a} {100 * s:.1f}%" for a, s in shares.items()) + ".")
     spread = ", ".join(f"{a} {s:.2f}" for a, s in h["q_std"].items())
     lines.append(f"Spread of {name} over test images (standard deviation): {spread}.")
     if "oracle_ratio_vs_fixed" in h:
-        lines.append(f"The per-image oracle (each image at its own smallest fixed dose reaching q; the images "
-                     f"allowed to fail get none) needs {h['oracle_ratio_vs_fixed']:.2f}x the fixed dose: the "
-                     "bound for any policy that picks one dose level per patient.")
+        o = m["oracle"]
+        lines.append(f"The per-image oracle on the test split (each image at its own smallest fixed dose reaching q; "
+                     f"the {100 * (1 - h['share']):.0f}% hardest get none) needs {h['oracle_ratio_vs_fixed']:.2f}x the "
+                     f"fixed dose ({o['test_clamped']} thresholds on a search limit); End2end-ALARA needs "
+                     f"{h.get('ratio_vs_oracle', float('nan')):.2f}x the oracle of its reconstructor.")
     if "dose_ratio_vs_at_matched_mean_q" in h:
         r = ", ".join(f"{v:.2f}x {a}" for a, v in h["dose_ratio_vs_at_matched_mean_q"].items())
         lines.append(f"At the same mean {name} instead (the classic comparison): {r}.")
@@ -130,175 +201,187 @@ def headline_lines(m: dict[str, Any]) -> list[str]:
 # ------------------------------------------------------------------------------- figures
 
 
-def _pick(n: int, k: int) -> np.ndarray:
-    """``k`` indices spread evenly over ``n`` images (the ones a figure shows)."""
-    return np.linspace(0, n - 1, min(k, n)).round().astype(int)
-
-
-def _fig_dose_vs_size(out: Path, arms: list, rows: dict[str, np.ndarray]) -> str:
+def _fig_dose_vs_size(out: Path, ev: EvaluationRecord, labels: dict[str, str]) -> str:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for arm in arms:
-        sel = rows["policy"] == arm.name
-        ax.scatter(rows["wed_cm"][sel], rows["relative_dose"][sel], s=14, label=arm.label, alpha=0.8)
+    for a, e in ev.arms.items():
+        ax.scatter(ev.wed_cm, e.dose, s=12, label=labels[a], alpha=0.75)
+    o = ev.oracle.get("shared")
+    if o:
+        t = np.array([np.nan if v is None else v for v in o["thresholds"]], dtype=float)
+        ax.scatter(ev.wed_cm, t, s=10, marker="x", color="k", label="per-image oracle (shared)")
     ax.set_xlabel("water-equivalent diameter (cm)")
     ax.set_ylabel("relative dose (1 = LoDoPaB's)")
     ax.set_yscale("log")
     ax.set_title("Dose per test image at the guarantee")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=6)
     return _save(fig, out / "figures" / "dose_vs_size.png")
 
 
-def _fig_quality(out: Path, arms: list, rows: dict[str, np.ndarray], name: str, q: float) -> str:
+def _fig_quality(out: Path, ev: EvaluationRecord) -> str:
     plt = _plt()
-    fig, axes = plt.subplots(len(arms), 1, figsize=(6.5, 1.6 * len(arms)), sharex=True)
-    vals = rows[name]
+    arms = list(ev.arms)
+    fig, axes = plt.subplots(len(arms), 1, figsize=(6.5, 1.5 * len(arms)), sharex=True)
+    vals = np.concatenate([np.asarray(e.quality, dtype=float) for e in ev.arms.values()])
     bins = np.linspace(np.nanmin(vals), np.nanmax(vals), 30)
-    for ax, arm in zip(np.atleast_1d(axes), arms):
-        v = vals[rows["policy"] == arm.name]
+    for ax, a in zip(np.atleast_1d(axes), arms):
+        v = np.asarray(ev.arms[a].quality, dtype=float)
         ax.hist(v, bins=bins, color="tab:blue", alpha=0.75)
-        ax.axvline(q, color="tab:red", lw=1.5)
-        ax.set_ylabel(arm.name, fontsize=8)
-        ax.text(0.01, 0.8, f"{100 * np.mean(v >= q):.0f}% >= q", transform=ax.transAxes, fontsize=8)
-    np.atleast_1d(axes)[-1].set_xlabel(f"{name} on the test split (red: q = {q:g})")
+        ax.axvline(ev.q, color="tab:red", lw=1.5)
+        ax.set_ylabel(a, fontsize=8)
+        ax.text(0.01, 0.8, f"{100 * ev.arms[a].summary['target']['share_met']:.0f}% reach q",
+                transform=ax.transAxes, fontsize=8)
+    np.atleast_1d(axes)[-1].set_xlabel(f"{ev.metric} on the test split (red: q = {ev.q:g})")
     return _save(fig, out / "figures" / "quality_hist.png")
 
 
-def _fig_curves(out: Path, arms: list, calib: dict) -> str:
+def _fig_curves(out: Path, calib: CalibrationRecord, labels: dict[str, str]) -> str:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for arm in arms:
-        c = calib["arms"][arm.name]["curve"]
-        if c:
-            ax.plot([d for _, d in c], [100 * s for s, _ in c], marker="o", ms=3, label=arm.label)
-    if "oracle" in calib:
-        c = [(s, d) for s, d in calib["oracle"]["curve"] if d == d]
-        ax.plot([d for _, d in c], [100 * s for s, _ in c], "k--", label="per-image oracle")
+    for a, c in calib.arms.items():
+        if c.curve:
+            ax.plot([d for _, d in c.curve], [100 * s for s, _ in c.curve], marker="o", ms=3, label=labels[a])
     ax.set_xscale("log")
-    ax.set_xlabel("mean relative dose (validation)")
-    ax.set_ylabel("images reaching q (%)")
+    ax.set_xlabel("mean relative dose (validation, conformal factor of each share)")
+    ax.set_ylabel("guaranteed share of images reaching q (%)")
     ax.set_title("Guarantee against dose")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=6)
     return _save(fig, out / "figures" / "guarantee_curves.png")
 
 
-@torch.no_grad()
-def _fig_examples(out: Path, arms: list, calib: dict, x: torch.Tensor, index: torch.Tensor, geometry: Any,
-                  metric: Any, k: int, seed: int, truth: dict[str, torch.Tensor]) -> str:
-    from alara.pipeline import noise_generator, scan_truth, twin_background
-
+def _fig_bootstrap(out: Path, ev: EvaluationRecord) -> str:
     plt = _plt()
-    pick = _pick(x.shape[0], k)
-    k = len(pick)
-    fig, axes = plt.subplots(k, len(arms) + 1, figsize=(1.9 * (len(arms) + 1), 1.9 * k), squeeze=False)
-    for r, i in enumerate(pick):
-        xi = x[i:i + 1]
-        axes[r, 0].imshow(xi[0, 0].T.numpy(), cmap="gray", vmin=0, vmax=0.5)
+    arms = [a for a in ev.bootstrap if a != HEADLINE_ARM]
+    fig, ax = plt.subplots(figsize=(6.5, 0.5 + 0.45 * max(len(arms), 1)))
+    for k, a in enumerate(arms):
+        b = ev.bootstrap[a]
+        ax.errorbar([b["ratio"]], [k], xerr=[[b["ratio"] - b["low"]], [b["high"] - b["ratio"]]], fmt="o",
+                    capsize=3, color="tab:blue")
+    ax.axvline(1.0, color="k", lw=0.8)
+    ax.set_yticks(range(len(arms)), arms)
+    ax.set_xlabel("End2end-ALARA dose / arm's dose at the guarantee (95% patient bootstrap)")
+    return _save(fig, out / "figures" / "dose_ratios.png")
+
+
+def _fig_examples(out: Path, ev: EvaluationRecord) -> str:
+    plt = _plt()
+    data = np.load(out / "examples.npz")
+    arms = list(ev.arms)
+    k = len(ev.examples)
+    fig, axes = plt.subplots(k, len(arms) + 1, figsize=(1.8 * (len(arms) + 1), 1.9 * k), squeeze=False)
+    for r, pos in enumerate(ev.examples):
+        axes[r, 0].imshow(data["truth"][r].T, cmap="gray", vmin=0, vmax=0.5)
         axes[r, 0].set_title("ground truth" if r == 0 else "", fontsize=8)
-        for c, arm in enumerate(arms, start=1):
-            arm.pipeline.eval()
-            ti = {key: v[i:i + 1] for key, v in truth.items()}
-            scan = arm.pipeline(xi, geometry, generator=noise_generator(seed + 1, 0, int(index[i])),
-                                dose_scale=float(calib["arms"][arm.name]["factor"]),
-                                background=twin_background([metric], ti))
-            q = float(metric(scan.x_hat.float(), xi, **scan_truth(scan, ti))[0])
-            axes[r, c].imshow(scan.x_hat[0, 0].T.numpy(), cmap="gray", vmin=0, vmax=0.5)
-            axes[r, c].set_title(f"{arm.name}\n{q:.1f}, dose {float(scan.relative_dose[0]):.2f}", fontsize=7)
+        for c, a in enumerate(arms, start=1):
+            e = ev.arms[a]
+            axes[r, c].imshow(data[a][r].T, cmap="gray", vmin=0, vmax=0.5)
+            axes[r, c].set_title(f"{a}\n{e.quality[pos]:.1f}, dose {e.dose[pos]:.3f}", fontsize=6)
     for ax in axes.flat:
         ax.axis("off")
     return _save(fig, out / "figures" / "examples.png")
 
 
-@torch.no_grad()
-def _fig_angular(out: Path, arms: list, calib: dict, x: torch.Tensor, index: torch.Tensor, geometry: Any,
-                 seed: int) -> str:
-    from alara.pipeline import noise_generator
-
+def _fig_angular(out: Path, ev: EvaluationRecord, geometry: Any) -> str:
     plt = _plt()
-    pick = _pick(x.shape[0], 3)
-    k = len(pick)
+    k = len(next(iter(ev.arms.values())).n0_examples)
     fig, axes = plt.subplots(1, k, figsize=(4.2 * k, 3.2), squeeze=False)
     theta = np.degrees(geometry.angles.numpy())
-    for col, i in enumerate(pick):
+    for col in range(k):
         ax = axes[0, col]
-        for arm in arms:
-            if arm.reconstructor == "shared" and arm.name.startswith("learned"):
-                continue   # same policy as learned_joint
-            arm.pipeline.eval()
-            scan = arm.pipeline(x[i:i + 1], geometry, generator=noise_generator(seed + 1, 0, int(index[i])),
-                                dose_scale=float(calib["arms"][arm.name]["factor"]))
-            ax.plot(theta, scan.n0[0].numpy(), label=arm.name)
+        for a, e in ev.arms.items():
+            if a == "learned_shared":
+                continue   # the same policy as learned_joint
+            ax.plot(theta, e.n0_examples[col], label=a)
         ax.set_yscale("log")
         ax.set_xlabel("view angle (deg)")
-        ax.set_title(f"test image {int(index[i])}", fontsize=9)
+        ax.set_title(f"test image {ev.index[col]}", fontsize=9)
     axes[0, 0].set_ylabel("n0 (photons per bin)")
     axes[0, -1].legend(fontsize=7)
     return _save(fig, out / "figures" / "angular.png")
 
 
-def write_report(out: Path, *, rc: Any, spec: Any, arms: list, calib: dict, evaluation: dict,
-                 x_test: torch.Tensor, idx_test: torch.Tensor, geometry: Any, metric: Any, data_root: Path,
-                 timings: dict, wall_seconds: float,
-                 truth_test: Optional[dict[str, torch.Tensor]] = None) -> dict[str, Any]:
-    """Write metrics.json, the figures and report.md; returns the metrics."""
-    import csv
+# ------------------------------------------------------------------------------ writing
 
-    m = _metrics(rc, spec, arms, calib, evaluation, timings, wall_seconds, data_root)
-    name = evaluation["metric"]
-    with open(out / "results_test.csv") as fh:
-        raw = list(csv.DictReader(fh))
-    rows = {k: np.array([r[k] for r in raw]) for k in raw[0]}
-    for k in rows:
-        if k != "policy":
-            rows[k] = rows[k].astype(float)
-    figures = {
-        "dose_vs_size": _fig_dose_vs_size(out, arms, rows),
-        "quality": _fig_quality(out, arms, rows, name, calib["q"]),
-        "curves": _fig_curves(out, arms, calib),
-        "examples": _fig_examples(out, arms, calib, x_test, idx_test, geometry, metric, spec.examples, spec.seed,
-                                  truth_test or {}),
-        "angular": _fig_angular(out, arms, calib, x_test, idx_test, geometry, spec.seed),
+
+def write_report(out: Path, *, rc: Any, spec: Any, calib: CalibrationRecord, evaluation: EvaluationRecord,
+                 geometry: Any, data_root: Path, timings: dict, wall_seconds: float) -> dict[str, Any]:
+    """Write metrics.json, the figures and report.md; returns the metrics."""
+    m = _metrics(rc, spec, calib, evaluation, geometry, timings, wall_seconds, data_root)
+    labels = {a: c.arm.label for a, c in calib.arms.items()}
+    m["figures"] = {
+        "dose_vs_size": _fig_dose_vs_size(out, evaluation, labels),
+        "quality": _fig_quality(out, evaluation),
+        "curves": _fig_curves(out, calib, labels),
+        "dose_ratios": _fig_bootstrap(out, evaluation),
+        "examples": _fig_examples(out, evaluation),
+        "angular": _fig_angular(out, evaluation, geometry),
     }
-    m["figures"] = figures
     write_json(out / "metrics.json", m)
     _write_markdown(out, m, rc, spec)
     return m
 
 
-def _write_markdown(out: Path, m: dict[str, Any], rc: Any, spec: Any) -> None:
-    from alara.data.writer import atomic_file
-
+def _markdown(m: dict[str, Any], rc: Any, spec: Any) -> list[str]:
     h, name = m["headline"], m["headline"]["metric"]
-    lines = ["# End2end-ALARA against fixed dose, TCM and AEC", ""] + headline_lines(m) + [""]
+    u = m["dose_units"]
+    lines = ["# End2end-ALARA against fixed dose, TCM, a tuned AEC and a size-only control", ""]
+    lines += headline_lines(m) + [""]
     lines += ["## Setup", "",
-              f"- Data: `{m['data']}`; {m['validation_images']} validation images (calibration), "
-              f"{m['test_images']} test images of {m['test_patients']} patients (evaluation).",
-              f"- Guarantee: each policy's doses are scaled by one global factor, found on the validation "
-              f"split, until {100 * spec.share:.0f}% of images reach {name} >= {h['q']:g}; then evaluated on "
-              f"the test split with exact Poisson noise ({spec.realisations} realisations per image, fixed seeds).",
+              f"- Data: `{m['data']}`; {m['validation_images']} validation images of {m['validation_patients']} "
+              f"patients (calibration and tuning), {m['test_images']} test images of {m['test_patients']} patients "
+              "(scored once per configuration).",
+              f"- Guarantee: each policy's doses are scaled by one global factor, the conformal quantile (rank "
+              f"ceil((n + 1) s)) of the validation images' own factors, so that the expected share of new images "
+              f"reaching {name} >= {h['q']:g} is at least s = {spec.share:g}; then every arm is scored on the test "
+              f"split with exact Poisson noise ({spec.realisations} realisations per image). The scan noise of "
+              "image i, realisation r, is the same draw in every arm (the prior's noise has a stream of its own).",
               "- Reconstructors: every baseline and the oracle use one FBP + U-Net trained over the whole dose "
               f"range for {rc.train.total_steps} steps (the *shared* reconstructor); End2end-ALARA is shown with "
               f"its jointly trained reconstructor ({rc.train.warmup_steps} warm-up + {rc.train.steps} joint steps: "
-              "the same budget) and with the shared one, so the gain of joint training is visible.",
-              "- Every photon counts: the dose of scouts and pre-scans is included (1.0 = 4096 photons per bin "
-              "on every view).", ""]
+              "the same budget) and with the shared one.",
+              "- TCM is angular modulation only (square-root rule) at one mean dose for every patient: no size "
+              "adaptation, as the report's name says. The tuned AEC adapts each patient's mean dose to the "
+              "water-equivalent diameter from its scouts (AAPM TG-220) and modulates over the views.",
+              f"- Dose: every photon counts, scouts and pre-scans included. Relative dose 1 = "
+              f"{u['relative_dose_1']} = {u['photons_per_slice_at_relative_dose_1']:.3g} incident photons per "
+              f"slice here ({u['views']} views x {u['bins']} bins), "
+              f"{100 * u['fraction_of_a_lodopab_slice_at_relative_dose_1']:.2f}% of a full LoDoPaB slice "
+              f"({u['lodopab_slice_photons']:.3g} photons).",
+              f"- Intervals: 95% patient-level bootstrap ({spec.bootstrap} resamples; validation patients redrawn "
+              "for the factors, test patients for the means).", ""]
     if "slope" in m:
         s = m["slope"]
         lines += [f"- Dose response at the calibrated fixed dose (factor {s['at_factor']:.3g}): {name} rises "
                   f"{s['median']:.2f} per doubling of dose (median over validation images; 5th-95th percentile "
                   f"{s['p5']:.2f} to {s['p95']:.2f}); required: >= {s['min_slope']:g}.", ""]
+    ci = m.get("bootstrap", {})
     lines += ["## Results on the test split (at the guarantee)", "",
-              f"| policy | prior | reconstructor | factor | dose mean | dose median | dose p5-p95 | {name} mean | "
-              f"{name} std | {name} p5 | {name} min | share >= q |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              f"| policy | prior | reconstructor | factor | dose mean | dose median | photons per slice | "
+              f"End2end-ALARA / this [95% CI] | {name} mean | {name} std | {name} p5 | share >= q (validation) | "
+              "share >= q |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for a, p in m["policies"].items():
         d, q = p["test"]["relative_dose"], p["test"][name]
+        b = ci.get(a)
+        r = f"{b['ratio']:.2f} [{b['low']:.2f}, {b['high']:.2f}]" if b and a != HEADLINE_ARM else "-"
         lines.append(f"| {p['label']} | {p['prior']} | {p['reconstructor']} | {p['calibration_factor']:.3g} | "
-                     f"{d['mean']:.3f} | {d['median']:.3f} | {d['p5']:.3f}-{d['p95']:.3f} | {q['mean']:.2f} | "
-                     f"{q['std']:.2f} | {q['p5']:.2f} | {q['min']:.2f} | {100 * p['test']['share_met']:.1f}% |")
+                     f"{d['mean']:.3f} | {d['median']:.3f} | {p['test']['photons_per_slice_mean']:.3g} | {r} | "
+                     f"{q['mean']:.2f} | {q['std']:.2f} | {q['p5']:.2f} | {100 * p['validation_share']:.1f}% | "
+                     f"{100 * p['test']['share_met']:.1f}% |")
     if "oracle" in m:
-        lines += ["", f"Per-image oracle on validation: mean relative dose {m['oracle']['validation_dose']:.3f} "
-                      f"({m['oracle']['ratio_vs_fixed']:.2f}x fixed)."]
+        o = m["oracle"]
+        lines += ["", f"Per-image oracle on the test split (shared reconstructor): mean relative dose "
+                      f"{o['test_dose']:.4f} ({o['test_clamped']} of {m['test_images']} thresholds on a search "
+                      "limit); each arm's dose over it: "
+                      + ", ".join(f"{a} {r:.2f}x" for a, r in o["ratio_vs"].items()) + "."]
+        if "joint" in o:
+            j = o["joint"]
+            lines += [f"With End2end-ALARA's joint reconstructor: oracle {j['test_dose']:.4f} "
+                      f"({j['test_clamped']} on a limit); "
+                      + ", ".join(f"{a} {r:.2f}x" for a, r in j["ratio_vs"].items()) + "."]
+    lines += ["", "## Protocol: what was chosen, on which split", "", "| setting | chosen on | note |", "|---|---|---|"]
+    lines += [f"| {r['setting']} | {r['chosen_on']} | {r['note']} |" for r in m["protocol"]]
+    lines += _tuning_lines(m)
     others = {o: a["q"] for p in m["policies"].values() for o, a in p.get("also", {}).items()}
     if others:
         head = " | ".join(f"dose for {o} >= {q:g}" for o, q in others.items())
@@ -312,25 +395,107 @@ def _write_markdown(out: Path, m: dict[str, Any], rc: Any, spec: Any) -> None:
                 if ao is None:
                     cells.append("-")
                 elif "unreachable" in ao:
-                    cells.append(f"out of reach (factor up to {spec.factor_range[1]:g})")
+                    cells.append(f"out of reach (relative dose up to {spec.dose_limits[1]:g})")
                 else:
                     cells.append(f"{ao['relative_dose']['mean']:.3f} ({100 * ao['share_met']:.0f}% met)")
             lines.append(f"| {p['label']} | " + " | ".join(cells) + " |")
-    if "matched_mean_q_target" in m:
-        lines += ["", f"## At the same mean {name} ({m['matched_mean_q_target']:.2f}, the fixed policy's at its "
-                      "guarantee)", "", f"| policy | dose mean | {name} mean |", "|---|---|---|"]
+    if m.get("matched_mean_q_target") is not None:
+        lines += ["", f"## At the same mean {name} ({m['matched_mean_q_target']:.2f} on validation, the fixed "
+                      "policy's at its guarantee)", "", "| policy | test dose mean |", "|---|---|"]
         for a, p in m["policies"].items():
             mm = p.get("matched_mean_q")
-            if mm:
-                lines.append(f"| {p['label']} | {mm['relative_dose_mean']:.3f} | {mm[f'{name}_mean']:.2f} |")
+            if mm and mm.get("relative_dose_mean") is not None:
+                lines.append(f"| {p['label']} | {mm['relative_dose_mean']:.3f} |")
+    resp = m.get("responses", {}).get("validation", {})
+    if resp:
+        lines += ["", "## Dose-response searches", "", "| curve | images | passes | on the lower limit | "
+                  "not reached |", "|---|---|---|---|---|"]
+        lines += [f"| {k} | {v['images']} | {v['passes']} | {v['clamped_low']} | {v['clamped_high']} |"
+                  for k, v in resp.items()]
     f = m["figures"]
     lines += ["", "## Figures", "",
               f"![dose against patient size]({f['dose_vs_size']})", "",
+              f"![End2end-ALARA's dose over each arm's]({f['dose_ratios']})", "",
               f"![{name} histograms]({f['quality']})", "",
               f"![guarantee against dose]({f['curves']})", "",
               f"![examples]({f['examples']})", "",
               f"![n0 per view]({f['angular']})", "",
               f"Wall time: {m['wall_seconds']:.0f} s ("
               + ", ".join(f"{k} {v:.0f} s" for k, v in m["timings"].items()) + ")."]
+    return lines
+
+
+def _tuning_lines(m: dict[str, Any]) -> list[str]:
+    t = m.get("tuning", {})
+    lines = []
+    if "aec" in t:
+        grid = t["aec"]["grid"]
+        budgets = sorted({r["scout_n0"] for r in grid})
+        strengths = sorted({r["strength"] for r in grid})
+        lines += ["", "## Baselines tuned on validation", "",
+                  "AEC: mean validation dose at its conformal factor, by scout budget (rows, photons per bin of each "
+                  "scout view) and strength (columns; 0 = constant dose, 1 = constant noise):", "",
+                  "| scouts | " + " | ".join(f"{s:g}" for s in strengths[::2]) + " |",
+                  "|---|" + "---|" * len(strengths[::2])]
+        for b in budgets:
+            row = {r["strength"]: r["validation_dose"] for r in grid if r["scout_n0"] == b}
+            lines.append(f"| {b:g} | " + " | ".join(f"{row[s]:.4f}" for s in strengths[::2]) + " |")
+        lines += ["", f"Chosen: {t['aec']['chosen']}."]
+    if "tcm" in t:
+        lines += ["", "TCM by scout budget: " + ", ".join(f"{r['scout_n0']:g}: {r['validation_dose']:.4f}"
+                                                          for r in t["tcm"]["grid"])
+                  + f"; chosen {t['tcm']['chosen']}."]
+    if "size" in t:
+        lines += ["", "Size-only control (line fitted on the training split's per-image threshold doses): "
+                  + ", ".join(f"scouts {r['scout_n0']:g}: log dose = {r['intercept']:.2f} + "
+                              f"{r['slope_per_cm']:.3f} WED_cm, validation dose {r['validation_dose']:.4f}"
+                              for r in t["size"]["grid"]) + f"; chosen {t['size']['chosen']}."]
+    return lines
+
+
+def _write_markdown(out: Path, m: dict[str, Any], rc: Any, spec: Any, extra: list[str] = ()) -> None:
+    from alara.data.writer import atomic_file
+
     with atomic_file(out / "report.md") as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
+        tmp.write_text("\n".join(_markdown(m, rc, spec) + list(extra)) + "\n")
+
+
+def write_seeds_report(out: Path, runs: list[dict[str, Any]], *, rc: Any, spec: Any,
+                       wall_seconds: float) -> dict[str, Any]:
+    """The top-level report of a multi-seed run: the first seed's report and tables, with
+    every seed's ratios (and intervals) and their spread across seeds."""
+    from alara.experiment.stats import quantiles
+
+    first = dict(runs[0])
+    arms = list(first["headline"].get("dose_ratio_vs", {}))
+    seeds = []
+    for k, r in enumerate(runs):
+        h = r["headline"]
+        seeds.append({"seed": k, "train_seed": rc.train.seed + k, "dose": h.get("dose"),
+                      "dose_ratio_vs": h.get("dose_ratio_vs", {}), "dose_ratio_ci95": h.get("dose_ratio_ci95", {}),
+                      "ratio_vs_oracle": h.get("ratio_vs_oracle"), "test_share": h.get("test_share", {}),
+                      "q_std": h.get("q_std", {}).get(HEADLINE_ARM), "folder": f"seed-{k}"})
+    spread = {a: quantiles([s["dose_ratio_vs"][a] for s in seeds]) for a in arms}
+    first["seeds"] = {"runs": seeds, "dose_ratio_vs": spread}
+    first["wall_seconds"] = wall_seconds
+    first["figures"] = {k: f"seed-0/{v}" for k, v in first["figures"].items()}
+    write_json(out / "metrics.json", first)
+    extra = ["", f"## Training seeds ({len(runs)})", "",
+             "Every seed is a full run (both reconstructors and the policy retrained; calibration and test "
+             "evaluation redone). The tables above are seed 0's (folder seed-0/).", "",
+             "| seed | " + " | ".join(f"vs {a} [95% CI]" for a in arms) + " | vs oracle | test share |",
+             "|---|" + "---|" * (len(arms) + 2)]
+    for s in seeds:
+        cells = []
+        for a in arms:
+            c = s["dose_ratio_ci95"].get(a)
+            cells.append(f"{s['dose_ratio_vs'][a]:.2f}" + (f" [{c[0]:.2f}, {c[1]:.2f}]" if c else ""))
+        ro = s["ratio_vs_oracle"]
+        cells.append(f"{ro:.2f}" if ro else "-")
+        cells.append(f"{100 * s['test_share'].get(HEADLINE_ARM, float('nan')):.1f}%")
+        lines = f"| {s['train_seed']} | " + " | ".join(cells) + " |"
+        extra.append(lines)
+    extra.append("| mean (sd) over seeds | " + " | ".join(f"{spread[a]['mean']:.2f} ({spread[a]['std']:.2f})"
+                                                       for a in arms) + " | | |")
+    _write_markdown(out, {**first, "figures": first["figures"]}, rc, spec, extra)
+    return first

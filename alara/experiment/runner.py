@@ -1,18 +1,27 @@
-"""``run_experiment``: data, training, calibration on validation, evaluation on test, report.
+"""``run_experiment``: data, training, baselines tuned and every arm calibrated on
+validation, each arm scored once on test, report.
 
 Stages, each written atomically into the run folder and skipped when it is already there
-(so a killed experiment resumes where it stopped; the trainers resume from checkpoints):
+with the same configuration (so a killed experiment resumes where it stopped; the
+trainers resume from their checkpoints):
 
 1. data: synthetic patients generated once per parameter set (or ``data_root``);
 2. ``shared_reconstructor/``: the reconstructor trained over the whole dose range (the
-   warm-up alone, for the same number of steps as the learned run in total), used by
-   every baseline, by the oracle, and by the learned policy's "shared" arm;
+   warm-up alone, for as many steps as the learned run in total), used by every baseline,
+   by the oracle, and by the learned policy's "shared" arm;
 3. ``learned/``: End2end-ALARA, warm-up then joint training of policy and reconstructor;
-4. ``calibration.json``: per arm, per-image thresholds on validation, the factor of the
-   guarantee and the factor of matched mean Q;
-5. ``results_test.csv`` and ``evaluation.json``: every arm on the test split at both
-   factors, exact Poisson noise with fixed seeds;
+4. ``calibration.json`` (:class:`CalibrationRecord`): dose responses on validation (one per
+   reconstructor and view profile, see :mod:`alara.experiment.response`); the baselines'
+   free parameters tuned on them (AEC strength and scout budget, TCM's scout budget, the
+   size-only control's scout budget; its line is fitted on the training split); every arm's
+   conformal factor, measured validation share and matched-mean-Q factor;
+5. ``evaluation.json`` (:class:`EvaluationRecord`), ``results_test.csv``,
+   ``examples.npz``: every arm scored once on test at its factor, the per-image oracle on
+   test, the patient bootstrap of every dose ratio;
 6. ``report.md``, ``metrics.json`` and ``figures/``.
+
+With ``seeds = N`` the whole experiment runs once per training seed into ``seed-K/``
+folders, and the top-level report adds each seed's ratios and their spread.
 """
 
 from __future__ import annotations
@@ -24,39 +33,48 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional, TypeVar, Union
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from alara.config import ComponentSpec
-from alara.evaluate import evaluate, task_subset, write_json
-from alara.experiment import calibrate as cal
+from alara.evaluate import PRIOR_STREAM, evaluate, summarise, task_subset, write_json, Results
+from alara.experiment import stats
+from alara.experiment.records import (ArmCalibration, ArmEvaluation, ArmSpec, CalibrationRecord, EvaluationRecord,
+                                      TargetCalibration, finite_or_none, none_to_inf)
+from alara.experiment.response import Response, flat_shape, measure_response
 from alara.experiment.spec import ExperimentSpec, data_key
-from alara.geometry import LODOPAB_MU_MAX
+from alara.geometry import LODOPAB_MU_MAX, LODOPAB_N0
 from alara.params import make_config
-from alara.pipeline import Pipeline
+from alara.pipeline import Pipeline, noise_generator
 from alara.run_config import RunConfig, build_components, load_run_config
 
 __all__ = ["Arm", "run_experiment", "load_experiment_config", "patient_size"]
 
 PathLike = Union[str, Path]
+R = TypeVar("R")
 
 #: Water's attenuation in LoDoPaB's HU recipe (1/m).
 MU_WATER = 20.0
+
+#: Shares at which the guarantee curve (mean dose against share) is drawn.
+SHARES = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.975)
+
+HEADLINE_ARM = "learned_joint"
 
 
 @dataclass
 class Arm:
     """One policy + reconstructor combination compared in the experiment."""
 
-    name: str
-    label: str
-    policy: str
-    prior: str
-    reconstructor: str          # "shared" or "joint"
+    spec: ArmSpec
     pipeline: Pipeline
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
 
 
 def load_experiment_config(path: Optional[PathLike], overrides: list[str] = ()) -> tuple[RunConfig, ExperimentSpec]:
@@ -114,24 +132,30 @@ def _data(spec: ExperimentSpec, progress: bool) -> Path:
 
 @dataclass
 class Split:
-    """One split in memory: images [N, 1, H, W], their indices and patients, and the
-    per-image truth a task-based metric reads (``lesions``, ``background``, when recorded)."""
+    """One split in memory: images [N, 1, H, W], their indices and patients, the per-image
+    truth a task-based metric reads (``lesions``, ``background``, when recorded), and the
+    seed of its noise streams (validation and test never share draws)."""
 
+    name: str
     x: torch.Tensor
     index: torch.Tensor
     pid: np.ndarray
     truth: dict[str, torch.Tensor]
+    seed: int
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
 
 
-def _split(root: Path, split: str, metric: Any) -> Split:
+def _split(root: Path, split: str, metric: Any, seed: int) -> Split:
     """The split in memory, restricted to the images ``metric`` has a task in."""
-    from alara.cli.common import open_split
+    from alara.runs import open_split
 
     ds = task_subset(open_split(str(root), split), metric, split, _log)
     items = [ds[i] for i in range(len(ds))]
     truth = {k: torch.stack([it[k] for it in items]) for k in ("lesions", "background") if k in items[0]}
-    return Split(torch.stack([it["ground_truth"] for it in items]), torch.tensor([it["index"] for it in items]),
-                 np.array([it["patient_id"] for it in items]), truth)
+    return Split(split, torch.stack([it["ground_truth"] for it in items]), torch.tensor([it["index"] for it in items]),
+                 np.array([it["patient_id"] for it in items]), truth, seed)
 
 
 def _train(run_dir: Path, rc: RunConfig, pipeline: Pipeline, objective: Any, data: Any, geometry: Any,
@@ -152,32 +176,447 @@ def _seeded_pipeline(rc: RunConfig, overrides: dict[str, ComponentSpec], seed: i
     return build_pipeline({**rc.components, **overrides}, rc.objective)
 
 
-def _stage(path: Path, key: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """Load a finished stage's JSON (made with the same config), or compute and save it."""
+def _stage(path: Path, key: str, compute: Callable[[], R], load: Callable[[dict], R]) -> R:
+    """Load a finished stage's record (made with the same config), or compute and save it."""
     if path.exists():
         saved = json.loads(path.read_text())
         if saved.get("config_hash") == key:
             _log(f"{path.name}: already done, reusing")
-            return saved
+            return load(saved)
         raise ValueError(f"{path} was made with another configuration; use a new --out folder "
                          "(or delete the old run)")
-    out = compute()
-    out["config_hash"] = key
-    write_json(path, out)
+    record = compute()
+    record.config_hash = key
+    write_json(path, record.to_json())
+    return record
+
+
+# ------------------------------------------------------------------------------- planning
+
+
+@torch.no_grad()
+def _plan(pipeline: Pipeline, split: Split, geometry: Any) -> tuple[torch.Tensor, np.ndarray]:
+    """The policy's ``n0`` [N, V] at factor 1 (float64) and the prior's relative dose [N]
+    for every image of ``split``, with the prior drawn on its own stream (the same draw
+    :func:`alara.evaluate.measure` makes)."""
+    pipeline.eval()
+    n0s, priors = [], []
+    for s in range(0, len(split), 64):
+        sl = slice(s, s + 64)
+        gens = [noise_generator(split.seed, PRIOR_STREAM, int(i)) for i in split.index[sl]]
+        prior, n0 = pipeline.plan(split.x[sl], geometry, gens)
+        n0s.append(n0.double())
+        priors.append(prior.dose.double() / (LODOPAB_N0 * geometry.n_views))
+    return torch.cat(n0s), torch.cat(priors).numpy()
+
+
+def _level_shape(n0: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
+    """``(scan dose relative to LoDoPaB's [N], view profile with mean 1 [N, V])``."""
+    mean = n0.mean(dim=-1)
+    return (mean / LODOPAB_N0).numpy(), n0 / mean.unsqueeze(-1)
+
+
+class Responses:
+    """Dose responses of one split, one per (metric, reconstructor, view profile): a flat
+    profile is shared by every arm that spends one dose on every view."""
+
+    def __init__(self, split: Split, geometry: Any, spec: ExperimentSpec, progress: bool) -> None:
+        self.split, self.geometry, self.spec, self.progress = split, geometry, spec, progress
+        self._cache: list[tuple[tuple[str, str], torch.Tensor, Response]] = []
+        self.summary: dict[str, Any] = {}
+
+    def get(self, metric: Any, q: float, recon: str, pipeline: Pipeline, shape: torch.Tensor,
+            label: str) -> Response:
+        key = (f"{metric.name}>={q:g}", recon)
+        for k, s, r in self._cache:
+            if k == key and s.shape == shape.shape and torch.allclose(s, shape, rtol=1e-6, atol=0):
+                return r
+        sp = self.spec
+        bar = tqdm(desc=f"alara experiment: {self.split.name} response ({label})", unit="pass",
+                   disable=not self.progress, leave=False)
+        r = measure_response(pipeline, metric, q, self.split.x, self.split.index, self.geometry, shape,
+                             seed=self.split.seed, realisations=sp.realisations, start=sp.dose_search,
+                             limits=sp.dose_limits, step=sp.search_step, refine=sp.refine,
+                             truth=self.split.truth, progress=bar)
+        bar.close()
+        self._cache.append((key, shape.clone(), r))
+        self.summary[f"{label} ({key[0]}, {recon} reconstructor)"] = {
+            "images": len(self.split), "passes": r.passes, "clamped_low": r.clamped_low,
+            "clamped_high": r.clamped_high}
+        return r
+
+
+def _image_factors(resp: Response, level: np.ndarray) -> np.ndarray:
+    """Per image, the factor on the policy's dose at which it reaches q."""
+    return resp.thresholds / level
+
+
+def _mean_dose(factors: np.ndarray, level: np.ndarray, prior: np.ndarray, share: float) -> float:
+    """Mean relative dose at the conformal factor (``inf`` when out of reach)."""
+    f = stats.conformal_factor(factors, share)
+    return float((f * level + prior).mean()) if math.isfinite(f) else math.inf
+
+
+# -------------------------------------------------------------------------------- arms
+
+
+def _pipeline_of(arm: ArmSpec, shared: Pipeline, learned: Pipeline) -> Pipeline:
+    if arm.name.startswith("learned"):
+        recon = learned.reconstructor if arm.reconstructor == "joint" else shared.reconstructor
+        return Pipeline(learned.prior, learned.dose_policy, shared.simulator, recon)
+    c = build_components({"prior": ComponentSpec("prior", arm.prior, arm.prior_params, None, "experiment"),
+                          "dose_policy": ComponentSpec("dose_policy", arm.policy, arm.policy_params, None,
+                                                       "experiment.baselines")})
+    return Pipeline(c["prior"], c["dose_policy"], shared.simulator, shared.reconstructor)
+
+
+FREE_PRIOR = ("prior_exam", {"max_shift_px": 0.0, "max_rotation_deg": 0.0})
+
+
+def _scouts(spec: ExperimentSpec, n0: float) -> tuple[str, dict[str, Any]]:
+    return spec.baseline_prior, {**dict(spec.baseline_prior_params), "n0": float(n0)}
+
+
+def _tune_baselines(spec: ExperimentSpec, metric: Any, q: float, shared: Pipeline, learned: Pipeline,
+                    val: Split, train: Split, geometry: Any, resp_val: Responses, resp_train: Responses,
+                    ) -> tuple[list[ArmSpec], dict[str, Any]]:
+    """The baselines at their best on validation: AEC's strength and scout budget, TCM's
+    and the size control's scout budget (its line fitted on the training split's per-image
+    threshold doses); other registered baselines at their defaults.  Returns the arms and
+    the tuning tables."""
+    share = spec.share
+    flat_val = resp_val.get(metric, q, "shared", shared, flat_shape(len(val), geometry.n_views), "flat")
+    tuning: dict[str, Any] = {}
+    arms = []
+    # Per scout budget: the scouts' profile (shared by TCM and AEC at every strength).
+    scout_plans = {}
+    for b in spec.scout_n0:
+        prior, params = _scouts(spec, b)
+        tcm = ArmSpec("tcm", "", "tcm", {}, prior, params, "shared")
+        n0, prior_dose = _plan(_pipeline_of(tcm, shared, learned), val, geometry)
+        level, shape = _level_shape(n0)
+        scout_plans[b] = (level, shape, prior_dose, resp_val.get(metric, q, "shared", shared, shape, f"scouts {b:g}"))
+    for name in spec.baselines:
+        if name == "fixed":
+            arms.append(ArmSpec("fixed", "fixed dose (one n0 for every patient and view)", "fixed", {},
+                                FREE_PRIOR[0], dict(FREE_PRIOR[1]), "shared"))
+        elif name == "tcm":
+            rows = []
+            for b, (level, shape, prior_dose, resp) in scout_plans.items():
+                rows.append({"scout_n0": b, "validation_dose": _mean_dose(_image_factors(resp, level), level,
+                                                                          prior_dose, share)})
+            best = min(rows, key=lambda r: r["validation_dose"])
+            tuning["tcm"] = {"grid": rows, "chosen": {"scout_n0": best["scout_n0"]}, "split": "validation"}
+            prior, params = _scouts(spec, best["scout_n0"])
+            arms.append(ArmSpec("tcm", "TCM (square-root angular modulation, one mean dose for all)", "tcm", {},
+                                prior, params, "shared", {"scout_n0": best["scout_n0"]}))
+        elif name == "aec":
+            rows = []
+            for b, (_, shape, prior_dose, resp) in scout_plans.items():
+                prior, params = _scouts(spec, b)
+                for s in spec.aec_strengths:
+                    a = ArmSpec("aec", "", "aec", {"strength": float(s)}, prior, params, "shared")
+                    n0, _ = _plan(_pipeline_of(a, shared, learned), val, geometry)
+                    level = (n0.mean(dim=-1) / LODOPAB_N0).numpy()
+                    rows.append({"scout_n0": b, "strength": float(s), "validation_dose": _mean_dose(
+                        _image_factors(resp, level), level, prior_dose, share)})
+            best = min(rows, key=lambda r: r["validation_dose"])
+            chosen = {"strength": best["strength"], "scout_n0": best["scout_n0"]}
+            tuning["aec"] = {"grid": rows, "chosen": chosen, "split": "validation"}
+            prior, params = _scouts(spec, best["scout_n0"])
+            arms.append(ArmSpec("aec", f"AEC tuned (WED size adaptation, strength {best['strength']:g}, "
+                                       f"scouts {best['scout_n0']:g} photons/bin; square-root angular modulation)",
+                                "aec", {"strength": best["strength"]}, prior, params, "shared", chosen))
+        elif name == "size":
+            flat_train = resp_train.get(metric, q, "shared", shared, flat_shape(len(train), geometry.n_views),
+                                        "flat")
+            rows = []
+            for b in spec.scout_n0:
+                prior, params = _scouts(spec, b)
+                probe = ArmSpec("size", "", "size", {"intercept": 0.0, "slope_per_cm": 0.0}, prior, params, "shared")
+                wed_train = _scout_wed(probe, shared, learned, train, geometry)
+                a, slope = stats.fit_log_linear(wed_train, flat_train.thresholds)
+                fitted = ArmSpec("size", "", "size", {"intercept": a, "slope_per_cm": slope}, prior, params, "shared")
+                n0, prior_dose = _plan(_pipeline_of(fitted, shared, learned), val, geometry)
+                level = (n0.mean(dim=-1) / LODOPAB_N0).numpy()
+                rows.append({"scout_n0": b, "intercept": a, "slope_per_cm": slope,
+                             "validation_dose": _mean_dose(_image_factors(flat_val, level), level, prior_dose, share)})
+            best = min(rows, key=lambda r: r["validation_dose"])
+            chosen = {"scout_n0": best["scout_n0"], "intercept": best["intercept"],
+                      "slope_per_cm": best["slope_per_cm"]}
+            tuning["size"] = {"grid": rows, "chosen": chosen,
+                              "split": "training (line: log threshold dose on scout WED), validation (scout budget)"}
+            prior, params = _scouts(spec, best["scout_n0"])
+            arms.append(ArmSpec("size", f"size-only control (log dose linear in the scout's WED, "
+                                        f"{best['slope_per_cm']:.3f}/cm)", "size",
+                                {"intercept": best["intercept"], "slope_per_cm": best["slope_per_cm"]},
+                                prior, params, "shared", chosen))
+        else:
+            prior, params = _scouts(spec, spec.scout_n0[0])
+            arms.append(ArmSpec(name, f"{name} (registered defaults, untuned)", name, {}, prior, params, "shared"))
+    return arms, tuning
+
+
+@torch.no_grad()
+def _scout_wed(arm: ArmSpec, shared: Pipeline, learned: Pipeline, split: Split, geometry: Any) -> np.ndarray:
+    """Each image's water-equivalent diameter (cm) as the arm's scouts estimate it."""
+    from alara_builtin.policies import water_equivalent_diameter  # the size policy's own estimate
+
+    pipe = _pipeline_of(arm, shared, learned)
+    out = []
+    for s in range(0, len(split), 64):
+        sl = slice(s, s + 64)
+        gens = [noise_generator(split.seed, PRIOR_STREAM, int(i)) for i in split.index[sl]]
+        prior, _ = pipe.plan(split.x[sl], geometry, gens)
+        out.append(100 * water_equivalent_diameter(prior, geometry))
+    return torch.cat(out).numpy()
+
+
+def _learned_arms(rc: RunConfig) -> list[ArmSpec]:
+    policy = rc.components["dose_policy"]
+    prior = rc.components["prior"]
+    out = []
+    for recon in ("joint", "shared"):
+        out.append(ArmSpec(f"learned_{recon}", f"End2end-ALARA ({policy.name}, {recon} reconstructor)", policy.name,
+                           dict(policy.params), prior.name, dict(prior.params), recon))
     return out
 
 
+# ---------------------------------------------------------------------------- calibration
+
+
+def _measured_share(arm: Arm, metric: Any, q: float, split: Split, geometry: Any, factor: float,
+                    realisations: int) -> float:
+    """The share of ``split``'s images reaching q with the arm's policy at ``factor``,
+    scanned (not read off the response)."""
+    from alara.experiment.response import quality_at_doses
+
+    n0, _ = _plan(arm.pipeline, split, geometry)
+    level, shape = _level_shape(n0)
+    qv = quality_at_doses(arm.pipeline, metric, split.x, split.index, geometry, shape,
+                          torch.as_tensor(factor * level), seed=split.seed, realisations=realisations,
+                          truth=split.truth)
+    return float(np.mean(qv >= q if metric.higher_is_better else qv <= q))
+
+
+def _target(arm: Arm, metric: Any, q: float, resp: Responses, split: Split, geometry: Any, share: float,
+            level: np.ndarray, shape: torch.Tensor, prior: np.ndarray) -> TargetCalibration:
+    r = resp.get(metric, q, arm.spec.reconstructor, arm.pipeline, shape, arm.name)
+    factors = _image_factors(r, level)
+    f = stats.conformal_factor(factors, share)
+    name = getattr(metric, "name", type(metric).__name__)
+    rank = stats.conformal_rank(len(factors), share)
+    if rank > len(factors):
+        raise ValueError(f"the guarantee {share:g} needs at least {math.ceil(share / (1 - share) - 1e-9) if share < 1 else 'infinitely many'} "
+                         f"validation images for its conformal rank ceil((n + 1) * {share:g}) to exist; the "
+                         f"validation split has {len(factors)}: add validation patients or lower [experiment] share")
+    if not math.isfinite(f):
+        reached = int(np.isfinite(factors).sum())
+        return TargetCalibration(name, q, None, None, None, finite_or_none(factors),
+                                 f"only {reached} of {len(factors)} validation images reach {name} >= {q:g} within "
+                                 f"relative doses up to {resp.spec.dose_limits[1]:g}, fewer than the conformal "
+                                 f"rank of the share {share} needs")
+    measured = _measured_share(arm, metric, q, split, geometry, f, resp.spec.realisations)
+    return TargetCalibration(name, q, f, measured, float((f * level + prior).mean()), finite_or_none(factors))
+
+
+def _calibrate(arms: list[Arm], tuning: dict[str, Any], metric: Any, q: float, spec: ExperimentSpec, val: Split,
+               geometry: Any, resp: Responses, also: dict[str, tuple[Any, float]]) -> CalibrationRecord:
+    share = spec.share
+    out: dict[str, ArmCalibration] = {}
+    plans = {}
+    for arm in tqdm(arms, desc="alara experiment: calibrate", unit="arm", disable=not resp.progress):
+        n0, prior = _plan(arm.pipeline, val, geometry)
+        level, shape = _level_shape(n0)
+        plans[arm.name] = (level, shape, prior)
+        primary = _target(arm, metric, q, resp, val, geometry, share, level, shape, prior)
+        if primary.factor is None:
+            raise ValueError(f"calibrating {arm.name} to {primary.metric} >= {q:g}: {primary.unreachable}: q is "
+                             "out of reach (lower [objective] target, or raise [experiment] dose_limits)")
+        factors = none_to_inf(primary.image_factors)
+        curve = [(s, _mean_dose(factors, level, prior, s)) for s in SHARES]
+        entry = ArmCalibration(arm.spec, primary, level.tolist(), prior.tolist(),
+                               [(s, d) for s, d in curve if math.isfinite(d)])
+        for name, (m, q_also) in also.items():
+            # A side target out of an arm's reach is a result (e.g. a reconstructor trained
+            # for d' that lost PSNR), not a reason to stop the experiment.
+            t = _target(arm, m, q_also, resp, val, geometry, share, level, shape, prior)
+            if t.unreachable:
+                _log(f"{arm.name}: {t.unreachable}: reported as out of reach")
+            entry.also[name] = t
+        out[arm.name] = entry
+    slope, target_mean = {}, None
+    if "fixed" in out:
+        fixed = out["fixed"]
+        level, shape, _ = plans["fixed"]
+        r = resp.get(metric, q, "shared", arms[[a.name for a in arms].index("fixed")].pipeline, shape, "fixed")
+        f = fixed.primary.factor
+        lo, mid, hi = (r.quality_at(f * m * level) for m in (2 ** -0.5, 1.0, 2 ** 0.5))
+        d = hi - lo
+        slope = {"median": float(np.median(d)), "p5": float(np.percentile(d, 5)), "p95": float(np.percentile(d, 95)),
+                 "at_factor": f, "mean_q_at_factor": float(mid.mean())}
+        target_mean = float(mid.mean())
+        for arm in arms:
+            level, shape, _ = plans[arm.name]
+            ra = resp.get(metric, q, arm.spec.reconstructor, arm.pipeline, shape, arm.name)
+            out[arm.name].factor_mean_q = _match_mean(ra, level, target_mean, metric.higher_is_better)
+    return CalibrationRecord(getattr(metric, "name", ""), q, share, len(val), int(len(np.unique(val.pid))),
+                             val.pid.tolist(), out, tuning, slope, target_mean, resp.summary)
+
+
+def _match_mean(r: Response, level: np.ndarray, target: float, hib: bool) -> Optional[float]:
+    """The global factor at which the mean interpolated Q equals ``target`` (bisection in
+    log factor over the doses the response measured)."""
+    lo = math.log(min(d[0] for d in r.doses) / level.max())
+    hi = math.log(max(d[-1] for d in r.doses) / level.min())
+
+    def better(lf: float) -> bool:
+        m = float(r.quality_at(math.exp(lf) * level).mean())
+        return m >= target if hib else m <= target
+
+    if not better(hi):
+        return None
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if better(mid) else (mid, hi)
+    return math.exp(hi)
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def _evaluate(arms: list[Arm], calib: CalibrationRecord, metric: Any, spec: ExperimentSpec, test: Split,
+              geometry: Any, out: Path, resp: Responses, also: dict[str, tuple[Any, float]],
+              shared: Pipeline, joint: Optional[Pipeline]) -> EvaluationRecord:
+    """Every arm scored once on test at its calibrated factor; the oracle; the bootstrap."""
+    x, index, pid = test.x, test.index, test.pid
+    name = calib.metric
+    wed, _ = patient_size(x, geometry)
+    loader = [{"ground_truth": x[s:s + 32], "index": index[s:s + 32], "patient_id": torch.as_tensor(pid[s:s + 32]),
+               **{k: v[s:s + 32] for k, v in test.truth.items()}} for s in range(0, len(test), 32)]
+    pick = np.linspace(0, len(test) - 1, min(spec.examples, len(test))).round().astype(int)
+    results: dict[str, ArmEvaluation] = {}
+    rows: dict[str, list] = {}
+    examples: dict[str, np.ndarray] = {"truth": x[pick, 0].numpy()}
+    doses: dict[str, stats.PolicyDoses] = {}
+    for arm in tqdm(arms, desc="alara experiment: test", unit="arm", disable=not resp.progress):
+        c = calib.arms[arm.name]
+        n0, prior = _plan(arm.pipeline, test, geometry)
+        level, _ = _level_shape(n0)
+        f = c.primary.factor
+        res = evaluate(arm.pipeline, {name: metric}, loader, geometry, seed=test.seed,
+                       realisations=spec.realisations, dose_scale=float(f), progress=False)
+        s = summarise(res, (name, calib.q))
+        ev = ArmEvaluation(float(f), s, res.columns[name].tolist(), res.columns["relative_dose"].tolist(),
+                           level.tolist(), prior.tolist(), (f * n0[: min(3, len(test))]).tolist())
+        for other, (m, q_also) in also.items():
+            t = c.also[other]
+            if t.factor is None:
+                ev.also[other] = {"q": q_also, "unreachable": t.unreachable}
+                continue
+            r2 = evaluate(arm.pipeline, {other: m}, loader, geometry, seed=test.seed,
+                          realisations=spec.realisations, dose_scale=float(t.factor), progress=False)
+            ev.also[other] = {**summarise(r2, (other, q_also)), "factor": t.factor}
+        results[arm.name] = ev
+        doses[arm.name] = stats.PolicyDoses(none_to_inf(c.primary.image_factors), level, prior)
+        for k, v in res.columns.items():
+            rows.setdefault(k, []).extend(np.asarray(v).tolist())
+        rows.setdefault("policy", []).extend([arm.name] * len(res))
+        rows.setdefault("wed_cm", []).extend(wed.tolist())
+        examples[arm.name] = _example_images(arm, test, geometry, f, pick, spec.realisations)
+    table = Results({k: np.asarray(v) for k, v in rows.items()}, [name])
+    table.write_csv(out / "results_test.csv")
+    _write_npz(out / "examples.npz", examples)
+    # The per-image oracle on the same split: each image at its own smallest fixed dose.
+    oracle = {}
+    for recon, pipe in (("shared", shared), ("joint", joint)):
+        if pipe is None:
+            continue
+        r = resp.get(metric, calib.q, recon, pipe, flat_shape(len(test), geometry.n_views), "oracle (flat)")
+        own = np.sort(r.thresholds)
+        k = math.ceil(calib.share * len(own) - 1e-9)
+        dose = float(own[:k].sum() / len(own)) if np.isfinite(own[:k]).all() else math.inf
+        oracle[recon] = {"dose": dose, "dose_all_images": float(r.thresholds.mean()),
+                         "clamped": r.clamped_low + r.clamped_high, "clamped_low": r.clamped_low,
+                         "clamped_high": r.clamped_high, "thresholds": finite_or_none(r.thresholds),
+                         "curve": [(s, float(own[:math.ceil(s * len(own) - 1e-9)].sum() / len(own)))
+                                   for s in SHARES if np.isfinite(own[:math.ceil(s * len(own) - 1e-9)]).all()]}
+    boot = {}
+    if HEADLINE_ARM in doses:
+        boot = stats.bootstrap_ratios(doses, HEADLINE_ARM, np.asarray(calib.patient_ids), pid, calib.share,
+                                      resamples=spec.bootstrap, seed=spec.seed)
+    matched = {a: (float(np.mean(calib.arms[a].factor_mean_q * np.asarray(d.test_scan) + d.test_prior))
+                   if calib.arms[a].factor_mean_q is not None else None) for a, d in doses.items()}
+    return EvaluationRecord(name, calib.q, len(test), int(len(np.unique(pid))), index.tolist(), pid.tolist(),
+                            wed.tolist(), results, oracle, boot, matched, pick.tolist())
+
+
+@torch.no_grad()
+def _example_images(arm: Arm, split: Split, geometry: Any, factor: float, pick: np.ndarray,
+                    realisations: int) -> np.ndarray:
+    """Reconstructions [k, H, W] of the picked test images at the arm's factor (noise
+    realisation 0, the same draw :func:`evaluate` scored)."""
+    from alara.evaluate import measure  # noqa: F401  (same streams as measure)
+
+    arm.pipeline.eval()
+    idx = torch.as_tensor(pick)
+    gens = [noise_generator(split.seed, 0, int(i)) for i in split.index[idx]]
+    pgens = [noise_generator(split.seed, PRIOR_STREAM, int(i)) for i in split.index[idx]]
+    scan = arm.pipeline(split.x[idx], geometry, generator=gens, prior_generator=pgens, dose_scale=factor)
+    return scan.x_hat[:, 0].float().numpy()
+
+
+def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    from alara.data.writer import atomic_file
+
+    with atomic_file(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+
+
+# ------------------------------------------------------------------------------- the run
+
+
+def _also_metrics(spec: ExperimentSpec, primary: str) -> dict[str, tuple[Any, float]]:
+    """``{name: (metric, target)}`` of ``[experiment] also_targets`` (default parameters)."""
+    from alara.plugins import create
+
+    if primary in spec.also_targets:
+        raise ValueError(f"[experiment] also_targets names {primary!r}, the objective's own metric; its target "
+                         "is [objective] target")
+    return {name: (create("iq_metric", name, {}), float(q)) for name, q in spec.also_targets.items()}
+
+
 def run_experiment(config: Optional[PathLike], out: PathLike, overrides: list[str] = (),
-                   progress: bool = True) -> dict[str, Any]:
-    """Run (or resume) the whole experiment into ``out``; returns ``metrics.json``'s content."""
-    from alara.cli.common import open_split, write_run_files
-    from alara.experiment.report import write_report
+                   progress: bool = True, seeds: Optional[int] = None) -> dict[str, Any]:
+    """Run (or resume) the whole experiment into ``out``; returns ``metrics.json``'s
+    content.  ``seeds`` (default ``[experiment] seeds``): training seeds, each a full run."""
+    from alara.experiment.report import write_seeds_report
 
     t_start = time.perf_counter()
     rc, spec = load_experiment_config(config, overrides)
+    if seeds is not None:
+        if seeds < 1:
+            raise ValueError(f"--seeds must be >= 1, got {seeds}")
+        spec = dataclasses.replace(spec, seeds=seeds)
+        rc.raw.setdefault("experiment", {})["seeds"] = seeds
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; give a directory for the experiment")
+    if spec.seeds == 1:
+        return _run_one(rc, spec, out, progress, t_start)
+    runs = []
+    for k in range(spec.seeds):
+        rc_k = dataclasses.replace(rc, train=dataclasses.replace(rc.train, seed=rc.train.seed + k))
+        _log(f"seed {k + 1} of {spec.seeds} (train.seed = {rc_k.train.seed})")
+        runs.append(_run_one(rc_k, spec, out / f"seed-{k}", progress, time.perf_counter()))
+    return write_seeds_report(out, runs, rc=rc, spec=spec, wall_seconds=time.perf_counter() - t_start)
+
+
+def _run_one(rc: RunConfig, spec: ExperimentSpec, out: Path, progress: bool, t_start: float) -> dict[str, Any]:
+    from alara.experiment.report import write_report
+    from alara.runs import open_split, write_run_files
+
     key = _config_hash(rc)
     write_run_files(out, rc.resolved())
     timings: dict[str, float] = {}
@@ -194,7 +633,7 @@ def run_experiment(config: Optional[PathLike], out: PathLike, overrides: list[st
     t = time.perf_counter()
     seed = rc.train.seed
     fixed = ComponentSpec("dose_policy", "fixed", {}, None, "experiment")
-    free_prior = ComponentSpec("prior", "prior_exam", {"max_shift_px": 0.0, "max_rotation_deg": 0.0}, None, "experiment")
+    free_prior = ComponentSpec("prior", FREE_PRIOR[0], dict(FREE_PRIOR[1]), None, "experiment")
     shared_pipe, shared_obj = _seeded_pipeline(rc, {"dose_policy": fixed, "prior": free_prior}, seed)
     shared_train = dataclasses.replace(rc.train, warmup_steps=rc.train.total_steps, steps=0)
     _log(f"training the shared reconstructor ({shared_train.total_steps} steps over relative doses "
@@ -206,169 +645,41 @@ def run_experiment(config: Optional[PathLike], out: PathLike, overrides: list[st
     _train(out / "learned", rc, learned_pipe, learned_obj, train_ds, geometry, rc.train, progress)
     timings["training"] = time.perf_counter() - t
 
-    # ---- the arms: baselines and the oracle on the shared reconstructor; learned both ways.
     metric = shared_obj.metric
     q = rc.objective.target
-    arms = _arms(rc, spec, shared_pipe, learned_pipe, seed)
-    val, test = _split(root, "validation", metric), _split(root, "test", metric)
+    # Noise streams: validation and test never share a draw (spec.seed, spec.seed + 1).
+    val = _split(root, "validation", metric, spec.seed)
+    test = _split(root, "test", metric, spec.seed + 1)
     also = _also_metrics(spec, type(metric).name)
 
     t = time.perf_counter()
-    calib = _stage(out / "calibration.json", key,
-                   lambda: _calibrate(arms, metric, q, spec, val, geometry, progress, also))
+
+    def calibrate() -> CalibrationRecord:
+        resp_val = Responses(val, geometry, spec, progress)
+        needs_train = "size" in spec.baselines
+        train = _split(root, "train", metric, spec.seed + 2) if needs_train else val
+        resp_train = Responses(train, geometry, spec, progress)
+        specs, tuning = _tune_baselines(spec, metric, q, shared_pipe, learned_pipe, val, train, geometry,
+                                        resp_val, resp_train)
+        arms = [Arm(a, _pipeline_of(a, shared_pipe, learned_pipe)) for a in specs + _learned_arms(rc)]
+        record = _calibrate(arms, tuning, metric, q, spec, val, geometry, resp_val, also)
+        record.responses.update({f"training split: {k}": v for k, v in resp_train.summary.items()})
+        return record
+
+    calib = _stage(out / "calibration.json", key, calibrate, CalibrationRecord.from_json)
+    arms = [Arm(c.arm, _pipeline_of(c.arm, shared_pipe, learned_pipe)) for c in calib.arms.values()]
     timings["calibration"] = time.perf_counter() - t
 
     t = time.perf_counter()
     evaluation = _stage(out / "evaluation.json", key,
-                        lambda: _evaluate(arms, calib, metric, rc, spec, test, geometry, out, progress, also))
+                        lambda: _evaluate(arms, calib, metric, spec, test, geometry, out,
+                                          Responses(test, geometry, spec, progress), also, shared_pipe,
+                                          learned_pipe if any(a.spec.reconstructor == "joint" for a in arms)
+                                          else None),
+                        EvaluationRecord.from_json)
     timings["evaluation"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    metrics = write_report(out, rc=rc, spec=spec, arms=arms, calib=calib, evaluation=evaluation,
-                           x_test=test.x, idx_test=test.index, truth_test=test.truth, geometry=geometry,
-                           metric=metric, data_root=root, timings=timings,
-                           wall_seconds=time.perf_counter() - t_start)
+    metrics = write_report(out, rc=rc, spec=spec, calib=calib, evaluation=evaluation, geometry=geometry,
+                           data_root=root, timings=timings, wall_seconds=time.perf_counter() - t_start)
     return metrics
-
-
-def _also_metrics(spec: ExperimentSpec, primary: str) -> dict[str, tuple[Any, float]]:
-    """``{name: (metric, target)}`` of ``[experiment] also_targets`` (default parameters)."""
-    from alara.plugins import create
-
-    if primary in spec.also_targets:
-        raise ValueError(f"[experiment] also_targets names {primary!r}, the objective's own metric; its target "
-                         "is [objective] target")
-    return {name: (create("iq_metric", name, {}), float(q)) for name, q in spec.also_targets.items()}
-
-
-def _arms(rc: RunConfig, spec: ExperimentSpec, shared: Pipeline, learned: Pipeline, seed: int) -> list[Arm]:
-    arms = []
-    for name in spec.baselines:
-        prior = "prior_exam" if name == "fixed" else spec.baseline_prior
-        params = ({"max_shift_px": 0.0, "max_rotation_deg": 0.0} if prior == "prior_exam"
-                  else dict(spec.baseline_prior_params))
-        c = build_components({"prior": ComponentSpec("prior", prior, params, None, "experiment"),
-                              "dose_policy": ComponentSpec("dose_policy", name, {}, None, "experiment.baselines")})
-        pipe = Pipeline(c["prior"], c["dose_policy"], shared.simulator, shared.reconstructor)
-        arms.append(Arm(name, name, name, prior if prior != "prior_exam" else "none", "shared", pipe))
-    policy = rc.components["dose_policy"].name
-    prior = rc.components["prior"].name
-    arms.append(Arm("learned_joint", f"End2end-ALARA ({policy}, joint reconstructor)", policy, prior, "joint", learned))
-    arms.append(Arm("learned_shared", f"End2end-ALARA ({policy}, shared reconstructor)", policy, prior, "shared",
-                    Pipeline(learned.prior, learned.dose_policy, shared.simulator, shared.reconstructor)))
-    return arms
-
-
-SHARES = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.975, 1.0)
-
-
-def _calibrate_arm(arm: Arm, metric: Any, q: float, spec: ExperimentSpec, data: Split, geometry: Any,
-                   bar: Any) -> tuple[Any, dict[str, Any]]:
-    """One arm's per-image thresholds and its factor at the guarantee, for one (metric, q)."""
-    c = cal.per_image_thresholds(arm.pipeline, metric, q, data.x, data.index, geometry, seed=spec.seed,
-                                 realisations=spec.realisations, steps=spec.calibration_steps,
-                                 factor_range=spec.factor_range, progress=bar, truth=data.truth)
-    try:
-        factor, measured = cal.verified_factor(arm.pipeline, metric, q, c, spec.share, data.x, data.index,
-                                               geometry, seed=spec.seed, realisations=spec.realisations,
-                                               truth=data.truth)
-    except ValueError as exc:
-        raise ValueError(f"calibrating {arm.name} to {metric.name} >= {q:g}: {exc}") from None
-    return c, {"factor": factor, "validation_share": measured, "validation_dose": float(c.dose_at(factor).mean())}
-
-
-def _calibrate(arms: list[Arm], metric: Any, q: float, spec: ExperimentSpec, data: Split, geometry: Any,
-               progress: bool, also: dict[str, tuple[Any, float]]) -> dict[str, Any]:
-    x, index = data.x, data.index
-    per_arm = (spec.calibration_steps + 3) * (1 + len(also))
-    bar = tqdm(total=per_arm * len(arms), desc="alara experiment: calibrate", unit="pass", disable=not progress)
-    result: dict[str, Any] = {"q": q, "share": spec.share, "images": int(x.shape[0]), "arms": {}}
-    cals = {}
-    for arm in arms:
-        c, entry = _calibrate_arm(arm, metric, q, spec, data, geometry, bar)
-        cals[arm.name] = c
-        result["arms"][arm.name] = {
-            **entry, "thresholds": [float(v) for v in c.thresholds], "scan_dose": c.scan_dose.tolist(),
-            "prior_dose": c.prior_dose.tolist(), "curve": cal.guarantee_curve(c, SHARES)}
-        for name, (m, q_also) in also.items():
-            # A side target out of an arm's reach is a result (e.g. a reconstructor trained
-            # for d' that lost PSNR), not a reason to stop the experiment.
-            try:
-                entry_also = _calibrate_arm(arm, m, q_also, spec, data, geometry, bar)[1]
-            except ValueError as exc:
-                entry_also = {"unreachable": str(exc)}
-                _log(f"{exc}: reported as out of reach")
-            result["arms"][arm.name].setdefault("also", {})[name] = {"q": q_also, **entry_also}
-    bar.close()
-    fixed = cals.get("fixed")
-    if fixed is not None:
-        result["oracle"] = {"dose": cal.oracle_dose(fixed, spec.share),
-                            "curve": [(s, cal.oracle_dose(fixed, s)) for s in SHARES]}
-        # Dose response of the shared reconstructor around the calibrated fixed dose.
-        f = result["arms"]["fixed"]["factor"]
-        fixed_arm = next(a for a in arms if a.name == "fixed")
-        qs = {}
-        for k, mult in (("low", 2 ** -0.5), ("mid", 1.0), ("high", 2 ** 0.5)):
-            qk, _, _ = cal.quality_at(fixed_arm.pipeline, metric, x, index, geometry,
-                                      torch.full((x.shape[0],), f * mult, dtype=torch.float64),
-                                      seed=spec.seed, realisations=spec.realisations, truth=data.truth)
-            qs[k] = qk
-        slope = (qs["high"] - qs["low"]).numpy()   # one doubling between low and high
-        result["slope"] = {"median": float(np.median(slope)), "p5": float(np.percentile(slope, 5)),
-                           "p95": float(np.percentile(slope, 95)), "at_factor": f,
-                           "mean_q_at_factor": float(qs["mid"].mean())}
-        # Matched mean Q: every arm at the fixed policy's mean Q at its guarantee.
-        target_mean = float(qs["mid"].mean())
-        result["matched_mean_q"] = {"target": target_mean}
-        for arm in arms:
-            result["arms"][arm.name]["factor_mean_q"] = cal.match_mean_quality(
-                arm.pipeline, metric, target_mean, x, index, geometry, seed=spec.seed,
-                realisations=spec.realisations, steps=spec.calibration_steps, factor_range=spec.factor_range,
-                truth=data.truth)
-    return result
-
-
-def _evaluate(arms: list[Arm], calib: dict[str, Any], metric: Any, rc: RunConfig, spec: ExperimentSpec,
-              data: Split, geometry: Any, out: Path, progress: bool,
-              also: dict[str, tuple[Any, float]]) -> dict[str, Any]:
-    from alara.evaluate import Results, summarise
-
-    x, index, pid = data.x, data.index, data.pid
-    metric_name = type(metric).name
-    wed, p_max = patient_size(x, geometry)
-    rows: dict[str, list] = {}
-    summary: dict[str, Any] = {}
-    loader = [{"ground_truth": x[s:s + 16], "index": index[s:s + 16], "patient_id": torch.as_tensor(pid[s:s + 16]),
-               **{k: v[s:s + 16] for k, v in data.truth.items()}} for s in range(0, x.shape[0], 16)]
-    for arm in arms:
-        for name, (m, q_also) in also.items():
-            entry = calib["arms"][arm.name]["also"][name]
-            if "unreachable" in entry:
-                summary.setdefault(arm.name, {}).setdefault("also", {})[name] = {"unreachable": entry["unreachable"],
-                                                                                 "q": q_also}
-                continue
-            res = evaluate(arm.pipeline, {name: m}, loader, geometry, seed=spec.seed + 1,
-                           realisations=spec.realisations, dose_scale=float(entry["factor"]), progress=False)
-            s = summarise(res, (name, q_also))
-            s["factor"] = entry["factor"]
-            summary.setdefault(arm.name, {}).setdefault("also", {})[name] = s
-        for mode, key in (("guarantee", "factor"), ("mean_q", "factor_mean_q")):
-            if key not in calib["arms"][arm.name]:
-                continue
-            factor = calib["arms"][arm.name][key]
-            res = evaluate(arm.pipeline, {metric_name: metric}, loader, geometry, seed=spec.seed + 1,
-                           realisations=spec.realisations, dose_scale=float(factor), progress=False)
-            s = summarise(res, (metric_name, calib["q"]))
-            s["factor"] = factor
-            summary.setdefault(arm.name, {})[mode] = s
-            if mode == "guarantee":
-                n = len(res)
-                for k, v in res.columns.items():
-                    rows.setdefault(k, []).extend(v.tolist())
-                rows.setdefault("policy", []).extend([arm.name] * n)
-                rows.setdefault("wed_cm", []).extend(wed.tolist())
-                rows.setdefault("p_max", []).extend(p_max.tolist())
-    table = Results({k: np.asarray(v) for k, v in rows.items()}, [metric_name])
-    table.write_csv(out / "results_test.csv")
-    return {"arms": summary, "metric": metric_name, "test_images": int(x.shape[0]),
-            "test_patients": int(len(np.unique(pid)))}

@@ -35,27 +35,41 @@ class ExperimentSpec:
     #: and the lesion-free ground truth beside them (the exact signal for detectability).
     lesion_slices: bool = False
     lesion_free: bool = False
-    #: Hand-designed policies compared with the learned one (registered names).
-    baselines: tuple[str, ...] = ("fixed", "tcm", "aec")
-    #: The prior of the modulating baselines (tcm, aec): the scouts scanners plan from.
+    #: Hand-designed policies compared with the learned one (registered names): ``fixed``,
+    #: ``tcm``, ``aec`` and ``size`` are tuned on validation (see the runner); any other
+    #: registered policy runs at its defaults.
+    baselines: tuple[str, ...] = ("fixed", "tcm", "aec", "size")
+    #: The prior of the modulating baselines (tcm, aec, size): the scouts scanners plan from.
     #: ``fixed`` uses none (a free prior exam it ignores).
     baseline_prior: str = "scouts"
-    #: Its parameters, e.g. { n0 = 256.0 } photons per bin of each scout view: a scout
-    #: costs a few percent of a scan, so at low scan doses it must be cheap too.
+    #: Its other parameters (its photon budget is ``scout_n0``).
     baseline_prior_params: dict[str, Any] = field(default_factory=dict)
-    #: The guarantee: share of images that must reach Q >= q.
+    #: Scout budgets searched on validation (photons per bin of each scout view; their
+    #: dose counts): TCM, AEC and the size control each use the one that serves them best.
+    scout_n0: tuple[float, ...] = (64.0, 256.0, 1024.0)
+    #: AEC strengths searched on validation (0: constant dose, 1: constant noise).
+    aec_strengths: tuple[float, ...] = tuple(round(0.05 * k, 2) for k in range(21))
+    #: The guarantee: share of images that must reach Q >= q (out of sample: each arm's
+    #: factor is the conformal quantile of its validation images' factors).
     share: float = 0.95
     #: Further targets every policy is calibrated to besides the objective's, by metric
     #: name (default parameters), e.g. { psnr = 29.5 }: the report puts the doses side by side.
     also_targets: dict[str, float] = field(default_factory=dict)
     #: Noise realisations per image in calibration and evaluation (Q is averaged).
     realisations: int = 2
-    #: Bisection steps (in log dose) and the range of dose factors searched.
-    calibration_steps: int = 11
-    factor_range: tuple[float, float] = (1.0 / 256.0, 256.0)
+    #: Dose-response search (relative scan dose): the starting ladder, its step (a factor),
+    #: the limits it may extend to, and refinement passes (see alara.experiment.response).
+    dose_search: tuple[float, float] = (0.004, 0.25)
+    search_step: float = 2.0
+    dose_limits: tuple[float, float] = (1e-5, 1e3)
+    refine: int = 1
     #: Q must rise at least this much per doubling of dose around the calibrated fixed
     #: dose (metric units, e.g. dB); below it the comparison measures nothing: warn.
     min_slope: float = 1.0
+    #: Patient-bootstrap resamples for the intervals of the dose ratios.
+    bootstrap: int = 2000
+    #: Training seeds: the whole experiment is run once per seed (train.seed, +1, ...).
+    seeds: int = 1
     #: Test images shown side by side in the report.
     examples: int = 4
     seed: int = 1234
@@ -63,14 +77,27 @@ class ExperimentSpec:
     def __post_init__(self) -> None:
         if any(n < 1 for n in self.patients) or len(self.patients) != 3:
             raise ValueError(f"patients must be three counts >= 1 (train, validation, test), got {self.patients}")
-        for key in ("image_size", "views", "slices", "realisations", "calibration_steps", "examples"):
+        for key in ("image_size", "views", "slices", "realisations", "examples", "bootstrap", "seeds"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
         if not (math.isfinite(self.share) and 0 < self.share <= 1):
             raise ValueError(f"share must be in (0, 1], got {self.share}")
-        lo, hi = self.factor_range
-        if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo < 1 < hi):
-            raise ValueError(f"factor_range must be (low, high) with 0 < low < 1 < high, got {self.factor_range}")
+        lo, hi = self.dose_search
+        a, b = self.dose_limits
+        if not (math.isfinite(a) and math.isfinite(b) and 0 < a <= lo < hi <= b):
+            raise ValueError(f"need 0 < dose_limits[0] <= dose_search[0] < dose_search[1] <= dose_limits[1], got "
+                             f"dose_search = {self.dose_search}, dose_limits = {self.dose_limits}")
+        if not (math.isfinite(self.search_step) and self.search_step > 1):
+            raise ValueError(f"search_step must be a factor > 1 (2.0: doubling), got {self.search_step}")
+        if self.refine < 0:
+            raise ValueError(f"refine must be >= 0, got {self.refine}")
+        if not self.scout_n0 or any(not (math.isfinite(v) and v > 0) for v in self.scout_n0):
+            raise ValueError(f"scout_n0 must list positive photon counts per bin, got {self.scout_n0}")
+        if not self.aec_strengths or any(not (0 <= v <= 1) for v in self.aec_strengths):
+            raise ValueError(f"aec_strengths must list strengths in [0, 1], got {self.aec_strengths}")
+        if "n0" in self.baseline_prior_params:
+            raise ValueError("baseline_prior_params.n0 is chosen on validation from scout_n0 now; give the "
+                             "budgets to search as [experiment] scout_n0 = [...] (one value: no search)")
         if not self.baselines:
             raise ValueError("baselines must name at least one policy (e.g. [\"fixed\"])")
         if not math.isfinite(self.min_slope):

@@ -9,7 +9,7 @@ from alara.registry import Registry
 from alara_builtin.aec import AECPolicy
 from alara_builtin.detectability import Detectability
 from alara_builtin.metrics import PSNR, SSIM
-from alara_builtin.policies import FixedPolicy, TCMPolicy
+from alara_builtin.policies import FixedPolicy, SizePolicy, TCMPolicy
 from alara_builtin.priors import PreScanPrior, PriorExamPrior, ScoutPrior
 from alara_builtin.reconstructors import FBPReconstructor, FBPUNetReconstructor
 from alara_builtin.resnet_policy import ResNet18Policy
@@ -17,7 +17,7 @@ from alara_builtin.simulator import PoissonSimulator
 
 __all__ = [
     "AECPolicy", "Detectability", "FBPReconstructor", "FBPUNetReconstructor", "FixedPolicy", "PSNR", "PoissonSimulator",
-    "PreScanPrior", "PriorExamPrior", "ResNet18Policy", "SSIM", "ScoutPrior", "TCMPolicy",
+    "PreScanPrior", "PriorExamPrior", "ResNet18Policy", "SSIM", "ScoutPrior", "SizePolicy", "TCMPolicy",
 ]
 
 
@@ -30,8 +30,8 @@ def alara_register_prior(registry: Registry) -> None:
 
 @hookimpl
 def alara_register_dose_policy(registry: Registry) -> None:
-    """Dose policies: ``fixed``, ``tcm``, ``aec``, ``resnet18``."""
-    for cls in (FixedPolicy, TCMPolicy, AECPolicy, ResNet18Policy):
+    """Dose policies: ``fixed``, ``tcm``, ``aec``, ``size``, ``resnet18``."""
+    for cls in (FixedPolicy, TCMPolicy, AECPolicy, SizePolicy, ResNet18Policy):
         registry.add(cls)
 
 

@@ -1,11 +1,16 @@
-"""Hand-designed dose policies: ``fixed`` (one n0 on every view) and ``tcm``, conventional
-angular tube-current modulation by the square-root-of-attenuation rule."""
+"""Hand-designed dose policies: ``fixed`` (one n0 on every view), ``tcm`` (angular
+tube-current modulation by the square-root-of-attenuation rule at one mean n0 for every
+patient) and ``size`` (one n0 per patient from its water-equivalent diameter alone: the
+size-only control of the experiment); with the helpers they share with ``aec``."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import math
+
 import torch
+import torch.nn.functional as F
 
 from alara import ops
 from alara.geometry import LODOPAB_MU_MAX, LODOPAB_N0, Geometry
@@ -13,7 +18,15 @@ from alara.interfaces import DosePolicy, DosePolicyConfig, PriorInfo
 
 from alara_builtin import checks
 
-__all__ = ["FixedPolicy", "TCMPolicy", "angular_modulation", "max_line_integrals"]
+__all__ = ["FixedPolicy", "TCMPolicy", "SizePolicy", "angular_modulation", "max_line_integrals",
+           "water_equivalent_diameter", "MU_WATER"]
+
+#: Water's attenuation in LoDoPaB's HU recipe (1/m).
+MU_WATER = 20.0
+
+#: Bins a scout profile is averaged over before its maximum is taken (photon noise on a
+#: cheap scout would otherwise make the maximum, and every dose planned from it, too high).
+SCOUT_SMOOTHING_BINS = 5
 
 
 def _dtype(prior: PriorInfo) -> torch.dtype:
@@ -46,7 +59,9 @@ def max_line_integrals(prior: PriorInfo, geometry: Geometry) -> torch.Tensor:
     """Largest normalised line integral of each view, ``p_max`` [B, V], from the prior.
 
     From a prior image: its projection on ``geometry``, maximised over bins.  From two
-    orthogonal scouts: the elliptical patient model, exact for a uniform ellipse,
+    orthogonal scouts (each profile averaged over ``SCOUT_SMOOTHING_BINS`` bins first, so
+    photon noise does not inflate the maximum): the elliptical patient model, exact for a
+    uniform ellipse,
     ``1 / p(theta)^2 = cos^2(theta - theta_a) / p_a^2 + sin^2(theta - theta_a) / p_b^2``.
     """
     if prior.image is not None:
@@ -54,7 +69,10 @@ def max_line_integrals(prior: PriorInfo, geometry: Geometry) -> torch.Tensor:
     scouts, angles = prior.scouts, prior.scout_angles
     if scouts.shape[1] != 2:
         raise ValueError(f"tcm from scouts needs exactly 2 orthogonal scout views, got {scouts.shape[1]}")
-    p = scouts.amax(dim=-1).clamp(min=1e-6)  # [B, 2]
+    # The maximum of a noisy profile is biased upwards; average neighbouring bins first.
+    k = min(SCOUT_SMOOTHING_BINS, scouts.shape[-1])
+    smooth = F.avg_pool1d(scouts, k, stride=1, padding=k // 2, count_include_pad=False) if k > 1 else scouts
+    p = smooth.amax(dim=-1).clamp(min=1e-6)  # [B, 2]
     theta = geometry.angles.to(device=p.device, dtype=p.dtype) - float(angles[0])
     c2, s2 = torch.cos(theta) ** 2, torch.sin(theta) ** 2
     return torch.rsqrt(c2 / p[:, :1] ** 2 + s2 / p[:, 1:] ** 2)
@@ -94,3 +112,71 @@ def angular_modulation(p_max: torch.Tensor, strength: float, mu_max: float) -> t
     """Weights [B, V] with mean 1 over the views, ``∝ exp(strength * mu_max * p_max)``."""
     # Normalise in log space: exp of a large attenuation would overflow.
     return p_max.shape[-1] * torch.softmax(strength * mu_max * p_max, dim=-1)
+
+
+def _bin_width_at_axis(geometry: Geometry) -> float:
+    """Width (m) a detector bin covers at the rotation axis (parallel beam: the bin
+    spacing; fan beam: demagnified to the axis)."""
+    kind = getattr(geometry, "kind", "parallel")
+    if kind == "parallel":
+        return float(geometry.bin_spacing)
+    rs, rd = float(geometry.src_radius), float(geometry.det_radius)
+    if getattr(geometry, "detector", "flat") == "curved":
+        return float(geometry.bin_spacing) * rs / (rs + rd)   # arc length -> angle -> at the axis
+    return float(geometry.bin_spacing) * rs / (rs + rd)
+
+
+def water_equivalent_diameter(prior: PriorInfo, geometry: Geometry, mu_max: float = LODOPAB_MU_MAX) -> torch.Tensor:
+    """Water-equivalent diameter (m) of each patient [B] from the prior (AAPM report 220).
+
+    ``WED = 2 sqrt(A_w / pi)`` with the water-equivalent area ``A_w = (mu_max / mu_water)
+    * integral of x over the slice``.  From scouts, that integral is the sum of a scout's
+    line integrals times the bin width (exact for parallel beam; the mean over the scouts):
+    a sum over every bin, so photon noise averages out instead of biasing it as the
+    maximum of a profile does.  From a prior image: the sum of its pixels times their area.
+    """
+    if prior.image is not None:
+        g = geometry.grid
+        px = (g.max_pt[0] - g.min_pt[0]) / g.shape[0] * (g.max_pt[1] - g.min_pt[1]) / g.shape[1]
+        integral = prior.image.double().flatten(1).sum(1) * px
+    else:
+        integral = prior.scouts.double().sum(dim=-1).mean(dim=-1) * _bin_width_at_axis(geometry)
+    area = (mu_max / MU_WATER) * integral.clamp(min=0.0)
+    return 2.0 * torch.sqrt(area / math.pi)
+
+
+class SizePolicy(DosePolicy):
+    """One ``n0`` per patient from its size alone: ``n0 = n0_ref * exp(a + b * WED_cm)``
+    on every view, with the water-equivalent diameter (cm) from the prior (the scouts).
+
+    The experiment's size-only control: ``a`` and ``b`` are fitted on the training split's
+    per-image threshold doses, so it shows what a dose policy gains from patient size
+    alone, the first thing a learned policy must beat."""
+
+    name = "size"
+
+    @dataclass(frozen=True)
+    class Config(DosePolicyConfig):
+        #: log of the relative dose at WED = 0 (the intercept ``a``).
+        intercept: float = 0.0
+        #: Rise of the log dose per cm of water-equivalent diameter (``b``).
+        slope_per_cm: float = 0.15
+        n0_ref: float = LODOPAB_N0
+        mu_max: float = LODOPAB_MU_MAX
+
+        def __post_init__(self) -> None:
+            super().__post_init__()
+            for key in ("intercept", "slope_per_cm"):
+                v = getattr(self, key)
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                    raise ValueError(f"SizePolicy.Config: {key} must be a finite number, got {v!r}")
+            checks.positive(self, "n0_ref", hint="photons per bin and view; LoDoPaB: 4096")
+            checks.positive(self, "mu_max", hint="attenuation scale in 1/m; LoDoPaB: 81.35858")
+
+    def propose(self, prior: PriorInfo, geometry: Geometry) -> torch.Tensor:
+        """``n0`` [B, V]: the same on every view, ``n0_ref exp(a + b WED_cm)``."""
+        c = self.config
+        wed_cm = 100.0 * water_equivalent_diameter(prior, geometry, c.mu_max)
+        # Bounded exponent: a fit extrapolated to an absurd size must not overflow.
+        n0 = c.n0_ref * torch.exp((c.intercept + c.slope_per_cm * wed_cm).clamp(max=50.0))
+        return n0.to(_dtype(prior)).unsqueeze(-1).expand(-1, geometry.n_views).contiguous()

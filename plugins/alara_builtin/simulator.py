@@ -24,6 +24,7 @@ class PoissonSimulator(Simulator):
     reparameterised and differentiable in ``n0`` in training mode."""
 
     name = "poisson"
+    row_generators = True
 
     @dataclass(frozen=True)
     class Config:
