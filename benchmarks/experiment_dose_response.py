@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from alara.config import ComponentSpec, build_component
-from alara.experiment import calibrate as cal
-from alara.experiment.runner import _split_tensors
+from alara.experiment.response import flat_shape, quality_at_doses
+from alara.experiment.runner import _split
 from alara.pipeline import Pipeline
 from alara.run_config import rebuild_from_checkpoint
 from alara.train.checkpoint import load_latest
@@ -30,7 +30,8 @@ def curves(run: Path) -> dict:
     state = load_latest(run / "shared_reconstructor")
     pipe, obj, geometry = rebuild_from_checkpoint(state)
     data = Path(json.loads((run / "metrics.json").read_text())["data"])
-    _, x, idx, _ = _split_tensors(data, "validation")
+    val = _split(data, "validation", obj.metric, seed=1)
+    x, idx = val.x, val.index
     fixed = build_component(ComponentSpec("dose_policy", "fixed", {}, None, "bench"))
     c = pipe.reconstructor.config
     fbp = build_component(ComponentSpec("reconstructor", "fbp", {"filter": c.filter,
@@ -40,9 +41,8 @@ def curves(run: Path) -> dict:
         p = Pipeline(pipe.prior, fixed, pipe.simulator, rec)
         rows = []
         for d in DOSES:
-            q, _, _ = cal.quality_at(p, obj.metric, x, idx, geometry, torch.full((x.shape[0],), d, dtype=torch.float64),
-                                     seed=1, realisations=1)
-            v = q.numpy()
+            v = quality_at_doses(p, obj.metric, x, idx, geometry, flat_shape(x.shape[0], geometry.n_views),
+                                 torch.full((x.shape[0],), d, dtype=torch.float64), seed=1, realisations=1)
             rows.append([float(np.percentile(v, 5)), float(np.median(v)), float(np.percentile(v, 95))])
         out[name] = rows
     from alara import ops

@@ -54,7 +54,8 @@ def _metrics(rc: Any, spec: Any, calib: CalibrationRecord, ev: EvaluationRecord,
         e = ev.arms[arm_name]
         g = e.summary
         a = c.arm
-        entry = {"label": a.label, "policy": a.policy, "prior": a.prior, "reconstructor": a.reconstructor,
+        # The fixed policy reads nothing of its (free, ignored) prior exam: it has none.
+        entry = {"label": a.label, "policy": a.policy, "prior": "none" if a.policy == "fixed" else a.prior, "reconstructor": a.reconstructor,
                  "tuned": a.tuned, "params": a.policy_params, "prior_params": a.prior_params,
                  "calibration_factor": c.primary.factor, "validation_share": c.primary.validation_share,
                  "validation_dose": c.primary.validation_dose,

@@ -82,9 +82,19 @@ class Response:
 
     def quality_at(self, dose: np.ndarray) -> np.ndarray:
         """Each image's Q at ``dose`` [N] (relative scan dose), interpolated linearly in log
-        dose between the measured points (held constant beyond them)."""
-        return np.array([np.interp(math.log(d), np.log(ds), qs)
-                         for d, ds, qs in zip(np.asarray(dose, dtype=float), self.doses, self.quality)])
+        dose between the measured points, and extrapolated along the outermost two points'
+        slope beyond them (Q is close to linear in log dose over a doubling or two)."""
+        out = []
+        for d, ds, qs in zip(np.asarray(dose, dtype=float), self.doses, self.quality):
+            ld, lx = math.log(d), np.log(ds)
+            if len(ds) >= 2 and (ld > lx[-1] or ld < lx[0]):
+                j = (-2, -1) if ld > lx[-1] else (0, 1)
+                slope = (qs[j[1]] - qs[j[0]]) / (lx[j[1]] - lx[j[0]])
+                ref = j[1] if ld > lx[-1] else j[0]
+                out.append(float(qs[ref] + slope * (ld - lx[ref])))
+            else:
+                out.append(float(np.interp(ld, lx, qs)))
+        return np.array(out)
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON values (``inf`` as ``None``)."""

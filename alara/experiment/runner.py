@@ -252,9 +252,8 @@ def _image_factors(resp: Response, level: np.ndarray) -> np.ndarray:
 
 
 def _mean_dose(factors: np.ndarray, level: np.ndarray, prior: np.ndarray, share: float) -> float:
-    """Mean relative dose at the conformal factor (``inf`` when out of reach)."""
-    f = stats.conformal_factor(factors, share)
-    return float((f * level + prior).mean()) if math.isfinite(f) else math.inf
+    """Mean relative dose at the conformal factor of ``factors`` (``inf`` when out of reach)."""
+    return stats.guarantee_mean_dose(factors * level, level, prior, share)
 
 
 # -------------------------------------------------------------------------------- arms
@@ -303,9 +302,9 @@ def _tune_baselines(spec: ExperimentSpec, metric: Any, q: float, shared: Pipelin
         elif name == "tcm":
             rows = []
             for b, (level, shape, prior_dose, resp) in scout_plans.items():
-                rows.append({"scout_n0": b, "validation_dose": _mean_dose(_image_factors(resp, level), level,
-                                                                          prior_dose, share)})
-            best = min(rows, key=lambda r: r["validation_dose"])
+                rows.append({"scout_n0": b,
+                             "validation_dose": stats.guarantee_mean_dose(resp.thresholds, level, prior_dose, share)})
+            best = stats.best_on_validation(rows)
             tuning["tcm"] = {"grid": rows, "chosen": {"scout_n0": best["scout_n0"]}, "split": "validation"}
             prior, params = _scouts(spec, best["scout_n0"])
             arms.append(ArmSpec("tcm", "TCM (square-root angular modulation, one mean dose for all)", "tcm", {},
@@ -318,9 +317,9 @@ def _tune_baselines(spec: ExperimentSpec, metric: Any, q: float, shared: Pipelin
                     a = ArmSpec("aec", "", "aec", {"strength": float(s)}, prior, params, "shared")
                     n0, _ = _plan(_pipeline_of(a, shared, learned), val, geometry)
                     level = (n0.mean(dim=-1) / LODOPAB_N0).numpy()
-                    rows.append({"scout_n0": b, "strength": float(s), "validation_dose": _mean_dose(
-                        _image_factors(resp, level), level, prior_dose, share)})
-            best = min(rows, key=lambda r: r["validation_dose"])
+                    rows.append({"scout_n0": b, "strength": float(s), "validation_dose":
+                                 stats.guarantee_mean_dose(resp.thresholds, level, prior_dose, share)})
+            best = stats.best_on_validation(rows)
             chosen = {"strength": best["strength"], "scout_n0": best["scout_n0"]}
             tuning["aec"] = {"grid": rows, "chosen": chosen, "split": "validation"}
             prior, params = _scouts(spec, best["scout_n0"])
@@ -340,8 +339,9 @@ def _tune_baselines(spec: ExperimentSpec, metric: Any, q: float, shared: Pipelin
                 n0, prior_dose = _plan(_pipeline_of(fitted, shared, learned), val, geometry)
                 level = (n0.mean(dim=-1) / LODOPAB_N0).numpy()
                 rows.append({"scout_n0": b, "intercept": a, "slope_per_cm": slope,
-                             "validation_dose": _mean_dose(_image_factors(flat_val, level), level, prior_dose, share)})
-            best = min(rows, key=lambda r: r["validation_dose"])
+                             "validation_dose": stats.guarantee_mean_dose(flat_val.thresholds, level, prior_dose,
+                                                                          share)})
+            best = stats.best_on_validation(rows)
             chosen = {"scout_n0": best["scout_n0"], "intercept": best["intercept"],
                       "slope_per_cm": best["slope_per_cm"]}
             tuning["size"] = {"grid": rows, "chosen": chosen,

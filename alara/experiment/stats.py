@@ -24,7 +24,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 __all__ = ["conformal_rank", "conformal_factor", "PolicyDoses", "bootstrap_ratios", "fit_log_linear",
-           "guarantee_dose"]
+           "guarantee_dose", "guarantee_mean_dose", "best_on_validation"]
 
 
 def conformal_rank(n: int, share: float) -> int:
@@ -61,6 +61,24 @@ class PolicyDoses:
 def guarantee_dose(doses: PolicyDoses, share: float) -> float:
     """Mean test dose at the conformal factor of the validation images."""
     return float(doses.test_dose(conformal_factor(doses.val_factor, share)).mean())
+
+
+def guarantee_mean_dose(thresholds: np.ndarray, level: np.ndarray, prior: np.ndarray, share: float) -> float:
+    """Mean relative dose of a policy at its conformal factor on the calibration images:
+    image ``i`` needs the factor ``thresholds_i / level_i`` on the policy's scan dose
+    ``level_i`` (``thresholds``: the dose at which it reaches q); ``prior`` is each
+    image's prior dose.  ``inf`` when the guarantee is out of reach."""
+    level = np.asarray(level, dtype=float)
+    f = conformal_factor(np.asarray(thresholds, dtype=float) / level, share)
+    return float((f * level + np.asarray(prior, dtype=float)).mean()) if math.isfinite(f) else math.inf
+
+
+def best_on_validation(rows: Sequence[Mapping[str, float]]) -> Mapping[str, float]:
+    """The candidate with the lowest ``validation_dose`` (the first of equals: grids are
+    listed from the simplest setting up)."""
+    if not rows:
+        raise ValueError("no candidates to choose from")
+    return min(rows, key=lambda r: r["validation_dose"])
 
 
 def _patient_draw(pid: np.ndarray, rng: np.random.Generator, resamples: int) -> np.ndarray:

@@ -47,7 +47,7 @@ def test_report_puts_the_doses_side_by_side(run):
         assert f"{p['test']['relative_dose']['mean']:.3f}" in row
         assert f"{p['also']['psnr']['relative_dose']['mean']:.3f}" in row
         # A side target out of reach is reported, not fatal.
-        assert "unreachable" in p["also"]["ssim"] and "out of reach (factor up to 4096)" in row
+        assert "unreachable" in p["also"]["ssim"] and "out of reach (relative dose up to 4096)" in row
 
 
 def test_only_images_with_a_lesion_are_scored(run):
