@@ -10,8 +10,10 @@ Two forms:
   integer counts above 2^24 photons and biases the log at low counts), detached; by
   inverse transform of one uniform per bin (``sampler="inverse_cdf"``, the default), so a
   seeded draw at a higher dose has at least as many counts in every bin: evaluations at
-  different doses share their random numbers and image quality rises monotonically with
-  dose for a fixed seed (what per-image calibration needs), or by ``torch.poisson``
+  different doses share their random numbers and the counts rise with dose in every bin
+  for a fixed seed, so image quality follows dose without independent noise on top
+  (what per-image calibration needs; a filtered reconstruction's quality can still dip
+  slightly between neighbouring doses), or by ``torch.poisson``
   (``sampler="poisson"``, about 10x faster, uncoupled across doses);
 - reparameterised (``differentiable=True``): ``lambda + sqrt(lambda + sigma_e^2) eps``,
   ``eps ~ N(0, 1)``, the Gaussian approximation of the Poisson law (accurate at the counts
@@ -130,6 +132,8 @@ def postlog_noise(
     check_noise_params(mu_max, min_count, electronic_std)
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+    if isinstance(generator, (list, tuple)) and len(generator) != sinogram.shape[0]:
+        raise ValueError(f"got {len(generator)} generators for a batch of {sinogram.shape[0]}; give one per row")
     n0b = broadcast_n0(n0, sinogram)
     _check_values(sinogram, n0b)
     if differentiable:

@@ -191,6 +191,12 @@ def headline_lines(m: dict[str, Any]) -> list[str]:
     if "dose_ratio_vs_at_matched_mean_q" in h:
         r = ", ".join(f"{v:.2f}x {a}" for a, v in h["dose_ratio_vs_at_matched_mean_q"].items())
         lines.append(f"At the same mean {name} instead (the classic comparison): {r}.")
+    seeds = m.get("seeds")
+    if seeds:
+        sp = seeds["dose_ratio_vs"]
+        lines.append(f"Over {len(seeds['runs'])} training seeds (each a full run; mean, sd, min-max of the seeds' "
+                     "ratios): " + ", ".join(f"{a} {v['mean']:.2f} (sd {v['std']:.2f}, {v['min']:.2f}-{v['max']:.2f})"
+                                            for a, v in sp.items()) + ". The intervals above are seed 0's.")
     s = m.get("slope")
     if s is not None and not s["ok"]:
         lines.append(f"WARNING: {name} rises only {s['median']:.2f} per doubling of dose around the calibrated "

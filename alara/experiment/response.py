@@ -6,7 +6,9 @@ A policy's plan for image ``i`` is ``n0_i = level_i * 4096 * shape_i``: a scan d
 mean 1.  With common random numbers (the scan noise of image ``i`` is the same draw
 whatever the policy, and the inverse-CDF sampler makes counts rise with dose), image
 ``i``'s quality depends only on the reconstructor, its shape and the dose it gets, and
-rises with that dose.  So one :class:`Response` per (reconstructor, shape) serves every
+rises with that dose (as a trend: the counts rise in every bin, but a filtered
+reconstruction's PSNR can dip by a few tenths of a dB between neighbouring doses, so
+the threshold is the dose from which on every measured dose passes).  So one :class:`Response` per (reconstructor, shape) serves every
 policy of that shape: a flat shape serves fixed dose, the size-only control and a scalar
 learned policy alike, and one scout-planned angular shape serves TCM and AEC at every
 strength.  A policy's factor is then ``threshold_i / level_i`` per image, and the
@@ -82,16 +84,21 @@ class Response:
 
     def quality_at(self, dose: np.ndarray) -> np.ndarray:
         """Each image's Q at ``dose`` [N] (relative scan dose), interpolated linearly in log
-        dose between the measured points, and extrapolated along the outermost two points'
-        slope beyond them (Q is close to linear in log dose over a doubling or two)."""
+        dose between the measured points.  Beyond them, for at most one doubling, it follows
+        the outermost two points' slope (Q is close to linear in log dose over a doubling;
+        a slope against the metric's direction is taken as flat); further out it is held
+        at that doubling's value: no claim far outside what was measured."""
         out = []
+        sign = 1.0 if self.higher_is_better else -1.0
+        reach = math.log(2.0)
         for d, ds, qs in zip(np.asarray(dose, dtype=float), self.doses, self.quality):
             ld, lx = math.log(d), np.log(ds)
             if len(ds) >= 2 and (ld > lx[-1] or ld < lx[0]):
                 j = (-2, -1) if ld > lx[-1] else (0, 1)
-                slope = (qs[j[1]] - qs[j[0]]) / (lx[j[1]] - lx[j[0]])
+                slope = sign * max(sign * (qs[j[1]] - qs[j[0]]) / (lx[j[1]] - lx[j[0]]), 0.0)
                 ref = j[1] if ld > lx[-1] else j[0]
-                out.append(float(qs[ref] + slope * (ld - lx[ref])))
+                step = min(max(ld - lx[ref], -reach), reach)
+                out.append(float(qs[ref] + slope * step))
             else:
                 out.append(float(np.interp(ld, lx, qs)))
         return np.array(out)
@@ -172,20 +179,23 @@ def measure_response(pipeline: Pipeline, metric: IQMetric, target: float, x: tor
         if progress is not None:
             progress.update(1)
 
-    k = int(math.ceil(math.log(hi / lo) / math.log(step) - 1e-9))
+    # The ladder lo, lo * step, ... up to hi (hi itself as the last rung), never past the limits.
+    ladder = [lo * step ** j for j in range(int(math.floor(math.log(hi / lo) / math.log(step) + 1e-9)) + 1)]
+    if ladder[-1] < hi * (1 - 1e-9):
+        ladder.append(hi)
     everyone = np.arange(n)
-    for j in range(k + 1):
-        run(everyone, np.full(n, lo * step ** j))
+    for d in ladder:
+        run(everyone, np.full(n, d))
     # Extend image by image until each has a failing dose below a passing one.
     while True:
         up, down = [], []
         for i in range(n):
             ds = np.array(sorted(points[i]))
             jf, jp = _bracket(ds, np.array([points[i][d] for d in ds]), target, hib)
-            if jp == len(ds) and ds[-1] * step <= limits[1] * (1 + 1e-9):
-                up.append((i, ds[-1] * step))
-            elif jf < 0 and ds[0] / step >= limits[0] * (1 - 1e-9):
-                down.append((i, ds[0] / step))
+            if jp == len(ds) and ds[-1] < limits[1] * (1 - 1e-9):
+                up.append((i, min(ds[-1] * step, limits[1])))
+            elif jf < 0 and ds[0] > limits[0] * (1 + 1e-9):
+                down.append((i, max(ds[0] / step, limits[0])))
         if not up and not down:
             break
         for todo in (up, down):

@@ -133,7 +133,9 @@ def water_equivalent_diameter(prior: PriorInfo, geometry: Geometry, mu_max: floa
     * integral of x over the slice``.  From scouts, that integral is the sum of a scout's
     line integrals times the bin width (exact for parallel beam; the mean over the scouts):
     a sum over every bin, so photon noise averages out instead of biasing it as the
-    maximum of a profile does.  From a prior image: the sum of its pixels times their area.
+    maximum of a profile does.  What remains is the log's bias at very low counts
+    (measured on water discs: +2 to 5% at 64 photons per bin, about +10% at 16); the
+    experiment chooses the scouts' budget on validation with that bias in place.  From a prior image: the sum of its pixels times their area.
     """
     if prior.image is not None:
         g = geometry.grid

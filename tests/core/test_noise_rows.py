@@ -69,19 +69,7 @@ _WRONG = [pytest.param(s, d, e, k, id=f"{s}-diff{int(d)}-e{e}-{k}gens")
           for s in ("inverse_cdf", "poisson") for d in (False, True) for e in (0.0, 2.5) for k in (1, 3, 5)]
 
 
-def _mark(param):
-    sampler, differentiable, e_std, _ = param.values
-    if sampler == "poisson" and not differentiable and e_std == 0.0:
-        # Library bug: the exact "poisson" path loops over the generators it is given
-        # without checking their number (alara/noise.py, postlog_noise): 1 generator
-        # broadcasts one row's counts to the whole batch, too many are silently ignored,
-        # too few (>1) give a RuntimeError from broadcasting, not the ValueError.
-        return pytest.param(*param.values, id=param.id, marks=pytest.mark.xfail(
-            strict=True, reason="postlog_noise(sampler='poisson') does not check the number of generators"))
-    return param
-
-
-@pytest.mark.parametrize("sampler, differentiable, electronic_std, count", [_mark(p) for p in _WRONG])
+@pytest.mark.parametrize("sampler, differentiable, electronic_std, count", _WRONG)
 def test_wrong_number_of_generators_is_refused(sampler, differentiable, electronic_std, count):
     sino, n0 = _problem(4)
     gens = [torch.Generator().manual_seed(s) for s in range(count)]

@@ -133,6 +133,11 @@ def test_policy_doses_scale_the_scan_not_the_prior():
     assert guarantee_dose(d, 0.6) == pytest.approx((1.6 + 3.0 + 6.3) / 3, rel=1e-12)
     # Unreachable share: infinite dose.
     assert guarantee_dose(d, 0.99) == math.inf
+    # The same from thresholds and levels on one split (factor_i = threshold_i / level_i).
+    level, prior = np.array([0.5, 1.0, 2.0, 0.25]), np.array([0.1, 0.0, 0.3, 0.2])
+    same = PolicyDoses(d.val_factor, level, prior)
+    assert stats.guarantee_mean_dose(d.val_factor * level, level, prior, 0.6) == \
+        pytest.approx(guarantee_dose(same, 0.6), rel=1e-12)
 
 
 # ------------------------------------------------------------------------------- bootstrap
