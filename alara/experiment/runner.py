@@ -46,7 +46,7 @@ from alara.experiment.records import (ArmCalibration, ArmEvaluation, ArmSpec, Ca
                                       TargetCalibration, finite_or_none, none_to_inf)
 from alara.experiment.response import Response, flat_shape, measure_response
 from alara.experiment.spec import ExperimentSpec, data_key
-from alara.geometry import LODOPAB_MU_MAX, LODOPAB_N0
+from alara.geometry import LODOPAB_N0
 from alara.params import make_config
 from alara.pipeline import Pipeline, noise_generator
 from alara.run_config import RunConfig, build_components, load_run_config
@@ -55,9 +55,6 @@ __all__ = ["Arm", "run_experiment", "load_experiment_config", "patient_size"]
 
 PathLike = Union[str, Path]
 R = TypeVar("R")
-
-#: Water's attenuation in LoDoPaB's HU recipe (1/m).
-MU_WATER = 20.0
 
 #: Shares at which the guarantee curve (mean dose against share) is drawn.
 SHARES = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.975)
@@ -88,19 +85,13 @@ def _log(msg: str) -> None:
     tqdm.write(f"[alara experiment] {msg}")
 
 
-def patient_size(x: torch.Tensor, geometry: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Water-equivalent diameter (cm) and largest normalised line integral of each image.
+def patient_size(x: torch.Tensor, geometry: Any) -> np.ndarray:
+    """Water-equivalent diameter (cm) of each image [N] from the true image (AAPM report
+    220; :func:`alara.size.water_equivalent_diameter`)."""
+    from alara.interfaces import PriorInfo
+    from alara.size import water_equivalent_diameter
 
-    ``WED = 2 sqrt(A_w / pi)``, ``A_w = sum_pixels (mu / mu_water) * pixel area`` (AAPM
-    report 220), with ``mu = x * mu_max``."""
-    from alara import ops
-
-    g = geometry.grid
-    px = (g.max_pt[0] - g.min_pt[0]) / g.shape[0] * (g.max_pt[1] - g.min_pt[1]) / g.shape[1]
-    area = (x.double().clamp(min=0) * LODOPAB_MU_MAX / MU_WATER).flatten(1).sum(1) * px
-    wed_cm = 2 * torch.sqrt(area / math.pi) * 100
-    p_max = ops.project(x, geometry).flatten(1).amax(1)
-    return wed_cm.numpy(), p_max.double().numpy()
+    return (100 * water_equivalent_diameter(PriorInfo(image=x.double()), geometry)).numpy()
 
 
 # ---------------------------------------------------------------------------------- stages
@@ -360,7 +351,7 @@ def _tune_baselines(spec: ExperimentSpec, metric: Any, q: float, shared: Pipelin
 @torch.no_grad()
 def _scout_wed(arm: ArmSpec, shared: Pipeline, learned: Pipeline, split: Split, geometry: Any) -> np.ndarray:
     """Each image's water-equivalent diameter (cm) as the arm's scouts estimate it."""
-    from alara_builtin.policies import water_equivalent_diameter  # the size policy's own estimate
+    from alara.size import water_equivalent_diameter  # the size policy's own estimate
 
     pipe = _pipeline_of(arm, shared, learned)
     out = []
@@ -491,7 +482,7 @@ def _evaluate(arms: list[Arm], calib: CalibrationRecord, metric: Any, spec: Expe
     """Every arm scored once on test at its calibrated factor; the oracle; the bootstrap."""
     x, index, pid = test.x, test.index, test.pid
     name = calib.metric
-    wed, _ = patient_size(x, geometry)
+    wed = patient_size(x, geometry)
     loader = [{"ground_truth": x[s:s + 32], "index": index[s:s + 32], "patient_id": torch.as_tensor(pid[s:s + 32]),
                **{k: v[s:s + 32] for k, v in test.truth.items()}} for s in range(0, len(test), 32)]
     pick = np.linspace(0, len(test) - 1, min(spec.examples, len(test))).round().astype(int)
