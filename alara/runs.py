@@ -1,5 +1,5 @@
 """A run's lifecycle in the library: open a split of a data set, write a run folder's
-record of its configuration and environment.  The commands (``alara.cli``) and the
+record of its configuration and environment, train a run from its config.  The commands (``alara.cli``) and the
 experiment (``alara.experiment``) both call these; nothing here imports ``alara.cli``."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-__all__ = ["environment", "open_split", "write_run_files"]
+__all__ = ["environment", "open_split", "write_run_files", "default_run_dir", "train_run"]
 
 
 def environment() -> dict[str, Any]:
@@ -54,3 +54,44 @@ def open_split(root: str, split: str, geometry_expected: Optional[Any] = None) -
                             "evaluate on data written with the same geometry (alara data synth "
                             "--size/--views, or import-dicom with the run's geometry)")
     return ds
+
+
+def default_run_dir(config: str) -> Path:
+    """``runs/<config file stem>``."""
+    return Path("runs") / Path(config).stem
+
+
+def train_run(config: str, out: Optional[str] = None, resume: bool = False, overrides: list[str] = ()) -> dict:
+    """Train the run of a config file into ``out`` (default :func:`default_run_dir`): build
+    everything from the config, write the run files, train (or resume), return the last
+    logs.  ``alara train`` calls this; torchrun ranks each call it."""
+    from alara.run_config import build_pipeline, load_run_config
+    from alara.train import Trainer, distributed
+    from alara.train.checkpoint import list_checkpoints
+
+    rc = load_run_config(config, overrides)
+    run_dir = Path(out) if out else default_run_dir(config)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ValueError(f"--out {run_dir} is a file; give a directory for the run")
+    if list_checkpoints(run_dir) and not resume:
+        raise ValueError(f"{run_dir} already holds a run with checkpoints; pass --resume to continue it "
+                         "or --out NEW_DIR to start another")
+    distributed.init_from_env()
+    try:
+        data = open_split(rc.data.root, "train")
+        geometry = data.geometry
+        import torch
+
+        from alara.evaluate import task_subset
+
+        torch.manual_seed(rc.train.seed)    # the same initial weights on every run (and rank)
+        pipeline, objective = build_pipeline(rc.components, rc.objective)
+        data = task_subset(data, objective.metric, "train", lambda msg: print(f"[alara train] {msg}", file=sys.stderr))
+        resolved = rc.resolved()
+        rank, _ = distributed.rank_and_world()
+        if rank == 0:
+            write_run_files(run_dir, resolved)
+        trainer = Trainer(pipeline, objective, data, geometry, rc.train, run_dir, run_info={"config": resolved})
+        return trainer.fit(resume=resume)
+    finally:
+        distributed.shutdown()
