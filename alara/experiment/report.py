@@ -242,12 +242,15 @@ def _fig_quality(out: Path, ev: EvaluationRecord) -> str:
     return _save(fig, out / "figures" / "quality_hist.png")
 
 
-def _fig_curves(out: Path, calib: CalibrationRecord, labels: dict[str, str]) -> str:
+def _fig_curves(out: Path, calib: CalibrationRecord, ev: EvaluationRecord, labels: dict[str, str]) -> str:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for a, c in calib.arms.items():
         if c.curve:
             ax.plot([d for _, d in c.curve], [100 * s for s, _ in c.curve], marker="o", ms=3, label=labels[a])
+    o = ev.oracle.get("shared", {}).get("curve")
+    if o:
+        ax.plot([d for _, d in o], [100 * s for s, _ in o], "k--", label="per-image oracle (test split, shared)")
     ax.set_xscale("log")
     ax.set_xlabel("mean relative dose (validation, conformal factor of each share)")
     ax.set_ylabel("guaranteed share of images reaching q (%)")
@@ -318,7 +321,7 @@ def write_report(out: Path, *, rc: Any, spec: Any, calib: CalibrationRecord, eva
     m["figures"] = {
         "dose_vs_size": _fig_dose_vs_size(out, evaluation, labels),
         "quality": _fig_quality(out, evaluation),
-        "curves": _fig_curves(out, calib, labels),
+        "curves": _fig_curves(out, calib, evaluation, labels),
         "dose_ratios": _fig_bootstrap(out, evaluation),
         "examples": _fig_examples(out, evaluation),
         "angular": _fig_angular(out, evaluation, geometry),
