@@ -123,7 +123,8 @@ def bootstrap_ratios(arms: Mapping[str, PolicyDoses], head: str, val_pid: np.nda
     out = {}
     alpha = (1 - level) / 2
     for name, d in arms.items():
-        r = means[head] / means[name]
+        with np.errstate(invalid="ignore", divide="ignore"):   # unreachable resamples: inf / inf
+            r = means[head] / means[name]
         ok = np.isfinite(r)
         point = guarantee_dose(arms[head], share) / guarantee_dose(d, share)
         lo, hi = (np.quantile(r[ok], [alpha, 1 - alpha]) if ok.any() else (math.nan, math.nan))

@@ -239,7 +239,6 @@ def test_bootstrap_interval_brackets_the_point_and_is_deterministic():
     assert other["a"]["ratio"] == out["a"]["ratio"]     # the point ratio does not resample
 
 
-@pytest.mark.filterwarnings("ignore:invalid value encountered in divide:RuntimeWarning")
 def test_bootstrap_reports_unreachable_resamples():
     """With the share at n/(n+1) only resamples that keep n images' worth of ranks are
     finite: ``finite`` says how many, and inf ratios are not in the interval."""
