@@ -1,4 +1,5 @@
-"""``alara data synth | check | import-dicom``: build and validate LoDoPaB-layout data."""
+"""``alara data synth | check | import-dicom | fetch``: build, validate and download
+LoDoPaB-layout data."""
 
 from __future__ import annotations
 
@@ -107,11 +108,74 @@ def _import_dicom(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fetch_lodopab(args: argparse.Namespace) -> int:
+    from alara.data.fetch import fetch_lodopab
+
+    log = None if args.quiet else (lambda text: print(text, file=sys.stderr))
+    result = fetch_lodopab(args.dir, args.splits, keep_archives=args.keep_archives,
+                           base_url=args.base_url, timeout=args.timeout,
+                           progress=not args.quiet, log=log)
+    parts = [f"{len(result.downloaded)} file(s) downloaded"]
+    if result.found:
+        parts.append(f"{len(result.found)} found in the directory and verified")
+    if result.unpacked:
+        parts.append(f"{len(result.unpacked)} archive(s) unpacked and checked")
+    if result.removed:
+        parts.append(f"{len(result.removed)} archive(s) removed")
+    if result.skipped:
+        parts.append(f"already in place: {', '.join(result.skipped)}")
+    print(f"{result.root}: LoDoPaB-CT {', '.join(result.splits)}: {'; '.join(parts)}")
+    return 0
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
+    if not (value > 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return value
+
+
+def _add_fetch_parser(dsub: argparse._SubParsersAction) -> None:
+    from alara.data.fetch import ZENODO_RECORD_URL, ZENODO_URL
+
+    fetch = dsub.add_parser("fetch", help="download a public data set (LoDoPaB-CT)",
+                            description="Download a public data set into the LoDoPaB layout.")
+    fetch.set_defaults(func=lambda args: (fetch.print_help(), 2)[1])
+    fsub = fetch.add_subparsers(dest="fetch_dataset", metavar="DATASET")
+    p = fsub.add_parser(
+        "lodopab", help=f"LoDoPaB-CT from Zenodo ({ZENODO_RECORD_URL})",
+        description="Download LoDoPaB-CT (Zenodo record 3384092, about 55 GB of zip "
+                    "archives, about 111 GB unpacked) into DIR: every archive is verified "
+                    "against its published MD5 checksum, unpacked into the LoDoPaB layout, "
+                    "checked as `alara data check` does, and then deleted.  A rerun resumes "
+                    "interrupted downloads (NAME.part) and skips what is done; archives "
+                    "fetched by hand and put in DIR are verified and unpacked without "
+                    "downloading.  Free disk space is checked first.")
+    p.add_argument("dir", metavar="DIR", help="directory to fetch into (created if missing)")
+    p.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS), metavar="SPLIT",
+                   help="fetch only these splits: train, validation, test (default: all; "
+                        "test and validation are processed first)")
+    p.add_argument("--keep-archives", action="store_true",
+                   help="keep the zip archives after unpacking (default: delete them once "
+                        "the unpacked files pass the check)")
+    p.add_argument("--base-url", default=ZENODO_URL, metavar="URL",
+                   help=f"fetch every file from URL/NAME?download=1 instead (a mirror; "
+                        f"default {ZENODO_URL})")
+    p.add_argument("--timeout", type=_seconds, default=60.0, metavar="SECONDS",
+                   help="network timeout per connect or read (default 60)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or step lines")
+    p.set_defaults(func=_fetch_lodopab)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``alara data`` and its sub-commands."""
-    data = sub.add_parser("data", help="create and validate LoDoPaB-layout data sets",
-                          description="Create (synthetic or from DICOM) and validate data "
-                                      "sets in the LoDoPaB-CT file layout.")
+    data = sub.add_parser("data", help="create, download and validate LoDoPaB-layout data sets",
+                          description="Create (synthetic or from DICOM), download "
+                                      "(LoDoPaB-CT) and validate data sets in the "
+                                      "LoDoPaB-CT file layout.")
     data.set_defaults(func=lambda args: (data.print_help(), 2)[1])
     dsub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
 
@@ -169,3 +233,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_output_args(p, "seed of the noise")
     _add_geometry_args(p, 362, 1000)
     p.set_defaults(func=_import_dicom)
+
+    _add_fetch_parser(dsub)

@@ -41,7 +41,7 @@ except ImportError:  # Windows: no advisory locks; writers are not protected fro
 if TYPE_CHECKING:
     from alara.data.metadata import DatasetInfo
 
-__all__ = ["atomic_file", "write_hdf5", "write_patient_ids", "SplitWriter", "OutputDir",
+__all__ = ["atomic_file", "write_hdf5", "write_patient_ids", "SplitWriter", "OutputDir", "DirectoryLock",
            "output_path", "check_write_options", "check_file_count", "sha256_file",
            "LOCK_FILE", "STAGING_PREFIX", "MAX_FILES"]
 
@@ -274,7 +274,7 @@ def leftovers(root: Path) -> list[Path]:
     return out
 
 
-class _DirectoryLock:
+class DirectoryLock:
     """An exclusive, non-blocking ``flock`` on ``root / LOCK_FILE``.
 
     The file is removed on release; an opener that raced with the removal locks a deleted
@@ -351,7 +351,7 @@ class OutputDir:
         self.path: Path = self.root
         #: What an interrupted earlier write left behind and entering removed.
         self.cleaned: list[Path] = []
-        self._lock = _DirectoryLock(self.root)
+        self._lock = DirectoryLock(self.root)
 
     def __enter__(self) -> "OutputDir":
         if self.root.exists() and not self.root.is_dir():

@@ -30,6 +30,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,11 +103,19 @@ def _config_hash(rc: RunConfig) -> str:
 
 
 def _data(spec: ExperimentSpec, progress: bool) -> Path:
+    from alara.data.layout import DataError
     from alara.data.metadata import read_metadata
     from alara.data.synth import DEFAULT_TEXTURE, generate_dataset, small_geometry
 
-    if spec.data_root:
-        return Path(spec.data_root)
+    root = spec.data_root or (os.environ.get(spec.data_root_env, "") if spec.data_root_env else "")
+    if spec.data_root_env and not root:
+        raise DataError(f"this experiment runs on real data: fetch LoDoPaB-CT with `alara data fetch lodopab DIR`, "
+                        f"then `export {spec.data_root_env}=DIR` or pass --set experiment.data_root=DIR")
+    if root:
+        if not Path(root).is_dir():
+            raise DataError(f"{root}: data directory not found; fetch LoDoPaB-CT with `alara data fetch lodopab "
+                            f"{root}` (or write synthetic data there with `alara data synth {root}`)")
+        return Path(root)
     texture = DEFAULT_TEXTURE if spec.texture else None
     # The key holds the texture's parameters: new defaults must not reuse old patients.
     root = Path(spec.data_cache) / data_key(spec, dataclasses.asdict(texture) if texture else {})
@@ -325,7 +334,14 @@ def _tune_baselines(spec: ExperimentSpec, metric: Any, q: float, shared: Pipelin
                 prior, params = _scouts(spec, b)
                 probe = ArmSpec("size", "", "size", {"intercept": 0.0, "slope_per_cm": 0.0}, prior, params, "shared")
                 wed_train = _scout_wed(probe, shared, learned, train, geometry)
-                a, slope = stats.fit_log_linear(wed_train, flat_train.thresholds)
+                try:
+                    a, slope = stats.fit_log_linear(wed_train, flat_train.thresholds)
+                except ValueError as exc:
+                    reached = int(np.isfinite(flat_train.thresholds).sum())
+                    raise ValueError(f"the size-only control fits its line to the training images' threshold doses, "
+                                     f"but {reached} of {len(train)} reach {metric.name} >= {q:g} within relative "
+                                     f"doses up to {spec.dose_limits[1]:g} ({exc}): lower [objective] target, raise "
+                                     "[experiment] dose_limits, or leave \"size\" out of [experiment] baselines") from None
                 fitted = ArmSpec("size", "", "size", {"intercept": a, "slope_per_cm": slope}, prior, params, "shared")
                 n0, prior_dose = _plan(_pipeline_of(fitted, shared, learned), val, geometry)
                 level = (n0.mean(dim=-1) / LODOPAB_N0).numpy()

@@ -23,6 +23,10 @@ class ExperimentSpec:
     #: A LoDoPaB-layout directory to use (e.g. LoDoPaB-CT); empty: generate synthetic
     #: patients under ``data_cache``, reused while their parameters stay the same.
     data_root: str = ""
+    #: An environment variable that names the data directory when ``data_root`` is empty
+    #: (e.g. "ALARA_LODOPAB": configs for real data carry no machine's path); set but
+    #: unset in the environment: an error that says how to get the data.
+    data_root_env: str = ""
     data_cache: str = "data/experiments"
     image_size: int = 64
     views: int = 90
