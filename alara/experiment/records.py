@@ -178,6 +178,8 @@ class EvaluationRecord(_Record):
     #: The example images' indices (positions in the test split) in ``examples.npz``.
     examples: list
     config_hash: str = ""
+    #: Per variant of End2end-ALARA (e.g. ``learned_tilted``): its bootstrap against every arm.
+    bootstrap_variants: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> "EvaluationRecord":

@@ -89,6 +89,14 @@ def _metrics(rc: Any, spec: Any, calib: CalibrationRecord, ev: EvaluationRecord,
             headline["dose_ratio_vs_at_matched_mean_q"] = {a: mm[HEADLINE_ARM] / mm[a] for a in baselines}
         headline["q_std"] = {a: p["test"][name]["std"] for a, p in policies.items()}
         headline["test_share"] = {a: p["test"]["share_met"] for a, p in policies.items()}
+    for v, b in ev.bootstrap_variants.items():
+        if v not in policies:
+            continue
+        dv = policies[v]["test"]["relative_dose"]["mean"]
+        headline.setdefault("variants", {})[v] = {
+            "label": policies[v]["label"], "tuned": policies[v]["tuned"], "dose": dv,
+            "dose_ratio_vs": {a: dv / policies[a]["test"]["relative_dose"]["mean"] for a in baselines},
+            "dose_ratio_ci95": {a: [b[a]["low"], b[a]["high"]] for a in baselines if a in b}}
     out: dict[str, Any] = {"headline": headline, "policies": policies}
     if ev.oracle:
         o = ev.oracle.get("shared", {})
@@ -109,6 +117,8 @@ def _metrics(rc: Any, spec: Any, calib: CalibrationRecord, ev: EvaluationRecord,
             ref = oracle if hr == "shared" else oracle.get("joint")
             if ref and ref.get("test_dose"):
                 headline["ratio_vs_oracle"] = head["test"]["relative_dose"]["mean"] / ref["test_dose"]
+                for v in headline.get("variants", {}).values():
+                    v["ratio_vs_oracle"] = v["dose"] / ref["test_dose"]
     if calib.slope:
         out["slope"] = {**calib.slope, "min_slope": spec.min_slope, "ok": calib.slope["median"] >= spec.min_slope}
     out["matched_mean_q_target"] = calib.matched_mean_q_target
@@ -177,6 +187,12 @@ def headline_lines(m: dict[str, Any]) -> list[str]:
     if unsure:
         lines.append(f"The patient-bootstrap interval includes 1 against {', '.join(unsure)}: those differences "
                      "are not resolved by this experiment.")
+    for v in h.get("variants", {}).values():
+        vci = v["dose_ratio_ci95"]
+        lines.append(f"Variant, {v['label']} (its one parameter chosen on validation): "
+                     + ", ".join(f"{r:.2f}x {a}" + (f" [95% CI {vci[a][0]:.2f}, {vci[a][1]:.2f}]" if a in vci else "")
+                                 for a, r in v["dose_ratio_vs"].items())
+                     + (f"; {v['ratio_vs_oracle']:.2f}x the oracle." if "ratio_vs_oracle" in v else "."))
     shares = h.get("test_share", {})
     if shares:
         lines.append("Test share reaching q: " + ", ".join(f"{a} {100 * s:.1f}%" for a, s in shares.items()) + ".")
@@ -197,6 +213,10 @@ def headline_lines(m: dict[str, Any]) -> list[str]:
         lines.append(f"Over {len(seeds['runs'])} training seeds (each a full run; mean, sd, min-max of the seeds' "
                      "ratios): " + ", ".join(f"{a} {v['mean']:.2f} (sd {v['std']:.2f}, {v['min']:.2f}-{v['max']:.2f})"
                                             for a, v in sp.items()) + ". The intervals above are seed 0's.")
+        for name, vs in seeds.get("variants", {}).items():
+            lines.append(f"{name} over the seeds: " + ", ".join(
+                f"{a} {v['mean']:.2f} (sd {v['std']:.2f}, {v['min']:.2f}-{v['max']:.2f})"
+                for a, v in vs["dose_ratio_vs"].items()) + ".")
     s = m.get("slope")
     if s is not None and not s["ok"]:
         lines.append(f"WARNING: {name} rises only {s['median']:.2f} per doubling of dose around the calibrated "
@@ -455,6 +475,10 @@ def _tuning_lines(m: dict[str, Any]) -> list[str]:
         lines += ["", "TCM by scout budget: " + ", ".join(f"{r['scout_n0']:g}: {r['validation_dose']:.4f}"
                                                           for r in t["tcm"]["grid"])
                   + f"; chosen {t['tcm']['chosen']}."]
+    if "learned_tilted" in t:
+        lines += ["", "End2end-ALARA's size tilt (per cm of the pre-scan's WED) by validation dose: "
+                  + ", ".join(f"{r['tilt_per_cm']:g}: {r['validation_dose']:.4f}" for r in t["learned_tilted"]["grid"])
+                  + f"; chosen {t['learned_tilted']['chosen']}."]
     if "size" in t:
         lines += ["", "Size-only control (line fitted on the training split's per-image threshold doses): "
                   + ", ".join(f"scouts {r['scout_n0']:g}: log dose = {r['intercept']:.2f} + "
@@ -487,6 +511,14 @@ def write_seeds_report(out: Path, runs: list[dict[str, Any]], *, rc: Any, spec: 
                       "q_std": h.get("q_std", {}).get(HEADLINE_ARM), "folder": f"seed-{k}"})
     spread = {a: quantiles([s["dose_ratio_vs"][a] for s in seeds]) for a in arms}
     first["seeds"] = {"runs": seeds, "dose_ratio_vs": spread}
+    variants = {v for r in runs for v in r["headline"].get("variants", {})}
+    for v in sorted(variants):
+        per = [r["headline"].get("variants", {}).get(v) for r in runs]
+        if all(per):
+            first["seeds"].setdefault("variants", {})[v] = {
+                "dose_ratio_vs": {a: quantiles([p["dose_ratio_vs"][a] for p in per]) for a in arms},
+                "runs": [{"dose_ratio_vs": p["dose_ratio_vs"], "dose_ratio_ci95": p["dose_ratio_ci95"],
+                          "tuned": p["tuned"], "ratio_vs_oracle": p.get("ratio_vs_oracle")} for p in per]}
     first["wall_seconds"] = wall_seconds
     first["figures"] = {k: f"seed-0/{v}" for k, v in first["figures"].items()}
     write_json(out / "metrics.json", first)
@@ -507,5 +539,18 @@ def write_seeds_report(out: Path, runs: list[dict[str, Any]], *, rc: Any, spec: 
         extra.append(lines)
     extra.append("| mean (sd) over seeds | " + " | ".join(f"{spread[a]['mean']:.2f} ({spread[a]['std']:.2f})"
                                                        for a in arms) + " | | |")
+    for v, vs in first["seeds"].get("variants", {}).items():
+        extra += ["", f"Variant {v}, seed by seed:", "",
+                  "| seed | tuned | " + " | ".join(f"vs {a} [95% CI]" for a in arms) + " | vs oracle |",
+                  "|---|---|" + "---|" * (len(arms) + 1)]
+        for s, p in zip(seeds, vs["runs"]):
+            cells = [f"{p['dose_ratio_vs'][a]:.2f}" + (f" [{p['dose_ratio_ci95'][a][0]:.2f}, "
+                                                      f"{p['dose_ratio_ci95'][a][1]:.2f}]"
+                                                      if a in p["dose_ratio_ci95"] else "") for a in arms]
+            ro = p.get("ratio_vs_oracle")
+            extra.append(f"| {s['train_seed']} | {p['tuned']} | " + " | ".join(cells) + f" | {ro:.2f} |"
+                         if ro else f"| {s['train_seed']} | {p['tuned']} | " + " | ".join(cells) + " | - |")
+        extra.append("| mean (sd) over seeds | | " + " | ".join(
+            f"{vs['dose_ratio_vs'][a]['mean']:.2f} ({vs['dose_ratio_vs'][a]['std']:.2f})" for a in arms) + " | |")
     _write_markdown(out, {**first, "figures": first["figures"]}, rc, spec, extra)
     return first

@@ -259,7 +259,15 @@ def _mean_dose(factors: np.ndarray, level: np.ndarray, prior: np.ndarray, share:
 # -------------------------------------------------------------------------------- arms
 
 
+TILTED = "learned_tilted"
+
+
 def _pipeline_of(arm: ArmSpec, shared: Pipeline, learned: Pipeline) -> Pipeline:
+    if arm.name == TILTED:
+        from alara.experiment.tilt import SizeTiltedPolicy
+
+        policy = SizeTiltedPolicy(learned.dose_policy, SizeTiltedPolicy.Config(tilt_per_cm=arm.tuned["tilt_per_cm"]))
+        return Pipeline(learned.prior, policy, shared.simulator, learned.reconstructor)
     if arm.name.startswith("learned"):
         recon = learned.reconstructor if arm.reconstructor == "joint" else shared.reconstructor
         return Pipeline(learned.prior, learned.dose_policy, shared.simulator, recon)
@@ -364,12 +372,16 @@ def _tune_baselines(spec: ExperimentSpec, metric: Any, q: float, shared: Pipelin
     return arms, tuning
 
 
-@torch.no_grad()
 def _scout_wed(arm: ArmSpec, shared: Pipeline, learned: Pipeline, split: Split, geometry: Any) -> np.ndarray:
     """Each image's water-equivalent diameter (cm) as the arm's scouts estimate it."""
-    from alara.size import water_equivalent_diameter  # the size policy's own estimate
+    return _prior_wed(_pipeline_of(arm, shared, learned), split, geometry)
 
-    pipe = _pipeline_of(arm, shared, learned)
+
+@torch.no_grad()
+def _prior_wed(pipe: Pipeline, split: Split, geometry: Any) -> np.ndarray:
+    """Each image's water-equivalent diameter (cm) as the pipeline's prior shows it."""
+    from alara.size import water_equivalent_diameter  # the size policies' own estimate
+
     out = []
     for s in range(0, len(split), 64):
         sl = slice(s, s + 64)
@@ -377,6 +389,29 @@ def _scout_wed(arm: ArmSpec, shared: Pipeline, learned: Pipeline, split: Split, 
         prior, _ = pipe.plan(split.x[sl], geometry, gens)
         out.append(100 * water_equivalent_diameter(prior, geometry))
     return torch.cat(out).numpy()
+
+
+def _tune_tilt(spec: ExperimentSpec, metric: Any, q: float, joint: ArmSpec, shared: Pipeline, learned: Pipeline,
+               val: Split, geometry: Any, resp_val: Responses) -> tuple[ArmSpec, dict[str, Any]]:
+    """End2end-ALARA with a size tilt (alara.experiment.tilt) chosen on validation: the
+    tilt whose conformal factor gives the lowest mean validation dose."""
+    from alara.experiment.tilt import SizeTiltedPolicy
+
+    pipe = _pipeline_of(joint, shared, learned)
+    n0, prior_dose = _plan(pipe, val, geometry)
+    level, shape = _level_shape(n0)
+    resp = resp_val.get(metric, q, "joint", pipe, shape, joint.name)
+    wed = _prior_wed(pipe, val, geometry)
+    rows = []
+    for tilt in spec.learned_tilts:
+        tilted = level * np.exp(tilt * (wed - SizeTiltedPolicy.Config().wed_ref_cm))
+        rows.append({"tilt_per_cm": float(tilt),
+                     "validation_dose": stats.guarantee_mean_dose(resp.thresholds, tilted, prior_dose, spec.share)})
+    best = stats.best_on_validation(rows)
+    chosen = {"tilt_per_cm": best["tilt_per_cm"]}
+    arm = ArmSpec(TILTED, f"End2end-ALARA + size tilt {best['tilt_per_cm']:g}/cm (joint reconstructor)", joint.policy,
+                  joint.policy_params, joint.prior, joint.prior_params, "joint", chosen)
+    return arm, {"grid": rows, "chosen": chosen, "split": "validation"}
 
 
 def _learned_arms(rc: RunConfig) -> list[ArmSpec]:
@@ -548,14 +583,17 @@ def _evaluate(arms: list[Arm], calib: CalibrationRecord, metric: Any, spec: Expe
                          "clamped_high": r.clamped_high, "thresholds": finite_or_none(r.thresholds),
                          "curve": [(s, float(own[:math.ceil(s * len(own) - 1e-9)].sum() / len(own)))
                                    for s in SHARES if np.isfinite(own[:math.ceil(s * len(own) - 1e-9)]).all()]}
-    boot = {}
+    boot, variants = {}, {}
     if HEADLINE_ARM in doses:
         boot = stats.bootstrap_ratios(doses, HEADLINE_ARM, np.asarray(calib.patient_ids), pid, calib.share,
                                       resamples=spec.bootstrap, seed=spec.seed)
+    if TILTED in doses:
+        variants[TILTED] = stats.bootstrap_ratios(doses, TILTED, np.asarray(calib.patient_ids), pid, calib.share,
+                                                  resamples=spec.bootstrap, seed=spec.seed)
     matched = {a: (float(np.mean(calib.arms[a].factor_mean_q * np.asarray(d.test_scan) + d.test_prior))
                    if calib.arms[a].factor_mean_q is not None else None) for a, d in doses.items()}
     return EvaluationRecord(name, calib.q, len(test), int(len(np.unique(pid))), index.tolist(), pid.tolist(),
-                            wed.tolist(), results, oracle, boot, matched, pick.tolist())
+                            wed.tolist(), results, oracle, boot, matched, pick.tolist(), bootstrap_variants=variants)
 
 
 @torch.no_grad()
@@ -668,7 +706,12 @@ def _run_one(rc: RunConfig, spec: ExperimentSpec, out: Path, progress: bool, t_s
         resp_train = Responses(train, geometry, spec, progress)
         specs, tuning = _tune_baselines(spec, metric, q, shared_pipe, learned_pipe, val, train, geometry,
                                         resp_val, resp_train)
-        arms = [Arm(a, _pipeline_of(a, shared_pipe, learned_pipe)) for a in specs + _learned_arms(rc)]
+        learned_specs = _learned_arms(rc)
+        if spec.learned_tilts:
+            tilted, tuning["learned_tilted"] = _tune_tilt(spec, metric, q, learned_specs[0], shared_pipe, learned_pipe,
+                                                          val, geometry, resp_val)
+            learned_specs.append(tilted)
+        arms = [Arm(a, _pipeline_of(a, shared_pipe, learned_pipe)) for a in specs + learned_specs]
         record = _calibrate(arms, tuning, metric, q, spec, val, geometry, resp_val, also)
         record.responses.update({f"training split: {k}": v for k, v in resp_train.summary.items()})
         return record

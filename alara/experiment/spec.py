@@ -51,6 +51,9 @@ class ExperimentSpec:
     #: Scout budgets searched on validation (photons per bin of each scout view; their
     #: dose counts): TCM, AEC and the size control each use the one that serves them best.
     scout_n0: tuple[float, ...] = (64.0, 256.0, 1024.0)
+    #: Size tilts (per cm of WED) searched on validation for the variant of End2end-ALARA
+    #: ``learned_tilted`` (alara.experiment.tilt); empty: no such arm.
+    learned_tilts: tuple[float, ...] = tuple(round(0.025 * k, 3) for k in range(-2, 9))
     #: AEC strengths searched on validation (0: constant dose, 1: constant noise).
     aec_strengths: tuple[float, ...] = tuple(round(0.05 * k, 2) for k in range(21))
     #: The guarantee: share of images that must reach Q >= q (out of sample: each arm's

@@ -32,7 +32,7 @@ def test_report_files_and_keys(run):
     for key in ("headline", "policies", "oracle", "slope", "figures", "wall_seconds", "timings", "protocol",
                 "dose_units", "tuning", "bootstrap"):
         assert key in m, key
-    assert set(m["policies"]) == {"fixed", "tcm", "aec", "size", "learned_joint", "learned_shared"}
+    assert set(m["policies"]) == {"fixed", "tcm", "aec", "size", "learned_joint", "learned_shared", "learned_tilted"}
     for p in m["policies"].values():
         assert p["validation_share"] >= 0.85          # the guarantee holds (about) where it was set
         assert 0 < p["test"]["relative_dose"]["mean"] < 50
@@ -53,6 +53,11 @@ def test_report_files_and_keys(run):
     assert m["policies"]["fixed"]["tuned"] == {}
     assert "slope_per_cm" in m["policies"]["size"]["tuned"]
     assert m["oracle"]["test_clamped"] == 0 and m["oracle"]["test_dose"] > 0
+    # End2end-ALARA's size-tilted variant: its tilt from the configured grid, chosen on
+    # validation, and its ratios with intervals beside the plain policy's.
+    v = h["variants"]["learned_tilted"]
+    assert v["tuned"]["tilt_per_cm"] in (0.0, 0.1) and m["tuning"]["learned_tilted"]["split"] == "validation"
+    assert set(v["dose_ratio_ci95"]) == {"fixed", "tcm", "aec", "size"}
     assert m["validation_images"] == 15 and m["test_images"] == 15
     assert m["validation_patients"] == 5 and m["test_patients"] == 5
     u = m["dose_units"]

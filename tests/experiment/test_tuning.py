@@ -68,3 +68,18 @@ def test_out_of_reach_guarantee_is_inf():
     assert math.isinf(stats.guarantee_mean_dose(np.ones(3), np.ones(3), np.zeros(3), 0.9))
     # An image that never reaches q within the limits (threshold inf) at the rank: inf too.
     assert math.isinf(stats.guarantee_mean_dose(np.array([1.0, 2.0, np.inf]), np.ones(3), np.zeros(3), 0.7))
+
+
+def test_size_tilted_policy_is_the_base_policy_times_the_tilt(discs):
+    from alara.experiment.tilt import SizeTiltedPolicy
+
+    g, scouts, wed = discs
+    base = AECPolicy.from_params(strength=0.3)
+    n0 = base(scouts, g)
+    same = SizeTiltedPolicy(base, SizeTiltedPolicy.Config(tilt_per_cm=0.0))(scouts, g)
+    torch.testing.assert_close(same, n0, rtol=1e-12, atol=0)
+    tilted = SizeTiltedPolicy(base, SizeTiltedPolicy.Config(tilt_per_cm=0.1, wed_ref_cm=18.0))(scouts, g)
+    expect = n0 * torch.exp(0.1 * (100 * torch.as_tensor(wed) - 18.0)).unsqueeze(-1)
+    torch.testing.assert_close(tilted, expect, rtol=1e-10, atol=0)
+    with pytest.raises(TypeError, match="wraps a DosePolicy"):
+        SizeTiltedPolicy(torch.nn.Identity(), SizeTiltedPolicy.Config())
