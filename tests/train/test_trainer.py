@@ -164,3 +164,22 @@ def test_checkpoint_alone_rebuilds_the_pipeline_by_name(tmp_path):
     a = trainer.pipeline.eval()(x, geometry, generator=gen())
     b = pipe.eval()(x, geometry, generator=gen())
     assert torch.equal(a.n0, b.n0) and torch.equal(a.x_hat, b.x_hat)
+
+
+def test_dataloader_workers_train_to_the_same_weights(tiny_geometry):
+    """``train.num_workers > 0`` (the paper config uses 4): batches come from worker
+    processes, and the run must not change: the sampler and the noise streams are seeded
+    by step, not by which process loaded the batch."""
+    x = images(tiny_geometry)
+    weights = []
+    for workers in (0, 2):
+        pipe = unet_pipeline(seed=1)
+        cfg = TrainConfig(steps=3, warmup_steps=3, batch_size=4, lr=1e-2, num_workers=workers, progress=False)
+        Trainer(pipe, ConstrainedHinge(PSNR(), ObjectiveConfig(target=30.0)), torch.utils.data.TensorDataset(x),
+                tiny_geometry, cfg).fit()
+        weights.append({k: v.detach().clone() for k, v in pipe.state_dict().items()})
+    init = unet_pipeline(seed=1).state_dict()
+    assert any(not torch.equal(init[k], weights[0][k]) for k in init)     # it did train
+    assert weights[0].keys() == weights[1].keys()
+    for k in weights[0]:
+        torch.testing.assert_close(weights[1][k], weights[0][k], rtol=0, atol=0, msg=k)
