@@ -49,7 +49,8 @@ class TrainConfig:
     keep_checkpoints: int = 3
     log_every: int = 10
     num_workers: int = 0
-    #: Mixed precision on CUDA ("none" on CPU whatever is asked).
+    #: Mixed precision: "bf16" autocasts on CUDA and on CPU; "fp16" (with a gradient
+    #: scaler) on CUDA only, and runs in full precision on a CPU.
     amp: Literal["none", "bf16", "fp16"] = "none"
     device: str = "auto"
     progress: bool = True
