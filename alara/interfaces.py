@@ -192,6 +192,14 @@ class PriorInfo:
 
         return cls(image=join("image"), scouts=join("scouts"), scout_angles=first.scout_angles, dose=join("dose"))
 
+    def batches(self, size: int) -> "list[PriorInfo]":
+        """The inverse of :meth:`cat`: consecutive batches of at most ``size`` patients."""
+        def part(t: Optional[torch.Tensor], s: int) -> Optional[torch.Tensor]:
+            return None if t is None else t[s:s + size]
+
+        return [type(self)(image=part(self.image, s), scouts=part(self.scouts, s), scout_angles=self.scout_angles,
+                           dose=part(self.dose, s)) for s in range(0, self.batch_size, size)]
+
     @property
     def batch_size(self) -> int:
         """Number of patients B."""

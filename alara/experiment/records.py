@@ -51,6 +51,11 @@ class _Record:
         """Plain JSON values (non-finite floats as ``None``)."""
         return _plain(self)
 
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Any:
+        """The inverse of :meth:`to_json` (records with nested records override it)."""
+        return cls(**d)
+
 
 @dataclass
 class ArmSpec(_Record):
@@ -81,10 +86,6 @@ class TargetCalibration(_Record):
     #: Per validation image: the factor it needs (``None``: not reached within the limits).
     image_factors: list
     unreachable: str = ""
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> "TargetCalibration":
-        return cls(**d)
 
 
 @dataclass
@@ -149,10 +150,6 @@ class ArmEvaluation(_Record):
     prior_dose: list
     n0_examples: list
     also: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> "ArmEvaluation":
-        return cls(**d)
 
 
 @dataclass

@@ -502,7 +502,7 @@ def write_seeds_report(out: Path, runs: list[dict[str, Any]], *, rc: Any, spec: 
                        wall_seconds: float) -> dict[str, Any]:
     """The top-level report of a multi-seed run: the first seed's report and tables, with
     every seed's ratios (and intervals) and their spread across seeds."""
-    from alara.experiment.stats import quantiles
+    from alara.experiment.stats import spread as spread_of
 
     first = dict(runs[0])
     arms = list(first["headline"].get("dose_ratio_vs", {}))
@@ -513,14 +513,14 @@ def write_seeds_report(out: Path, runs: list[dict[str, Any]], *, rc: Any, spec: 
                       "dose_ratio_vs": h.get("dose_ratio_vs", {}), "dose_ratio_ci95": h.get("dose_ratio_ci95", {}),
                       "ratio_vs_oracle": h.get("ratio_vs_oracle"), "test_share": h.get("test_share", {}),
                       "q_std": h.get("q_std", {}).get(HEADLINE_ARM), "folder": f"seed-{k}"})
-    spread = {a: quantiles([s["dose_ratio_vs"][a] for s in seeds]) for a in arms}
+    spread = {a: spread_of([s["dose_ratio_vs"][a] for s in seeds]) for a in arms}
     first["seeds"] = {"runs": seeds, "dose_ratio_vs": spread}
     variants = {v for r in runs for v in r["headline"].get("variants", {})}
     for v in sorted(variants):
         per = [r["headline"].get("variants", {}).get(v) for r in runs]
         if all(per):
             first["seeds"].setdefault("variants", {})[v] = {
-                "dose_ratio_vs": {a: quantiles([p["dose_ratio_vs"][a] for p in per]) for a in arms},
+                "dose_ratio_vs": {a: spread_of([p["dose_ratio_vs"][a] for p in per]) for a in arms},
                 "runs": [{"dose_ratio_vs": p["dose_ratio_vs"], "dose_ratio_ci95": p["dose_ratio_ci95"],
                           "tuned": p["tuned"], "ratio_vs_oracle": p.get("ratio_vs_oracle")} for p in per]}
     first["wall_seconds"] = wall_seconds
@@ -556,5 +556,5 @@ def write_seeds_report(out: Path, runs: list[dict[str, Any]], *, rc: Any, spec: 
                          if ro else f"| {s['train_seed']} | {p['tuned']} | " + " | ".join(cells) + " | - |")
         extra.append("| mean (sd) over seeds | | " + " | ".join(
             f"{vs['dose_ratio_vs'][a]['mean']:.2f} ({vs['dose_ratio_vs'][a]['std']:.2f})" for a in arms) + " | |")
-    _write_markdown(out, {**first, "figures": first["figures"]}, rc, spec, extra)
+    _write_markdown(out, first, rc, spec, extra)
     return first

@@ -49,6 +49,7 @@ from alara.experiment.response import Response, flat_shape, measure_response
 from alara.experiment.spec import ExperimentSpec, data_key
 from alara.geometry import LODOPAB_N0
 from alara.params import make_config
+from alara.interfaces import PriorInfo
 from alara.pipeline import Pipeline, noise_generator
 from alara.run_config import RunConfig, build_components, load_run_config
 
@@ -194,26 +195,45 @@ def _stage(path: Path, key: str, compute: Callable[[], R], load: Callable[[dict]
 # ------------------------------------------------------------------------------- planning
 
 
+@dataclass
+class Plan:
+    """What a policy plans for every image of a split at dose factor 1: ``n0`` [N, V]
+    (float64), the prior it planned from (already acquired: reusable by another policy of
+    the same prior), the prior's relative dose [N] and the patient's water-equivalent
+    diameter (cm) as that prior shows it [N]."""
+
+    n0: torch.Tensor
+    prior: PriorInfo
+    prior_dose: np.ndarray
+    wed_cm: np.ndarray
+
+    @property
+    def level(self) -> np.ndarray:
+        """Scan dose relative to LoDoPaB's [N] (the prior's excluded)."""
+        return (self.n0.mean(dim=-1) / LODOPAB_N0).numpy()
+
+    @property
+    def shape(self) -> torch.Tensor:
+        """View profile [N, V] with mean 1."""
+        return self.n0 / self.n0.mean(dim=-1, keepdim=True)
+
+
 @torch.no_grad()
-def _plan(pipeline: Pipeline, split: Split, geometry: Any) -> tuple[torch.Tensor, np.ndarray]:
-    """The policy's ``n0`` [N, V] at factor 1 (float64) and the prior's relative dose [N]
-    for every image of ``split``, with the prior drawn on its own stream (the same draw
-    :func:`alara.evaluate.measure` makes)."""
+def _plan(pipeline: Pipeline, split: Split, geometry: Any, prior: Optional[PriorInfo] = None) -> Plan:
+    """The :class:`Plan` of ``pipeline``'s policy for ``split``, with the prior drawn on its
+    own stream (the same draw :func:`alara.evaluate.measure` makes), or ``prior`` reused."""
+    from alara.size import water_equivalent_diameter
+
     pipeline.eval()
-    n0s, priors = [], []
-    for s in range(0, len(split), 64):
-        sl = slice(s, s + 64)
-        gens = [noise_generator(split.seed, PRIOR_STREAM, int(i)) for i in split.index[sl]]
-        prior, n0 = pipeline.plan(split.x[sl], geometry, gens)
-        n0s.append(n0.double())
-        priors.append(prior.dose.double() / (LODOPAB_N0 * geometry.n_views))
-    return torch.cat(n0s), torch.cat(priors).numpy()
-
-
-def _level_shape(n0: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
-    """``(scan dose relative to LoDoPaB's [N], view profile with mean 1 [N, V])``."""
-    mean = n0.mean(dim=-1)
-    return (mean / LODOPAB_N0).numpy(), n0 / mean.unsqueeze(-1)
+    if prior is None:
+        parts = []
+        for s in range(0, len(split), 64):
+            gens = [noise_generator(split.seed, PRIOR_STREAM, int(i)) for i in split.index[s:s + 64]]
+            parts.append(pipeline.plan(split.x[s:s + 64], geometry, gens)[0])
+        prior = PriorInfo.cat(parts)
+    n0 = torch.cat([pipeline.dose_policy(p, geometry) for p in prior.batches(64)]).double()
+    return Plan(n0, prior, (prior.dose.double() / (LODOPAB_N0 * geometry.n_views)).numpy(),
+                (100 * water_equivalent_diameter(prior, geometry)).numpy())
 
 
 class Responses:
@@ -246,16 +266,6 @@ class Responses:
         return r
 
 
-def _image_factors(resp: Response, level: np.ndarray) -> np.ndarray:
-    """Per image, the factor on the policy's dose at which it reaches q."""
-    return resp.thresholds / level
-
-
-def _mean_dose(factors: np.ndarray, level: np.ndarray, prior: np.ndarray, share: float) -> float:
-    """Mean relative dose at the conformal factor of ``factors`` (``inf`` when out of reach)."""
-    return stats.guarantee_mean_dose(factors * level, level, prior, share)
-
-
 # -------------------------------------------------------------------------------- arms
 
 
@@ -285,8 +295,8 @@ def _scouts(spec: ExperimentSpec, n0: float) -> tuple[str, dict[str, Any]]:
 
 
 def _tune_baselines(spec: ExperimentSpec, metric: Any, q: float, shared: Pipeline, learned: Pipeline,
-                    val: Split, train: Split, geometry: Any, resp_val: Responses, resp_train: Responses,
-                    ) -> tuple[list[ArmSpec], dict[str, Any]]:
+                    val: Split, train: Optional[Split], geometry: Any, resp_val: Responses,
+                    resp_train: Optional[Responses]) -> tuple[list[ArmSpec], dict[str, Any]]:
     """The baselines at their best on validation: AEC's strength and scout budget, TCM's
     and the size control's scout budget (its line fitted on the training split's per-image
     threshold doses); other registered baselines at their defaults.  Returns the arms and
@@ -296,22 +306,21 @@ def _tune_baselines(spec: ExperimentSpec, metric: Any, q: float, shared: Pipelin
     tuning: dict[str, Any] = {}
     arms = []
     # Per scout budget: the scouts' profile (shared by TCM and AEC at every strength).
-    scout_plans = {}
+    scout_plans: dict[float, tuple[Plan, Response]] = {}
     for b in spec.scout_n0:
         prior, params = _scouts(spec, b)
-        tcm = ArmSpec("tcm", "", "tcm", {}, prior, params, "shared")
-        n0, prior_dose = _plan(_pipeline_of(tcm, shared, learned), val, geometry)
-        level, shape = _level_shape(n0)
-        scout_plans[b] = (level, shape, prior_dose, resp_val.get(metric, q, "shared", shared, shape, f"scouts {b:g}"))
+        tcm = _plan(_pipeline_of(ArmSpec("tcm", "", "tcm", {}, prior, params, "shared"), shared, learned), val,
+                    geometry)
+        scout_plans[b] = (tcm, resp_val.get(metric, q, "shared", shared, tcm.shape, f"scouts {b:g}"))
     for name in spec.baselines:
         if name == "fixed":
             arms.append(ArmSpec("fixed", "fixed dose (one n0 for every patient and view)", "fixed", {},
                                 FREE_PRIOR[0], dict(FREE_PRIOR[1]), "shared"))
         elif name == "tcm":
             rows = []
-            for b, (level, shape, prior_dose, resp) in scout_plans.items():
-                rows.append({"scout_n0": b,
-                             "validation_dose": stats.guarantee_mean_dose(resp.thresholds, level, prior_dose, share)})
+            for b, (plan, resp) in scout_plans.items():
+                rows.append({"scout_n0": b, "validation_dose": stats.guarantee_mean_dose(
+                    resp.thresholds, plan.level, plan.prior_dose, share)})
             best = stats.best_on_validation(rows)
             tuning["tcm"] = {"grid": rows, "chosen": {"scout_n0": best["scout_n0"]}, "split": "validation"}
             prior, params = _scouts(spec, best["scout_n0"])
@@ -319,14 +328,14 @@ def _tune_baselines(spec: ExperimentSpec, metric: Any, q: float, shared: Pipelin
                                 prior, params, "shared", {"scout_n0": best["scout_n0"]}))
         elif name == "aec":
             rows = []
-            for b, (_, shape, prior_dose, resp) in scout_plans.items():
+            for b, (scouts, resp) in scout_plans.items():
                 prior, params = _scouts(spec, b)
                 for s in spec.aec_strengths:
                     a = ArmSpec("aec", "", "aec", {"strength": float(s)}, prior, params, "shared")
-                    n0, _ = _plan(_pipeline_of(a, shared, learned), val, geometry)
-                    level = (n0.mean(dim=-1) / LODOPAB_N0).numpy()
+                    # The same scouts: only the policy's formula changes with the strength.
+                    plan = _plan(_pipeline_of(a, shared, learned), val, geometry, prior=scouts.prior)
                     rows.append({"scout_n0": b, "strength": float(s), "validation_dose":
-                                 stats.guarantee_mean_dose(resp.thresholds, level, prior_dose, share)})
+                                 stats.guarantee_mean_dose(resp.thresholds, plan.level, plan.prior_dose, share)})
             best = stats.best_on_validation(rows)
             chosen = {"strength": best["strength"], "scout_n0": best["scout_n0"]}
             tuning["aec"] = {"grid": rows, "chosen": chosen, "split": "validation"}
@@ -341,7 +350,7 @@ def _tune_baselines(spec: ExperimentSpec, metric: Any, q: float, shared: Pipelin
             for b in spec.scout_n0:
                 prior, params = _scouts(spec, b)
                 probe = ArmSpec("size", "", "size", {"intercept": 0.0, "slope_per_cm": 0.0}, prior, params, "shared")
-                wed_train = _scout_wed(probe, shared, learned, train, geometry)
+                wed_train = _plan(_pipeline_of(probe, shared, learned), train, geometry).wed_cm
                 try:
                     a, slope = stats.fit_log_linear(wed_train, flat_train.thresholds)
                 except ValueError as exc:
@@ -351,11 +360,9 @@ def _tune_baselines(spec: ExperimentSpec, metric: Any, q: float, shared: Pipelin
                                      f"doses up to {spec.dose_limits[1]:g} ({exc}): lower [objective] target, raise "
                                      "[experiment] dose_limits, or leave \"size\" out of [experiment] baselines") from None
                 fitted = ArmSpec("size", "", "size", {"intercept": a, "slope_per_cm": slope}, prior, params, "shared")
-                n0, prior_dose = _plan(_pipeline_of(fitted, shared, learned), val, geometry)
-                level = (n0.mean(dim=-1) / LODOPAB_N0).numpy()
-                rows.append({"scout_n0": b, "intercept": a, "slope_per_cm": slope,
-                             "validation_dose": stats.guarantee_mean_dose(flat_val.thresholds, level, prior_dose,
-                                                                          share)})
+                plan = _plan(_pipeline_of(fitted, shared, learned), val, geometry, prior=scout_plans[b][0].prior)
+                rows.append({"scout_n0": b, "intercept": a, "slope_per_cm": slope, "validation_dose":
+                             stats.guarantee_mean_dose(flat_val.thresholds, plan.level, plan.prior_dose, share)})
             best = stats.best_on_validation(rows)
             chosen = {"scout_n0": best["scout_n0"], "intercept": best["intercept"],
                       "slope_per_cm": best["slope_per_cm"]}
@@ -372,25 +379,6 @@ def _tune_baselines(spec: ExperimentSpec, metric: Any, q: float, shared: Pipelin
     return arms, tuning
 
 
-def _scout_wed(arm: ArmSpec, shared: Pipeline, learned: Pipeline, split: Split, geometry: Any) -> np.ndarray:
-    """Each image's water-equivalent diameter (cm) as the arm's scouts estimate it."""
-    return _prior_wed(_pipeline_of(arm, shared, learned), split, geometry)
-
-
-@torch.no_grad()
-def _prior_wed(pipe: Pipeline, split: Split, geometry: Any) -> np.ndarray:
-    """Each image's water-equivalent diameter (cm) as the pipeline's prior shows it."""
-    from alara.size import water_equivalent_diameter  # the size policies' own estimate
-
-    out = []
-    for s in range(0, len(split), 64):
-        sl = slice(s, s + 64)
-        gens = [noise_generator(split.seed, PRIOR_STREAM, int(i)) for i in split.index[sl]]
-        prior, _ = pipe.plan(split.x[sl], geometry, gens)
-        out.append(100 * water_equivalent_diameter(prior, geometry))
-    return torch.cat(out).numpy()
-
-
 def _tune_tilt(spec: ExperimentSpec, metric: Any, q: float, joint: ArmSpec, shared: Pipeline, learned: Pipeline,
                val: Split, geometry: Any, resp_val: Responses) -> tuple[ArmSpec, dict[str, Any]]:
     """End2end-ALARA with a size tilt (alara.experiment.tilt) chosen on validation: the
@@ -398,15 +386,13 @@ def _tune_tilt(spec: ExperimentSpec, metric: Any, q: float, joint: ArmSpec, shar
     from alara.experiment.tilt import SizeTiltedPolicy
 
     pipe = _pipeline_of(joint, shared, learned)
-    n0, prior_dose = _plan(pipe, val, geometry)
-    level, shape = _level_shape(n0)
-    resp = resp_val.get(metric, q, "joint", pipe, shape, joint.name)
-    wed = _prior_wed(pipe, val, geometry)
+    plan = _plan(pipe, val, geometry)
+    resp = resp_val.get(metric, q, "joint", pipe, plan.shape, joint.name)
     rows = []
     for tilt in spec.learned_tilts:
-        tilted = level * np.exp(tilt * (wed - SizeTiltedPolicy.Config().wed_ref_cm))
-        rows.append({"tilt_per_cm": float(tilt),
-                     "validation_dose": stats.guarantee_mean_dose(resp.thresholds, tilted, prior_dose, spec.share)})
+        tilted = plan.level * np.exp(tilt * (plan.wed_cm - SizeTiltedPolicy.Config().wed_ref_cm))
+        rows.append({"tilt_per_cm": float(tilt), "validation_dose":
+                     stats.guarantee_mean_dose(resp.thresholds, tilted, plan.prior_dose, spec.share)})
     best = stats.best_on_validation(rows)
     chosen = {"tilt_per_cm": best["tilt_per_cm"]}
     arm = ArmSpec(TILTED, f"End2end-ALARA + size tilt {best['tilt_per_cm']:g}/cm (joint reconstructor)", joint.policy,
@@ -427,81 +413,77 @@ def _learned_arms(rc: RunConfig) -> list[ArmSpec]:
 # ---------------------------------------------------------------------------- calibration
 
 
-def _measured_share(arm: Arm, metric: Any, q: float, split: Split, geometry: Any, factor: float,
+def _measured_share(arm: Arm, metric: Any, q: float, split: Split, geometry: Any, plan: Plan, factor: float,
                     realisations: int) -> float:
-    """The share of ``split``'s images reaching q with the arm's policy at ``factor``,
+    """The share of ``split``'s images reaching q with the arm's plan at ``factor``,
     scanned (not read off the response)."""
     from alara.experiment.response import quality_at_doses
 
-    n0, _ = _plan(arm.pipeline, split, geometry)
-    level, shape = _level_shape(n0)
-    qv = quality_at_doses(arm.pipeline, metric, split.x, split.index, geometry, shape,
-                          torch.as_tensor(factor * level), seed=split.seed, realisations=realisations,
+    qv = quality_at_doses(arm.pipeline, metric, split.x, split.index, geometry, plan.shape,
+                          torch.as_tensor(factor * plan.level), seed=split.seed, realisations=realisations,
                           truth=split.truth)
     return float(np.mean(qv >= q if metric.higher_is_better else qv <= q))
 
 
 def _target(arm: Arm, metric: Any, q: float, resp: Responses, split: Split, geometry: Any, share: float,
-            level: np.ndarray, shape: torch.Tensor, prior: np.ndarray) -> TargetCalibration:
-    r = resp.get(metric, q, arm.spec.reconstructor, arm.pipeline, shape, arm.name)
-    factors = _image_factors(r, level)
-    f = stats.conformal_factor(factors, share)
+            plan: Plan) -> TargetCalibration:
+    """The arm calibrated to ``metric >= q`` on ``split`` (its conformal factor)."""
+    r = resp.get(metric, q, arm.spec.reconstructor, arm.pipeline, plan.shape, arm.name)
+    factors = r.thresholds / plan.level
     name = getattr(metric, "name", type(metric).__name__)
-    rank = stats.conformal_rank(len(factors), share)
-    if rank > len(factors):
+    if stats.conformal_rank(len(factors), share) > len(factors):
         raise ValueError(f"the guarantee {share:g} needs at least {math.ceil(share / (1 - share) - 1e-9) if share < 1 else 'infinitely many'} "
                          f"validation images for its conformal rank ceil((n + 1) * {share:g}) to exist; the "
                          f"validation split has {len(factors)}: add validation patients or lower [experiment] share")
+    f = stats.conformal_factor(factors, share)
     if not math.isfinite(f):
         reached = int(np.isfinite(factors).sum())
         return TargetCalibration(name, q, None, None, None, finite_or_none(factors),
                                  f"only {reached} of {len(factors)} validation images reach {name} >= {q:g} within "
                                  f"relative doses up to {resp.spec.dose_limits[1]:g}, fewer than the conformal "
                                  f"rank of the share {share} needs")
-    measured = _measured_share(arm, metric, q, split, geometry, f, resp.spec.realisations)
-    return TargetCalibration(name, q, f, measured, float((f * level + prior).mean()), finite_or_none(factors))
+    measured = _measured_share(arm, metric, q, split, geometry, plan, f, resp.spec.realisations)
+    return TargetCalibration(name, q, f, measured, float((f * plan.level + plan.prior_dose).mean()),
+                             finite_or_none(factors))
 
 
 def _calibrate(arms: list[Arm], tuning: dict[str, Any], metric: Any, q: float, spec: ExperimentSpec, val: Split,
                geometry: Any, resp: Responses, also: dict[str, tuple[Any, float]]) -> CalibrationRecord:
     share = spec.share
     out: dict[str, ArmCalibration] = {}
-    plans = {}
+    plans: dict[str, Plan] = {}
     for arm in tqdm(arms, desc="alara experiment: calibrate", unit="arm", disable=not resp.progress):
-        n0, prior = _plan(arm.pipeline, val, geometry)
-        level, shape = _level_shape(n0)
-        plans[arm.name] = (level, shape, prior)
-        primary = _target(arm, metric, q, resp, val, geometry, share, level, shape, prior)
+        plan = plans[arm.name] = _plan(arm.pipeline, val, geometry)
+        primary = _target(arm, metric, q, resp, val, geometry, share, plan)
         if primary.factor is None:
             raise ValueError(f"calibrating {arm.name} to {primary.metric} >= {q:g}: {primary.unreachable}: q is "
                              "out of reach (lower [objective] target, or raise [experiment] dose_limits)")
-        factors = none_to_inf(primary.image_factors)
-        curve = [(s, _mean_dose(factors, level, prior, s)) for s in SHARES]
-        entry = ArmCalibration(arm.spec, primary, level.tolist(), prior.tolist(),
+        thresholds = none_to_inf(primary.image_factors) * plan.level
+        curve = [(s, stats.guarantee_mean_dose(thresholds, plan.level, plan.prior_dose, s)) for s in SHARES]
+        entry = ArmCalibration(arm.spec, primary, plan.level.tolist(), plan.prior_dose.tolist(),
                                [(s, d) for s, d in curve if math.isfinite(d)])
         for name, (m, q_also) in also.items():
             # A side target out of an arm's reach is a result (e.g. a reconstructor trained
             # for d' that lost PSNR), not a reason to stop the experiment.
-            t = _target(arm, m, q_also, resp, val, geometry, share, level, shape, prior)
+            t = _target(arm, m, q_also, resp, val, geometry, share, plan)
             if t.unreachable:
                 _log(f"{arm.name}: {t.unreachable}: reported as out of reach")
             entry.also[name] = t
         out[arm.name] = entry
     slope, target_mean = {}, None
     if "fixed" in out:
-        fixed = out["fixed"]
-        level, shape, _ = plans["fixed"]
-        r = resp.get(metric, q, "shared", arms[[a.name for a in arms].index("fixed")].pipeline, shape, "fixed")
-        f = fixed.primary.factor
-        lo, mid, hi = (r.quality_at(f * m * level) for m in (2 ** -0.5, 1.0, 2 ** 0.5))
+        fixed = next(a for a in arms if a.name == "fixed")
+        r = resp.get(metric, q, "shared", fixed.pipeline, plans["fixed"].shape, "fixed")
+        f = out["fixed"].primary.factor
+        lo, mid, hi = (r.quality_at(f * m * plans["fixed"].level) for m in (2 ** -0.5, 1.0, 2 ** 0.5))
         d = hi - lo
         slope = {"median": float(np.median(d)), "p5": float(np.percentile(d, 5)), "p95": float(np.percentile(d, 95)),
                  "at_factor": f, "mean_q_at_factor": float(mid.mean())}
         target_mean = float(mid.mean())
         for arm in arms:
-            level, shape, _ = plans[arm.name]
-            ra = resp.get(metric, q, arm.spec.reconstructor, arm.pipeline, shape, arm.name)
-            out[arm.name].factor_mean_q = _match_mean(ra, level, target_mean, metric.higher_is_better)
+            plan = plans[arm.name]
+            ra = resp.get(metric, q, arm.spec.reconstructor, arm.pipeline, plan.shape, arm.name)
+            out[arm.name].factor_mean_q = _match_mean(ra, plan.level, target_mean, metric.higher_is_better)
     return CalibrationRecord(getattr(metric, "name", ""), q, share, len(val), int(len(np.unique(val.pid))),
                              val.pid.tolist(), out, tuning, slope, target_mean, resp.summary)
 
@@ -543,14 +525,13 @@ def _evaluate(arms: list[Arm], calib: CalibrationRecord, metric: Any, spec: Expe
     doses: dict[str, stats.PolicyDoses] = {}
     for arm in tqdm(arms, desc="alara experiment: test", unit="arm", disable=not resp.progress):
         c = calib.arms[arm.name]
-        n0, prior = _plan(arm.pipeline, test, geometry)
-        level, _ = _level_shape(n0)
+        plan = _plan(arm.pipeline, test, geometry)
         f = c.primary.factor
         res = evaluate(arm.pipeline, {name: metric}, loader, geometry, seed=test.seed,
                        realisations=spec.realisations, dose_scale=float(f), progress=False)
         s = summarise(res, (name, calib.q))
         ev = ArmEvaluation(float(f), s, res.columns[name].tolist(), res.columns["relative_dose"].tolist(),
-                           level.tolist(), prior.tolist(), (f * n0[: min(3, len(test))]).tolist())
+                           plan.level.tolist(), plan.prior_dose.tolist(), (f * plan.n0[: min(3, len(test))]).tolist())
         for other, (m, q_also) in also.items():
             t = c.also[other]
             if t.factor is None:
@@ -560,12 +541,12 @@ def _evaluate(arms: list[Arm], calib: CalibrationRecord, metric: Any, spec: Expe
                           realisations=spec.realisations, dose_scale=float(t.factor), progress=False)
             ev.also[other] = {**summarise(r2, (other, q_also)), "factor": t.factor}
         results[arm.name] = ev
-        doses[arm.name] = stats.PolicyDoses(none_to_inf(c.primary.image_factors), level, prior)
+        doses[arm.name] = stats.PolicyDoses(none_to_inf(c.primary.image_factors), plan.level, plan.prior_dose)
         for k, v in res.columns.items():
             rows.setdefault(k, []).extend(np.asarray(v).tolist())
         rows.setdefault("policy", []).extend([arm.name] * len(res))
         rows.setdefault("wed_cm", []).extend(wed.tolist())
-        examples[arm.name] = _example_images(arm, test, geometry, f, pick, spec.realisations)
+        examples[arm.name] = _example_images(arm, test, geometry, f, pick)
     table = Results({k: np.asarray(v) for k, v in rows.items()}, [name])
     table.write_csv(out / "results_test.csv")
     _write_npz(out / "examples.npz", examples)
@@ -575,14 +556,12 @@ def _evaluate(arms: list[Arm], calib: CalibrationRecord, metric: Any, spec: Expe
         if pipe is None:
             continue
         r = resp.get(metric, calib.q, recon, pipe, flat_shape(len(test), geometry.n_views), "oracle (flat)")
-        own = np.sort(r.thresholds)
-        k = math.ceil(calib.share * len(own) - 1e-9)
-        dose = float(own[:k].sum() / len(own)) if np.isfinite(own[:k]).all() else math.inf
-        oracle[recon] = {"dose": dose, "dose_all_images": float(r.thresholds.mean()),
+        curve = [(s, stats.oracle_dose(r.thresholds, s)) for s in SHARES]
+        oracle[recon] = {"dose": stats.oracle_dose(r.thresholds, calib.share),
+                         "dose_all_images": float(r.thresholds.mean()),
                          "clamped": r.clamped_low + r.clamped_high, "clamped_low": r.clamped_low,
                          "clamped_high": r.clamped_high, "thresholds": finite_or_none(r.thresholds),
-                         "curve": [(s, float(own[:math.ceil(s * len(own) - 1e-9)].sum() / len(own)))
-                                   for s in SHARES if np.isfinite(own[:math.ceil(s * len(own) - 1e-9)]).all()]}
+                         "curve": [(s, d) for s, d in curve if math.isfinite(d)]}
     boot, variants = {}, {}
     if HEADLINE_ARM in doses:
         boot = stats.bootstrap_ratios(doses, HEADLINE_ARM, np.asarray(calib.patient_ids), pid, calib.share,
@@ -597,12 +576,9 @@ def _evaluate(arms: list[Arm], calib: CalibrationRecord, metric: Any, spec: Expe
 
 
 @torch.no_grad()
-def _example_images(arm: Arm, split: Split, geometry: Any, factor: float, pick: np.ndarray,
-                    realisations: int) -> np.ndarray:
+def _example_images(arm: Arm, split: Split, geometry: Any, factor: float, pick: np.ndarray) -> np.ndarray:
     """Reconstructions [k, H, W] of the picked test images at the arm's factor (noise
     realisation 0, the same draw :func:`evaluate` scored)."""
-    from alara.evaluate import measure  # noqa: F401  (same streams as measure)
-
     arm.pipeline.eval()
     idx = torch.as_tensor(pick)
     gens = [noise_generator(split.seed, 0, int(i)) for i in split.index[idx]]
@@ -701,9 +677,9 @@ def _run_one(rc: RunConfig, spec: ExperimentSpec, out: Path, progress: bool, t_s
 
     def calibrate() -> CalibrationRecord:
         resp_val = Responses(val, geometry, spec, progress)
-        needs_train = "size" in spec.baselines
-        train = _split(root, "train", metric, spec.seed + 2) if needs_train else val
-        resp_train = Responses(train, geometry, spec, progress)
+        # Only the size-only control reads the training split (its line is fitted there).
+        train = _split(root, "train", metric, spec.seed + 2) if "size" in spec.baselines else None
+        resp_train = Responses(train, geometry, spec, progress) if train is not None else None
         specs, tuning = _tune_baselines(spec, metric, q, shared_pipe, learned_pipe, val, train, geometry,
                                         resp_val, resp_train)
         learned_specs = _learned_arms(rc)
@@ -713,7 +689,8 @@ def _run_one(rc: RunConfig, spec: ExperimentSpec, out: Path, progress: bool, t_s
             learned_specs.append(tilted)
         arms = [Arm(a, _pipeline_of(a, shared_pipe, learned_pipe)) for a in specs + learned_specs]
         record = _calibrate(arms, tuning, metric, q, spec, val, geometry, resp_val, also)
-        record.responses.update({f"training split: {k}": v for k, v in resp_train.summary.items()})
+        if resp_train is not None:
+            record.responses.update({f"training split: {k}": v for k, v in resp_train.summary.items()})
         return record
 
     calib = _stage(out / "calibration.json", key, calibrate, CalibrationRecord.from_json)

@@ -24,7 +24,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 __all__ = ["conformal_rank", "conformal_factor", "PolicyDoses", "bootstrap_ratios", "fit_log_linear",
-           "guarantee_dose", "guarantee_mean_dose", "best_on_validation"]
+           "guarantee_dose", "guarantee_mean_dose", "best_on_validation", "oracle_dose", "spread"]
 
 
 def conformal_rank(n: int, share: float) -> int:
@@ -71,6 +71,16 @@ def guarantee_mean_dose(thresholds: np.ndarray, level: np.ndarray, prior: np.nda
     level = np.asarray(level, dtype=float)
     f = conformal_factor(np.asarray(thresholds, dtype=float) / level, share)
     return float((f * level + np.asarray(prior, dtype=float)).mean()) if math.isfinite(f) else math.inf
+
+
+def oracle_dose(thresholds: np.ndarray, share: float) -> float:
+    """Mean relative dose of the per-image oracle at a guarantee: the ``share`` of images
+    cheapest to image get exactly their own threshold dose, the rest none (a lower bound
+    for any policy that sets one dose level per patient); ``inf`` when one of them never
+    reaches q."""
+    own = np.sort(np.asarray(thresholds, dtype=float))
+    k = math.ceil(share * len(own) - 1e-9)
+    return float(own[:k].sum() / len(own)) if np.isfinite(own[:k]).all() else math.inf
 
 
 def best_on_validation(rows: Sequence[Mapping[str, float]]) -> Mapping[str, float]:
@@ -142,7 +152,7 @@ def fit_log_linear(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return float(a), float(b)
 
 
-def quantiles(values: Sequence[float]) -> dict[str, float]:
+def spread(values: Sequence[float]) -> dict[str, float]:
     """Mean, standard deviation, min and max of a few numbers (one per seed)."""
     v = np.asarray(values, dtype=float)
     return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,

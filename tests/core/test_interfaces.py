@@ -119,3 +119,13 @@ def test_iq_metric_check_pair():
         IQMetric.check_pair(a, torch.zeros(2, 5, 6))
     with pytest.raises(ValueError, match=r"\[B, C, H, W\]"):
         IQMetric.check_pair(torch.zeros(5), torch.zeros(5))
+
+
+def test_prior_batches_invert_cat():
+    p = prior(5, dose=2.0)
+    parts = p.batches(2)
+    assert [q.batch_size for q in parts] == [2, 2, 1]
+    back = PriorInfo.cat(parts)
+    for name in ("image", "scouts", "dose"):
+        a, b = getattr(p, name), getattr(back, name)
+        assert (a is None and b is None) or torch.equal(a, b)
