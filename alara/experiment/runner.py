@@ -431,10 +431,13 @@ def _target(arm: Arm, metric: Any, q: float, resp: Responses, split: Split, geom
     r = resp.get(metric, q, arm.spec.reconstructor, arm.pipeline, plan.shape, arm.name)
     factors = r.thresholds / plan.level
     name = getattr(metric, "name", type(metric).__name__)
+    if share >= 1:
+        raise ValueError("a guarantee of share = 1 (every new image) cannot be calibrated out of sample from finitely "
+                         "many validation images; set [experiment] share below 1 (e.g. 0.95)")
     if stats.conformal_rank(len(factors), share) > len(factors):
-        raise ValueError(f"the guarantee {share:g} needs at least {math.ceil(share / (1 - share) - 1e-9) if share < 1 else 'infinitely many'} "
-                         f"validation images for its conformal rank ceil((n + 1) * {share:g}) to exist; the "
-                         f"validation split has {len(factors)}: add validation patients or lower [experiment] share")
+        raise ValueError(f"the guarantee {share:g} needs at least {math.ceil(share / (1 - share) - 1e-9)} validation "
+                         f"images for its conformal rank ceil((n + 1) * {share:g}) to exist; the validation split has "
+                         f"{len(factors)}: add validation patients or lower [experiment] share")
     f = stats.conformal_factor(factors, share)
     if not math.isfinite(f):
         reached = int(np.isfinite(factors).sum())

@@ -102,6 +102,8 @@ class ExperimentSpec:
             raise ValueError(f"scout_n0 must list positive photon counts per bin, got {self.scout_n0}")
         if not self.aec_strengths or any(not (0 <= v <= 1) for v in self.aec_strengths):
             raise ValueError(f"aec_strengths must list strengths in [0, 1], got {self.aec_strengths}")
+        if any(not math.isfinite(v) for v in self.learned_tilts):
+            raise ValueError(f"learned_tilts must list finite tilts per cm of WED, got {self.learned_tilts}")
         if "n0" in self.baseline_prior_params:
             raise ValueError("baseline_prior_params.n0 is chosen on validation from scout_n0 now; give the "
                              "budgets to search as [experiment] scout_n0 = [...] (one value: no search)")
