@@ -61,6 +61,21 @@ def default_run_dir(config: str) -> Path:
     return Path("runs") / Path(config).stem
 
 
+def _write_guard(run_dir: Path, pipeline: Any, root: str, train: Any, geometry: Any, seed: int) -> None:
+    """The learned policy's input guard (alara.guard), calibrated on the validation split
+    when the data has one; ``alara evaluate`` falls back to a safe dose outside it."""
+    from alara.guard import write_run_guard
+
+    try:
+        validation = open_split(root, "validation", geometry)
+    except (FileNotFoundError, ValueError):
+        validation = None
+    guard = write_run_guard(run_dir, pipeline.to("cpu"), train, validation, geometry, seed)
+    if guard is not None:
+        print(f"[alara train] input guard: allowed distance {guard.threshold:.2f} sd outside the training range "
+              f"({guard.fitted_on['threshold']})", file=sys.stderr)
+
+
 def train_run(config: str, out: Optional[str] = None, resume: bool = False, overrides: list[str] = ()) -> dict:
     """Train the run of a config file into ``out`` (default :func:`default_run_dir`): build
     everything from the config, write the run files, train (or resume), return the last
@@ -92,6 +107,9 @@ def train_run(config: str, out: Optional[str] = None, resume: bool = False, over
         if rank == 0:
             write_run_files(run_dir, resolved)
         trainer = Trainer(pipeline, objective, data, geometry, rc.train, run_dir, run_info={"config": resolved})
-        return trainer.fit(resume=resume)
+        logs = trainer.fit(resume=resume)
+        if rank == 0:
+            _write_guard(run_dir, pipeline, rc.data.root, data, geometry, rc.train.seed)
+        return logs
     finally:
         distributed.shutdown()

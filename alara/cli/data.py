@@ -75,7 +75,7 @@ def _synth(args: argparse.Namespace) -> int:
         args.out, patients=(args.train, args.validation, args.test),
         slices_per_patient=args.slices, observations=not args.no_observations,
         texture=texture, lesion_free=args.lesion_free, lesion_slices=args.lesion_slices,
-        **_output_kwargs(args))
+        train_sizes=args.train_sizes, **_output_kwargs(args))
     lengths = ", ".join(f"{k} {v}" for k, v in result.info.lengths.items())
     print(f"wrote {result.root}: {lengths} samples from {result.n_patients} patients "
           f"({result.seconds_per_patient:.2f} s per patient)")
@@ -189,6 +189,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--test", type=_whole(0), default=2, help="test patients (default 2)")
     p.add_argument("--slices", type=_whole(1), default=4, help="slices per patient (default 4)")
     p.add_argument("--no-observations", action="store_true", help="ground truth only")
+    p.add_argument("--train-sizes", choices=("population", "stratified"), default="population",
+                   help="training patients' body sizes: drawn like validation's and test's (population, "
+                        "default) or spread evenly over the whole size range (stratified)")
     g = p.add_argument_group("lesion truth (lesions/lesions_{split}.json is always written; "
                              "see docs/data.md)")
     g.add_argument("--lesion-free", action="store_true",

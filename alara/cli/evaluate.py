@@ -43,9 +43,12 @@ def evaluate_run(run: str, data: Optional[str] = None, split: Optional[str] = No
             metrics[name] = build_component(ComponentSpec("iq_metric", name, {}, None, "eval.metrics"))
     dataset = task_subset(dataset, objective.metric, split,
                           lambda msg: print(f"[alara evaluate] {msg}", file=sys.stderr))
+    guard = _guard_pipeline(run_dir, pipeline)
     results = evaluate(pipeline, metrics, dataset, geometry, seed=ec.seed, realisations=ec.realisations,
                        batch_size=ec.batch_size, progress=progress)
     summary = summarise(results, (type(objective.metric).name, objective.config.target))
+    if guard is not None:
+        summary["guard"] = _guard_columns(results, guard, pipeline, dataset, geometry, ec.seed, objective)
     summary.update(run=str(run_dir), checkpoint=state["path"], step=int(state["step"]), data=str(root),
                    split=split, realisations=ec.realisations, seed=ec.seed)
     out_dir = Path(out) if out else run_dir / f"eval_{split}"
@@ -53,6 +56,42 @@ def evaluate_run(run: str, data: Optional[str] = None, split: Optional[str] = No
     write_json(out_dir / "summary.json", summary)
     summary["out"] = str(out_dir)
     return summary
+
+
+def _guard_pipeline(run_dir: Path, pipeline: Any) -> Optional[Any]:
+    """Guard the run's policy with its ``guard.json`` (written by ``alara train``): outside
+    its training inputs' range it falls back to a safe dose (alara.guard)."""
+    from alara.guard import GUARD_FILE, GuardedPolicy, InputGuard
+
+    path = run_dir / GUARD_FILE
+    if not path.exists():
+        return None
+    guard = InputGuard.load(path)
+    pipeline.dose_policy = GuardedPolicy(pipeline.dose_policy, guard)
+    return guard
+
+
+def _guard_columns(results: Any, guard: Any, pipeline: Any, dataset: Any, geometry: Any, seed: int,
+                   objective: Any) -> dict[str, Any]:
+    """Per image: the input's distance outside the training range and whether the policy
+    fell back (added to the results); the summary of both."""
+    import numpy as np
+    import torch
+
+    from alara.guard import dataset_features
+
+    dist = guard.distance(dataset_features(pipeline, dataset, geometry, seed)).numpy()
+    if len(dist) != len(results):
+        raise RuntimeError(f"guard: {len(dist)} distances for {len(results)} results")
+    fb = dist > guard.threshold
+    results.columns["ood_distance"] = dist
+    results.columns["fallback"] = fb.astype(np.int64)
+    name = type(objective.metric).name
+    q = np.asarray(results.columns[name])
+    met = objective.metric.shortfall(torch.as_tensor(q), objective.config.target).numpy() <= 0
+    return {"threshold": guard.threshold, "fallback_images": int(fb.sum()), "images": int(len(fb)),
+            "max_distance": float(dist.max()) if len(dist) else 0.0,
+            "fallback_share_met": float(met[fb].mean()) if fb.any() else None}
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -64,6 +103,12 @@ def _run(args: argparse.Namespace) -> int:
           f"{s['relative_dose']['mean']:.3f} (median {s['relative_dose']['median']:.3f}); {name} mean "
           f"{m['mean']:.3f}, p5 {m['p5']:.3f}, min {m['min']:.3f}; {100 * t['share_met']:.1f}% reach "
           f"q = {t['q']:g}")
+    g = s.get("guard")
+    if g:
+        print(f"input guard: {g['fallback_images']} of {g['images']} images lie outside the training inputs' range "
+              f"(distance > {g['threshold']:.2f} sd) and got the safe fallback dose"
+              + (f"; {100 * g['fallback_share_met']:.0f}% of them reach q" if g["fallback_share_met"] is not None
+                 else ""))
     print(f"wrote {s['out']}/results.csv and summary.json")
     return 0
 

@@ -90,12 +90,17 @@ def _u(gen: torch.Generator, lo: float = 0.0, hi: float = 1.0) -> float:
     return lo + (hi - lo) * float(torch.rand((), generator=gen, dtype=torch.float64))
 
 
-def sample_patient(seed: int, pid: int = 0) -> Patient:
-    """Draw a patient from ``seed``: from a small child to a large adult."""
+def sample_patient(seed: int, pid: int = 0, size: Optional[float] = None) -> Patient:
+    """Draw a patient from ``seed``: from a small child to a large adult.  ``size`` in
+    [0, 1] fixes the body size (0: the smallest child, 1: the largest adult) instead of
+    drawing it; every other property is drawn as without it."""
     gen = torch.Generator().manual_seed(int(seed))
     # Body size: lateral semi-axis from 7.5 cm (child) to 15 cm (large adult; the widest
     # are truncated by LoDoPaB's 26 cm field of view, as real LIDC slices often are).
-    size = _u(gen) ** 0.8
+    drawn = _u(gen) ** 0.8
+    if size is not None and not (math.isfinite(size) and 0.0 <= size <= 1.0):
+        raise ValueError(f"size must be in [0, 1] (0: smallest child, 1: largest adult), got {size!r}")
+    size = drawn if size is None else float(size)
     half_width = 0.075 + 0.075 * size
     # Children are rounder; adults flatter (AP / lateral from ~0.9 down to ~0.6).
     ratio = _u(gen, 0.78, 0.92) - 0.18 * size * _u(gen, 0.5, 1.0)

@@ -86,7 +86,8 @@ def generate_dataset(root: PathLike, *, patients: Sequence[int] = (8, 2, 2),
                      overwrite: bool = False, progress: bool = True,
                      backend: str = "auto",
                      texture: Optional[TextureParams] = DEFAULT_TEXTURE,
-                     lesion_free: bool = False, lesion_slices: bool = False) -> SynthResult:
+                     lesion_free: bool = False, lesion_slices: bool = False,
+                     train_sizes: str = "population") -> SynthResult:
     """Write a synthetic data set in the LoDoPaB layout under ``root``.
 
     ``patients`` gives the number of patients in (train, validation, test); each patient
@@ -101,6 +102,11 @@ def generate_dataset(root: PathLike, *, patients: Sequence[int] = (8, 2, 2),
     lesions painted in every sample.  ``lesion_free`` also writes each sample's ground
     truth without its lesions to ``lesion_free/ground_truth_{split}_NNN.hdf5``;
     ``lesion_slices`` places each patient's slices through its lesions' centres first.
+
+    ``train_sizes``: ``"population"`` draws every split's body sizes from the same
+    distribution; ``"stratified"`` gives the training split's k-th of n patients a size
+    drawn in the k-th of n equal strata of the whole size range, so training covers the
+    smallest child and the largest adult that validation and test may hold.
     """
     # Every option is checked before the output directory is touched.
     if len(patients) != 3 or any(isinstance(n, bool) or not isinstance(n, numbers.Integral)
@@ -115,6 +121,8 @@ def generate_dataset(root: PathLike, *, patients: Sequence[int] = (8, 2, 2),
     if texture is not None and not isinstance(texture, TextureParams):
         raise ValueError(f"texture must be an alara.data.texture.TextureParams or None (the "
                          f"cartoon patients), got {type(texture).__name__}")
+    if train_sizes not in ("population", "stratified"):
+        raise ValueError(f"train_sizes must be 'population' or 'stratified', got {train_sizes!r}")
     for name, flag in (("lesion_free", lesion_free), ("lesion_slices", lesion_slices)):
         if not isinstance(flag, bool):
             raise ValueError(f"{name} must be True or False, got {flag!r}")
@@ -126,14 +134,14 @@ def generate_dataset(root: PathLike, *, patients: Sequence[int] = (8, 2, 2),
     with OutputDir(root, overwrite) as out:
         return _write_dataset(out, patients, slices_per_patient, geometry, upsample, n0, seed,
                               samples_per_file, observations, progress, backend, texture,
-                              lesion_free, lesion_slices)
+                              lesion_free, lesion_slices, train_sizes)
 
 
 def _write_dataset(out: OutputDir, patients: Sequence[int], slices_per_patient: int,
                    geometry: Geometry, upsample: int, n0: float, seed: int,
                    samples_per_file: int, observations: bool, progress: bool,
                    backend: str, texture: Optional[TextureParams], lesion_free: bool,
-                   lesion_slices: bool) -> SynthResult:
+                   lesion_slices: bool, train_sizes: str = "population") -> SynthResult:
     """:func:`generate_dataset` once its options are checked: stage, then commit ``out``."""
     root = out.path
     fine = fine_geometry(geometry, upsample)
@@ -147,10 +155,15 @@ def _write_dataset(out: OutputDir, patients: Sequence[int], slices_per_patient: 
     bar = tqdm(total=total_patients * slices_per_patient, desc="alara data synth",
                unit="slice", disable=not progress)
     pid = 0
+    strata = torch.Generator().manual_seed(int(seed) + 1)
     for split, n_pat in zip(SPLITS, patients):
         items = []
-        for _ in range(int(n_pat)):
-            patient = sample_patient(patient_seeds[pid], pid)
+        sizes: list[Optional[float]] = [None] * int(n_pat)
+        if split == "train" and train_sizes == "stratified" and n_pat:
+            u = torch.rand(int(n_pat), generator=strata, dtype=torch.float64)
+            sizes = ((torch.randperm(int(n_pat), generator=strata) + u) / int(n_pat)).tolist()
+        for k in range(int(n_pat)):
+            patient = sample_patient(patient_seeds[pid], pid, sizes[k])
             items += [(patient, t) for t in slice_positions(patient, slices_per_patient,
                                                             lesion_slices)]
             pid += 1

@@ -150,6 +150,10 @@ class ArmEvaluation(_Record):
     prior_dose: list
     n0_examples: list
     also: dict[str, Any] = field(default_factory=dict)
+    #: Guarded policies (alara.guard): per test image, the distance of its input outside
+    #: the training range and whether the policy fell back to its safe dose.
+    ood_distance: list = field(default_factory=list)
+    fallback: list = field(default_factory=list)
 
 
 @dataclass

@@ -127,7 +127,8 @@ def _data(spec: ExperimentSpec, progress: bool) -> Path:
     generate_dataset(root, patients=spec.patients, slices_per_patient=spec.slices,
                      geometry=small_geometry(spec.image_size, spec.views), seed=spec.data_seed,
                      observations=False, overwrite=True, progress=progress, texture=texture,
-                     lesion_slices=spec.lesion_slices, lesion_free=spec.lesion_free)
+                     lesion_slices=spec.lesion_slices, lesion_free=spec.lesion_free,
+                     train_sizes=spec.train_sizes)
     return root
 
 
@@ -163,9 +164,92 @@ def _train(run_dir: Path, rc: RunConfig, pipeline: Pipeline, objective: Any, dat
            train_cfg: Any, progress: bool) -> None:
     from alara.train import Trainer
 
+    t = time.perf_counter()
     trainer = Trainer(pipeline, objective, data, geometry, dataclasses.replace(train_cfg, progress=progress),
                       run_dir, run_info={"config": rc.resolved()})
-    trainer.fit(resume=True)
+    start = trainer.step if trainer.resume() else 0
+    trainer.fit(resume=False)
+    if trainer.step > start:
+        _add_wall_seconds(run_dir, "training", time.perf_counter() - t)
+
+
+WALL_FILE = "wall_seconds.json"
+
+
+def _add_wall_seconds(run_dir: Path, what: str, seconds: float) -> None:
+    """Add ``seconds`` to ``what`` in the run folder's time record (resumed runs add up)."""
+    path = run_dir / WALL_FILE
+    done = json.loads(path.read_text()) if path.exists() else {}
+    done[what] = done.get(what, 0.0) + seconds
+    write_json(path, done)
+
+
+def _wall_seconds(run_dir: Path) -> dict[str, float]:
+    """The run folder's time record: seconds of training and of the policy's warm start
+    (measured where they ran; summed over resumes)."""
+    path = run_dir / WALL_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _guard(run_dir: Path, spec: ExperimentSpec, models: Models, root: Path, metric: Any, geometry: Any) -> Any:
+    """End2end-ALARA's input guard: the range of its training inputs' features, the
+    distance allowed beyond it calibrated on validation (alara.guard); saved in
+    ``run_dir`` and reloaded."""
+    from alara.guard import GUARD_FILE, InputGuard, fit_guard, policy_features
+
+    path = run_dir / GUARD_FILE
+    if path.exists():
+        return InputGuard.load(path)
+    pipe = Pipeline(models.learned.prior, models.learned.dose_policy, models.shared.simulator,
+                    models.learned.reconstructor)
+    feats = {}
+    for split, seed in (("train", spec.seed + 2), ("validation", spec.seed)):
+        sp = _split(root, split, metric, seed)
+        feats[split] = policy_features(pipe, sp.x, sp.index, geometry, sp.seed)
+    guard = fit_guard(feats["train"], feats["validation"],
+                      fitted_on={"range": "training split", "threshold": "validation split (largest distance)"})
+    guard.save(path)
+    _log(f"input guard: training range of {', '.join(guard.features)}; allowed distance {guard.threshold:.2f} sd")
+    return guard
+
+
+FIT_FILE = "policy_fit.pt"
+
+
+def _warm_start(run_dir: Path, spec: ExperimentSpec, rc: RunConfig, models: Models, train: Split,
+                resp_train: Responses, metric: Any, q: float, geometry: Any, progress: bool) -> Any:
+    """Fit End2end-ALARA's policy to the training split's per-image threshold doses
+    (:mod:`alara.train.policy_fit`) before its hinge training, once: the fitted weights
+    are saved in ``run_dir`` and reloaded on resume.  Returns a frozen copy of the fitted
+    policy (the ablation's regression-only row)."""
+    import copy
+
+    from alara.data.writer import atomic_file
+    from alara.train.policy_fit import PolicyFitConfig, fit_policy
+
+    policy = models.learned.dose_policy
+    path = run_dir / FIT_FILE
+    if path.exists():
+        policy.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        _log(f"{path}: the policy's warm start is done, reusing")
+    else:
+        t = time.perf_counter()
+        thr = resp_train.get(metric, q, "shared", models.shared, flat_shape(len(train), geometry.n_views),
+                             "flat").thresholds
+        _log(f"warm start: fitting the policy to {int(np.isfinite(thr).sum())} training images' threshold doses "
+             f"({spec.policy_fit_steps} steps)")
+        info = fit_policy(policy, models.learned.prior, models.shared.simulator, train.x, torch.as_tensor(thr),
+                          geometry, PolicyFitConfig(steps=spec.policy_fit_steps, batch_size=spec.policy_fit_batch,
+                                                          seed=rc.train.seed), progress)
+        _log(f"warm start: Huber loss {info['loss_first']:.3f} -> {info['loss_last']:.3f}")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_file(path) as tmp:
+            torch.save(policy.state_dict(), tmp)
+        _add_wall_seconds(run_dir, "policy_fit", time.perf_counter() - t)
+    frozen = copy.deepcopy(policy).eval()
+    for p in frozen.parameters():
+        p.requires_grad_(False)
+    return frozen
 
 
 def _seeded_pipeline(rc: RunConfig, overrides: dict[str, ComponentSpec], seed: int) -> tuple[Pipeline, Any]:
@@ -270,17 +354,52 @@ class Responses:
 
 
 TILTED = "learned_tilted"
+#: The regression warm start alone (no hinge), with the shared reconstructor.
+FIT_ONLY = "learned_fit"
+#: The paper's plain hinge from a constant start, with its own joint reconstructor.
+PAPER = "learned_paper"
 
 
-def _pipeline_of(arm: ArmSpec, shared: Pipeline, learned: Pipeline) -> Pipeline:
+@dataclass
+class Models:
+    """The trained models arms are built from: the shared reconstructor's pipeline,
+    End2end-ALARA's, and where trained, the ablation's (the paper's plain hinge) and the
+    policy as the regression warm start left it."""
+
+    shared: Pipeline
+    learned: Pipeline
+    paper: Optional[Pipeline] = None
+    fit_policy: Optional[Any] = None
+    #: End2end-ALARA's input guard (alara.guard), when [experiment] guard is on.
+    guard: Optional[Any] = None
+
+    def learned_policy(self) -> Any:
+        """End2end-ALARA's policy, guarded when there is a guard."""
+        if self.guard is None:
+            return self.learned.dose_policy
+        from alara.guard import GuardedPolicy
+
+        return GuardedPolicy(self.learned.dose_policy, self.guard)
+
+
+def _pipeline_of(arm: ArmSpec, models: Models) -> Pipeline:
+    shared, learned = models.shared, models.learned
     if arm.name == TILTED:
         from alara.experiment.tilt import SizeTiltedPolicy
 
         policy = SizeTiltedPolicy(learned.dose_policy, SizeTiltedPolicy.Config(tilt_per_cm=arm.tuned["tilt_per_cm"]))
         return Pipeline(learned.prior, policy, shared.simulator, learned.reconstructor)
+    if arm.name == FIT_ONLY:
+        if models.fit_policy is None:
+            raise ValueError(f"arm {FIT_ONLY} needs the regression warm start's policy (policy_init = 'regression')")
+        return Pipeline(learned.prior, models.fit_policy, shared.simulator, shared.reconstructor)
+    if arm.name == PAPER:
+        if models.paper is None:
+            raise ValueError(f"arm {PAPER} needs the ablation run learned_paper/ ([experiment] ablation = [\"paper\"])")
+        return Pipeline(models.paper.prior, models.paper.dose_policy, shared.simulator, models.paper.reconstructor)
     if arm.name.startswith("learned"):
         recon = learned.reconstructor if arm.reconstructor == "joint" else shared.reconstructor
-        return Pipeline(learned.prior, learned.dose_policy, shared.simulator, recon)
+        return Pipeline(learned.prior, models.learned_policy(), shared.simulator, recon)
     c = build_components({"prior": ComponentSpec("prior", arm.prior, arm.prior_params, None, "experiment"),
                           "dose_policy": ComponentSpec("dose_policy", arm.policy, arm.policy_params, None,
                                                        "experiment.baselines")})
@@ -294,14 +413,14 @@ def _scouts(spec: ExperimentSpec, n0: float) -> tuple[str, dict[str, Any]]:
     return spec.baseline_prior, {**dict(spec.baseline_prior_params), "n0": float(n0)}
 
 
-def _tune_baselines(spec: ExperimentSpec, metric: Any, q: float, shared: Pipeline, learned: Pipeline,
-                    val: Split, train: Optional[Split], geometry: Any, resp_val: Responses,
+def _tune_baselines(spec: ExperimentSpec, metric: Any, q: float, models: Models, val: Split, train: Optional[Split], geometry: Any, resp_val: Responses,
                     resp_train: Optional[Responses]) -> tuple[list[ArmSpec], dict[str, Any]]:
     """The baselines at their best on validation: AEC's strength and scout budget, TCM's
     and the size control's scout budget (its line fitted on the training split's per-image
     threshold doses); other registered baselines at their defaults.  Returns the arms and
     the tuning tables."""
     share = spec.share
+    shared = models.shared
     flat_val = resp_val.get(metric, q, "shared", shared, flat_shape(len(val), geometry.n_views), "flat")
     tuning: dict[str, Any] = {}
     arms = []
@@ -309,7 +428,7 @@ def _tune_baselines(spec: ExperimentSpec, metric: Any, q: float, shared: Pipelin
     scout_plans: dict[float, tuple[Plan, Response]] = {}
     for b in spec.scout_n0:
         prior, params = _scouts(spec, b)
-        tcm = _plan(_pipeline_of(ArmSpec("tcm", "", "tcm", {}, prior, params, "shared"), shared, learned), val,
+        tcm = _plan(_pipeline_of(ArmSpec("tcm", "", "tcm", {}, prior, params, "shared"), models), val,
                     geometry)
         scout_plans[b] = (tcm, resp_val.get(metric, q, "shared", shared, tcm.shape, f"scouts {b:g}"))
     for name in spec.baselines:
@@ -333,7 +452,7 @@ def _tune_baselines(spec: ExperimentSpec, metric: Any, q: float, shared: Pipelin
                 for s in spec.aec_strengths:
                     a = ArmSpec("aec", "", "aec", {"strength": float(s)}, prior, params, "shared")
                     # The same scouts: only the policy's formula changes with the strength.
-                    plan = _plan(_pipeline_of(a, shared, learned), val, geometry, prior=scouts.prior)
+                    plan = _plan(_pipeline_of(a, models), val, geometry, prior=scouts.prior)
                     rows.append({"scout_n0": b, "strength": float(s), "validation_dose":
                                  stats.guarantee_mean_dose(resp.thresholds, plan.level, plan.prior_dose, share)})
             best = stats.best_on_validation(rows)
@@ -350,7 +469,7 @@ def _tune_baselines(spec: ExperimentSpec, metric: Any, q: float, shared: Pipelin
             for b in spec.scout_n0:
                 prior, params = _scouts(spec, b)
                 probe = ArmSpec("size", "", "size", {"intercept": 0.0, "slope_per_cm": 0.0}, prior, params, "shared")
-                wed_train = _plan(_pipeline_of(probe, shared, learned), train, geometry).wed_cm
+                wed_train = _plan(_pipeline_of(probe, models), train, geometry).wed_cm
                 try:
                     a, slope = stats.fit_log_linear(wed_train, flat_train.thresholds)
                 except ValueError as exc:
@@ -360,7 +479,7 @@ def _tune_baselines(spec: ExperimentSpec, metric: Any, q: float, shared: Pipelin
                                      f"doses up to {spec.dose_limits[1]:g} ({exc}): lower [objective] target, raise "
                                      "[experiment] dose_limits, or leave \"size\" out of [experiment] baselines") from None
                 fitted = ArmSpec("size", "", "size", {"intercept": a, "slope_per_cm": slope}, prior, params, "shared")
-                plan = _plan(_pipeline_of(fitted, shared, learned), val, geometry, prior=scout_plans[b][0].prior)
+                plan = _plan(_pipeline_of(fitted, models), val, geometry, prior=scout_plans[b][0].prior)
                 rows.append({"scout_n0": b, "intercept": a, "slope_per_cm": slope, "validation_dose":
                              stats.guarantee_mean_dose(flat_val.thresholds, plan.level, plan.prior_dose, share)})
             best = stats.best_on_validation(rows)
@@ -379,13 +498,12 @@ def _tune_baselines(spec: ExperimentSpec, metric: Any, q: float, shared: Pipelin
     return arms, tuning
 
 
-def _tune_tilt(spec: ExperimentSpec, metric: Any, q: float, joint: ArmSpec, shared: Pipeline, learned: Pipeline,
-               val: Split, geometry: Any, resp_val: Responses) -> tuple[ArmSpec, dict[str, Any]]:
+def _tune_tilt(spec: ExperimentSpec, metric: Any, q: float, joint: ArmSpec, models: Models, val: Split, geometry: Any, resp_val: Responses) -> tuple[ArmSpec, dict[str, Any]]:
     """End2end-ALARA with a size tilt (alara.experiment.tilt) chosen on validation: the
     tilt whose conformal factor gives the lowest mean validation dose."""
     from alara.experiment.tilt import SizeTiltedPolicy
 
-    pipe = _pipeline_of(joint, shared, learned)
+    pipe = _pipeline_of(joint, models)
     plan = _plan(pipe, val, geometry)
     resp = resp_val.get(metric, q, "joint", pipe, plan.shape, joint.name)
     rows = []
@@ -400,13 +518,24 @@ def _tune_tilt(spec: ExperimentSpec, metric: Any, q: float, joint: ArmSpec, shar
     return arm, {"grid": rows, "chosen": chosen, "split": "validation"}
 
 
-def _learned_arms(rc: RunConfig) -> list[ArmSpec]:
+def _learned_arms(rc: RunConfig, models: Models) -> list[ArmSpec]:
+    """End2end-ALARA with its joint and the shared reconstructor, then the ablation rows
+    that were trained: the regression warm start alone and the paper's plain hinge."""
     policy = rc.components["dose_policy"]
     prior = rc.components["prior"]
+    start = "regression warm start + hinge" if models.fit_policy is not None else "hinge"
     out = []
     for recon in ("joint", "shared"):
-        out.append(ArmSpec(f"learned_{recon}", f"End2end-ALARA ({policy.name}, {recon} reconstructor)", policy.name,
-                           dict(policy.params), prior.name, dict(prior.params), recon))
+        out.append(ArmSpec(f"learned_{recon}", f"End2end-ALARA ({policy.name}, {start}, {recon} reconstructor)",
+                           policy.name, dict(policy.params), prior.name, dict(prior.params), recon))
+    if models.fit_policy is not None:
+        out.append(ArmSpec(FIT_ONLY, f"regression warm start alone, no hinge ({policy.name}, shared reconstructor)",
+                           policy.name, dict(policy.params), prior.name, dict(prior.params), "shared"))
+    if models.paper is not None:
+        # Its own reconstructor ("paper"): responses are cached per reconstructor name.
+        out.append(ArmSpec(PAPER, f"the paper's plain hinge from a constant start ({policy.name}, its joint "
+                                  "reconstructor)", policy.name, dict(policy.params), prior.name, dict(prior.params),
+                           "paper"))
     return out
 
 
@@ -514,7 +643,7 @@ def _match_mean(r: Response, level: np.ndarray, target: float, hib: bool) -> Opt
 
 def _evaluate(arms: list[Arm], calib: CalibrationRecord, metric: Any, spec: ExperimentSpec, test: Split,
               geometry: Any, out: Path, resp: Responses, also: dict[str, tuple[Any, float]],
-              shared: Pipeline, joint: Optional[Pipeline]) -> EvaluationRecord:
+              recons: dict[str, Pipeline]) -> EvaluationRecord:
     """Every arm scored once on test at its calibrated factor; the oracle; the bootstrap."""
     x, index, pid = test.x, test.index, test.pid
     name = calib.metric
@@ -543,6 +672,12 @@ def _evaluate(arms: list[Arm], calib: CalibrationRecord, metric: Any, spec: Expe
             r2 = evaluate(arm.pipeline, {other: m}, loader, geometry, seed=test.seed,
                           realisations=spec.realisations, dose_scale=float(t.factor), progress=False)
             ev.also[other] = {**summarise(r2, (other, q_also)), "factor": t.factor}
+        from alara.guard import GuardedPolicy, policy_features
+
+        if isinstance(arm.pipeline.dose_policy, GuardedPolicy):
+            g = arm.pipeline.dose_policy.guard
+            dist = g.distance(policy_features(arm.pipeline, x, index, geometry, test.seed))
+            ev.ood_distance, ev.fallback = dist.tolist(), (dist > g.threshold).tolist()
         results[arm.name] = ev
         doses[arm.name] = stats.PolicyDoses(none_to_inf(c.primary.image_factors), plan.level, plan.prior_dose)
         for k, v in res.columns.items():
@@ -555,9 +690,7 @@ def _evaluate(arms: list[Arm], calib: CalibrationRecord, metric: Any, spec: Expe
     _write_npz(out / "examples.npz", examples)
     # The per-image oracle on the same split: each image at its own smallest fixed dose.
     oracle = {}
-    for recon, pipe in (("shared", shared), ("joint", joint)):
-        if pipe is None:
-            continue
+    for recon, pipe in recons.items():
         r = resp.get(metric, calib.q, recon, pipe, flat_shape(len(test), geometry.n_views), "oracle (flat)")
         curve = [(s, stats.oracle_dose(r.thresholds, s)) for s in SHARES]
         oracle[recon] = {"dose": stats.oracle_dose(r.thresholds, calib.share),
@@ -569,9 +702,11 @@ def _evaluate(arms: list[Arm], calib: CalibrationRecord, metric: Any, spec: Expe
     if HEADLINE_ARM in doses:
         boot = stats.bootstrap_ratios(doses, HEADLINE_ARM, np.asarray(calib.patient_ids), pid, calib.share,
                                       resamples=spec.bootstrap, seed=spec.seed)
-    if TILTED in doses:
-        variants[TILTED] = stats.bootstrap_ratios(doses, TILTED, np.asarray(calib.patient_ids), pid, calib.share,
-                                                  resamples=spec.bootstrap, seed=spec.seed)
+    # Every other learned arm is a row of the ablation table, with its own intervals.
+    for v in doses:
+        if v.startswith("learned") and v != HEADLINE_ARM:
+            variants[v] = stats.bootstrap_ratios(doses, v, np.asarray(calib.patient_ids), pid, calib.share,
+                                                 resamples=spec.bootstrap, seed=spec.seed)
     matched = {a: (float(np.mean(calib.arms[a].factor_mean_q * np.asarray(d.test_scan) + d.test_prior))
                    if calib.arms[a].factor_mean_q is not None else None) for a, d in doses.items()}
     return EvaluationRecord(name, calib.q, len(test), int(len(np.unique(pid))), index.tolist(), pid.tolist(),
@@ -663,14 +798,30 @@ def _run_one(rc: RunConfig, spec: ExperimentSpec, out: Path, progress: bool, t_s
     _log(f"training the shared reconstructor ({shared_train.total_steps} steps over relative doses "
          f"{rc.train.warmup_dose[0]:g}-{rc.train.warmup_dose[1]:g})")
     _train(out / "shared_reconstructor", rc, shared_pipe, shared_obj, train_ds, geometry, shared_train, progress)
+    metric = shared_obj.metric
+    q = rc.objective.target
+    # The training split's per-image threshold doses (shared reconstructor, one dose on
+    # every view): the size-only control's line and the policy's warm start read them.
+    train = (_split(root, "train", metric, spec.seed + 2)
+             if "size" in spec.baselines or spec.policy_init == "regression" else None)
+    resp_train = Responses(train, geometry, spec, progress) if train is not None else None
     learned_pipe, learned_obj = _seeded_pipeline(rc, {}, seed)
+    models = Models(shared_pipe, learned_pipe)
+    if spec.policy_init == "regression":
+        models.fit_policy = _warm_start(out / "learned", spec, rc, models, train, resp_train, metric, q, geometry,
+                                        progress)
     _log(f"training End2end-ALARA ({rc.components['dose_policy'].name}: {rc.train.warmup_steps} warm-up + "
          f"{rc.train.steps} joint steps)")
     _train(out / "learned", rc, learned_pipe, learned_obj, train_ds, geometry, rc.train, progress)
+    if "paper" in spec.ablation and spec.policy_init != "none":
+        paper_pipe, paper_obj = _seeded_pipeline(rc, {}, seed)
+        _log("training the ablation's paper row (plain hinge from a constant start)")
+        _train(out / "learned_paper", rc, paper_pipe, paper_obj, train_ds, geometry, rc.train, progress)
+        models.paper = paper_pipe
     timings["training"] = time.perf_counter() - t
+    if spec.guard:
+        models.guard = _guard(out / "learned", spec, models, root, metric, geometry)
 
-    metric = shared_obj.metric
-    q = rc.objective.target
     # Noise streams: validation and test never share a draw (spec.seed, spec.seed + 1).
     val = _split(root, "validation", metric, spec.seed)
     test = _split(root, "test", metric, spec.seed + 1)
@@ -680,34 +831,35 @@ def _run_one(rc: RunConfig, spec: ExperimentSpec, out: Path, progress: bool, t_s
 
     def calibrate() -> CalibrationRecord:
         resp_val = Responses(val, geometry, spec, progress)
-        # Only the size-only control reads the training split (its line is fitted there).
-        train = _split(root, "train", metric, spec.seed + 2) if "size" in spec.baselines else None
-        resp_train = Responses(train, geometry, spec, progress) if train is not None else None
-        specs, tuning = _tune_baselines(spec, metric, q, shared_pipe, learned_pipe, val, train, geometry,
-                                        resp_val, resp_train)
-        learned_specs = _learned_arms(rc)
+        specs, tuning = _tune_baselines(spec, metric, q, models, val, train, geometry, resp_val, resp_train)
+        learned_specs = _learned_arms(rc, models)
         if spec.learned_tilts:
-            tilted, tuning["learned_tilted"] = _tune_tilt(spec, metric, q, learned_specs[0], shared_pipe, learned_pipe,
-                                                          val, geometry, resp_val)
+            tilted, tuning["learned_tilted"] = _tune_tilt(spec, metric, q, learned_specs[0], models, val, geometry,
+                                                          resp_val)
             learned_specs.append(tilted)
-        arms = [Arm(a, _pipeline_of(a, shared_pipe, learned_pipe)) for a in specs + learned_specs]
+        arms = [Arm(a, _pipeline_of(a, models)) for a in specs + learned_specs]
         record = _calibrate(arms, tuning, metric, q, spec, val, geometry, resp_val, also)
         if resp_train is not None:
             record.responses.update({f"training split: {k}": v for k, v in resp_train.summary.items()})
         return record
 
     calib = _stage(out / "calibration.json", key, calibrate, CalibrationRecord.from_json)
-    arms = [Arm(c.arm, _pipeline_of(c.arm, shared_pipe, learned_pipe)) for c in calib.arms.values()]
+    arms = [Arm(c.arm, _pipeline_of(c.arm, models)) for c in calib.arms.values()]
     timings["calibration"] = time.perf_counter() - t
 
     t = time.perf_counter()
+    recons = {"shared": shared_pipe}
+    if any(a.spec.reconstructor == "joint" for a in arms):
+        recons["joint"] = learned_pipe
+    if models.paper is not None and any(a.spec.reconstructor == "paper" for a in arms):
+        recons["paper"] = models.paper
     evaluation = _stage(out / "evaluation.json", key,
                         lambda: _evaluate(arms, calib, metric, spec, test, geometry, out,
-                                          Responses(test, geometry, spec, progress), also, shared_pipe,
-                                          learned_pipe if any(a.spec.reconstructor == "joint" for a in arms)
-                                          else None),
+                                          Responses(test, geometry, spec, progress), also, recons),
                         EvaluationRecord.from_json)
     timings["evaluation"] = time.perf_counter() - t
+    timings["training_runs"] = {d: _wall_seconds(out / d) for d in ("shared_reconstructor", "learned",
+                                                                    "learned_paper") if (out / d).is_dir()}
 
     t = time.perf_counter()
     metrics = write_report(out, rc=rc, spec=spec, calib=calib, evaluation=evaluation, geometry=geometry,

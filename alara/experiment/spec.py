@@ -35,6 +35,10 @@ class ExperimentSpec:
     slices: int = 4
     texture: bool = True
     data_seed: int = 0
+    #: Body sizes of the synthetic training patients: "stratified" spreads them evenly
+    #: over the whole size range (so validation and test patients fall inside what the
+    #: policy was trained on), "population" draws them like validation's and test's.
+    train_sizes: str = "stratified"
     #: Synthetic slices through the patients' lesions (a detection task in every image),
     #: and the lesion-free ground truth beside them (the exact signal for detectability).
     lesion_slices: bool = False
@@ -51,11 +55,27 @@ class ExperimentSpec:
     #: Scout budgets searched on validation (photons per bin of each scout view; their
     #: dose counts): TCM, AEC and the size control each use the one that serves them best.
     scout_n0: tuple[float, ...] = (64.0, 256.0, 1024.0)
+    #: How End2end-ALARA's policy starts: "regression" fits it to the training split's
+    #: per-image threshold doses (alara.train.policy_fit) before the hinge; "none" starts
+    #: it at one constant dose, as the paper does.
+    policy_init: str = "regression"
+    #: Steps and batch size of that regression (cosine learning rate from 1e-3).
+    policy_fit_steps: int = 300
+    policy_fit_batch: int = 16
+    #: Ablation rows trained beside the default End2end-ALARA, each a row of the report's
+    #: ablation table: "paper" (the paper's plain hinge from a constant start, trained in
+    #: learned_paper/).
+    ablation: tuple[str, ...] = ("paper",)
+    #: End2end-ALARA guards its inputs (alara.guard): beyond its training inputs' range
+    #: (the distance calibrated on validation) it falls back to a safe dose and says so.
+    guard: bool = True
     #: Size tilts (per cm of WED) searched on validation for the variant of End2end-ALARA
     #: ``learned_tilted`` (alara.experiment.tilt); empty: no such arm.
     learned_tilts: tuple[float, ...] = tuple(round(0.025 * k, 3) for k in range(-2, 9))
     #: AEC strengths searched on validation (0: constant dose, 1: constant noise).
-    aec_strengths: tuple[float, ...] = tuple(round(0.05 * k, 2) for k in range(21))
+    #: (Above 1: more than constant noise, i.e. large patients get more than their noise
+    #: share; the grid reaches 1.5 so that the best strength is not on its edge.)
+    aec_strengths: tuple[float, ...] = tuple(round(0.05 * k, 2) for k in range(31))
     #: The guarantee: share of images that must reach Q >= q (out of sample: each arm's
     #: factor is the conformal quantile of its validation images' factors).
     share: float = 0.95
@@ -82,6 +102,16 @@ class ExperimentSpec:
     seed: int = 1234
 
     def __post_init__(self) -> None:
+        if self.policy_init not in ("regression", "none"):
+            raise ValueError(f"policy_init must be 'regression' or 'none', got {self.policy_init!r}")
+        for key in ("policy_fit_steps", "policy_fit_batch"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+        unknown = [a for a in self.ablation if a not in ("paper",)]
+        if unknown:
+            raise ValueError(f"ablation lists unknown rows {unknown}; known: [\"paper\"]")
+        if self.train_sizes not in ("stratified", "population"):
+            raise ValueError(f"train_sizes must be 'stratified' or 'population', got {self.train_sizes!r}")
         if any(n < 1 for n in self.patients) or len(self.patients) != 3:
             raise ValueError(f"patients must be three counts >= 1 (train, validation, test), got {self.patients}")
         for key in ("image_size", "views", "slices", "realisations", "examples", "bootstrap", "seeds"):
@@ -100,8 +130,8 @@ class ExperimentSpec:
             raise ValueError(f"refine must be >= 0, got {self.refine}")
         if not self.scout_n0 or any(not (math.isfinite(v) and v > 0) for v in self.scout_n0):
             raise ValueError(f"scout_n0 must list positive photon counts per bin, got {self.scout_n0}")
-        if not self.aec_strengths or any(not (0 <= v <= 1) for v in self.aec_strengths):
-            raise ValueError(f"aec_strengths must list strengths in [0, 1], got {self.aec_strengths}")
+        if not self.aec_strengths or any(not (0 <= v <= 2) for v in self.aec_strengths):
+            raise ValueError(f"aec_strengths must list strengths in [0, 2], got {self.aec_strengths}")
         if any(not math.isfinite(v) for v in self.learned_tilts):
             raise ValueError(f"learned_tilts must list finite tilts per cm of WED, got {self.learned_tilts}")
         if "n0" in self.baseline_prior_params:
@@ -124,6 +154,8 @@ def data_key(spec: ExperimentSpec, extra: dict[str, Any] = {}) -> str:  # noqa: 
               if k in ("image_size", "views", "patients", "slices", "texture", "data_seed")}
     # Added later: only in the key when set, so existing caches keep their names.
     fields.update({k: True for k in ("lesion_slices", "lesion_free") if getattr(spec, k)})
+    if spec.train_sizes != "population":
+        fields["train_sizes"] = spec.train_sizes
     fields.update(extra)
     digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
     return f"synth-{spec.image_size}px-{spec.views}v-{digest}"

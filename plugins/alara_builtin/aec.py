@@ -51,7 +51,8 @@ class AECPolicy(DosePolicy):
         size: Literal["wed", "p_max"] = "wed"
         #: Water-equivalent diameter (m) of the reference patient.
         wed_ref: float = 0.2
-        #: 0: constant dose, 1: constant noise; vendors' settings lie in between.
+        #: 0: constant dose, 1: constant noise; vendors' settings lie in between (up to 2:
+        #: large patients get more than constant noise asks).
         strength: float = 0.5
         #: Angular modulation exponent (1/2: square-root rule; 0: none).
         modulation: float = 0.5
@@ -66,9 +67,9 @@ class AECPolicy(DosePolicy):
                 raise ValueError(f"AECPolicy.Config: size must be 'wed' or 'p_max', got {self.size!r}")
             checks.non_negative(self, "modulation", hint="0: none, 0.5: square-root rule")
             checks.positive(self, "mu_max", hint="attenuation scale in 1/m; LoDoPaB: 81.35858")
-            if not (math.isfinite(self.strength) and 0 <= self.strength <= 1):
-                raise ValueError(f"AECPolicy.Config: strength must be in [0, 1] (0: constant dose, 1: "
-                                 f"constant noise), got {self.strength!r}")
+            if not (math.isfinite(self.strength) and 0 <= self.strength <= 2):
+                raise ValueError(f"AECPolicy.Config: strength must be in [0, 2] (0: constant dose, 1: "
+                                 f"constant noise, 2: twice the noise compensation), got {self.strength!r}")
 
     def propose(self, prior: PriorInfo, geometry: Geometry) -> torch.Tensor:
         """``n0`` [B, V] from the scouts (or a prior image) by the module's formula."""

@@ -183,3 +183,31 @@ def test_texture_option_and_metadata(tmp_path, capsys):
     d_soft = (gt["soft"] - gt["cartoon"]).abs()
     assert d_tex.max() > 0 and float(d_soft.sum()) > float(d_tex.sum())
     assert main(base[:2] + [str(tmp_path / "bad")] + base[2:] + ["--soft-hu", "-1"]) != 0
+
+
+def test_stratified_training_sizes_span_the_whole_range(monkeypatch, tmp_path, tiny_geometry):
+    """train_sizes = "stratified": the k-th of n training patients has its size in the k-th
+    of n strata of [0, 1]; validation and test keep the population's draw."""
+    from alara.data import synth
+
+    seen = []
+    orig = synth.sample_patient
+
+    def record(seed, pid=0, size=None):
+        seen.append((pid, size))
+        return orig(seed, pid, size)
+
+    monkeypatch.setattr(synth, "sample_patient", record)
+    synth.generate_dataset(tmp_path / "d", patients=(8, 2, 2), slices_per_patient=1, geometry=tiny_geometry,
+                           observations=False, progress=False, train_sizes="stratified")
+    train = sorted(s for pid, s in seen if pid < 8)
+    assert all(k / 8 <= s < (k + 1) / 8 for k, s in enumerate(train))
+    assert all(s is None for pid, s in seen if pid >= 8)
+    # A fixed size changes the body (and where in it the lesions sit), nothing else drawn.
+    a, b = orig(7, 0, 0.0), orig(7, 0, 1.0)
+    assert a.half_width < b.half_width and a.rib_count == b.rib_count and a.heart_size == b.heart_size
+    assert [(l.t, l.radius, l.contrast) for l in a.lesions] == [(l.t, l.radius, l.contrast) for l in b.lesions]
+    with pytest.raises(ValueError, match="train_sizes must be"):
+        synth.generate_dataset(tmp_path / "e", patients=(2, 1, 1), geometry=tiny_geometry, train_sizes="even")
+    with pytest.raises(ValueError, match=r"size must be in \[0, 1\]"):
+        orig(7, 0, 1.5)

@@ -32,7 +32,8 @@ def test_report_files_and_keys(run):
     for key in ("headline", "policies", "oracle", "slope", "figures", "wall_seconds", "timings", "protocol",
                 "dose_units", "tuning", "bootstrap"):
         assert key in m, key
-    assert set(m["policies"]) == {"fixed", "tcm", "aec", "size", "learned_joint", "learned_shared", "learned_tilted"}
+    assert set(m["policies"]) == {"fixed", "tcm", "aec", "size", "learned_joint", "learned_shared", "learned_tilted",
+                                  "learned_fit", "learned_paper"}
     for p in m["policies"].values():
         assert p["validation_share"] >= 0.85          # the guarantee holds (about) where it was set
         assert 0 < p["test"]["relative_dose"]["mean"] < 50
@@ -58,6 +59,17 @@ def test_report_files_and_keys(run):
     v = h["variants"]["learned_tilted"]
     assert v["tuned"]["tilt_per_cm"] in (0.0, 0.1) and m["tuning"]["learned_tilted"]["split"] == "validation"
     assert set(v["dose_ratio_ci95"]) == {"fixed", "tcm", "aec", "size"}
+    # The ablation: a row per learned arm, each with its ratio to the tuned AEC and the size
+    # control and an interval around it; the paper's row was trained in its own folder
+    # with its own reconstructor (and its own oracle).
+    rows = {r["arm"]: r for r in m["ablation"]}
+    assert set(rows) == {"learned_joint", "learned_shared", "learned_tilted", "learned_fit", "learned_paper"}
+    for r in rows.values():
+        assert r["vs_aec_ci95"][0] <= r["vs_aec"] <= r["vs_aec_ci95"][1]
+        assert r["vs_size_ci95"][0] <= r["vs_size"] <= r["vs_size_ci95"][1]
+    assert rows["learned_paper"]["training_seconds"] > 0 and rows["learned_fit"]["training_seconds"] > 0
+    assert m["policies"]["learned_paper"]["reconstructor"] == "paper" and "paper" in m["oracle"]
+    assert (out / "learned_paper").is_dir() and (out / "learned" / "policy_fit.pt").is_file()
     assert m["validation_images"] == 15 and m["test_images"] == 15
     assert m["validation_patients"] == 5 and m["test_patients"] == 5
     u = m["dose_units"]
@@ -81,6 +93,9 @@ def test_report_numbers_are_metrics_json(run):
         assert f"| {d['mean']:.3f} | {d['median']:.3f} |" in row
         assert f"{100 * p['test']['share_met']:.1f}% |" in row
     assert re.search(rf"needs {h['oracle_ratio_vs_fixed']:.2f}x the fixed dose", text)
+    for r in m["ablation"]:
+        row = next(line for line in text.splitlines() if line.startswith(f"| {r['label']} | {r['dose']:.4f} |"))
+        assert f"{r['vs_aec']:.2f}" in row and f"{100 * r['test_share']:.1f}%" in row
 
 
 def test_second_run_reuses_every_stage(run, capsys):

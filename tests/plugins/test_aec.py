@@ -53,6 +53,6 @@ def const_noise_pbar(prior, g):
     return max_line_integrals(prior, g).mean()
 
 
-def test_strength_outside_0_1_is_refused():
-    with pytest.raises(ValueError, match=r"strength must be in \[0, 1\] \(0: constant dose, 1: constant noise\)"):
-        AECPolicy.from_params(strength=1.5)
+def test_strength_outside_0_2_is_refused():
+    with pytest.raises(ValueError, match=r"strength must be in \[0, 2\] \(0: constant dose, 1: constant noise"):
+        AECPolicy.from_params(strength=2.5)
