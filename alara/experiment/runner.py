@@ -216,7 +216,7 @@ def _guard(run_dir: Path, spec: ExperimentSpec, models: Models, root: Path, metr
 FIT_FILE = "policy_fit.pt"
 
 
-def _warm_start(run_dir: Path, spec: ExperimentSpec, rc: RunConfig, models: Models, train: Split,
+def _warm_start(run_dir: Path, spec: ExperimentSpec, rc: RunConfig, shared: Pipeline, pipe: Pipeline, train: Split,
                 resp_train: Responses, metric: Any, q: float, geometry: Any, progress: bool) -> Any:
     """Fit End2end-ALARA's policy to the training split's per-image threshold doses
     (:mod:`alara.train.policy_fit`) before its hinge training, once: the fitted weights
@@ -227,18 +227,18 @@ def _warm_start(run_dir: Path, spec: ExperimentSpec, rc: RunConfig, models: Mode
     from alara.data.writer import atomic_file
     from alara.train.policy_fit import PolicyFitConfig, fit_policy
 
-    policy = models.learned.dose_policy
+    policy = pipe.dose_policy
     path = run_dir / FIT_FILE
     if path.exists():
         policy.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         _log(f"{path}: the policy's warm start is done, reusing")
     else:
         t = time.perf_counter()
-        thr = resp_train.get(metric, q, "shared", models.shared, flat_shape(len(train), geometry.n_views),
+        thr = resp_train.get(metric, q, "shared", shared, flat_shape(len(train), geometry.n_views),
                              "flat").thresholds
         _log(f"warm start: fitting the policy to {int(np.isfinite(thr).sum())} training images' threshold doses "
              f"({spec.policy_fit_steps} steps)")
-        info = fit_policy(policy, models.learned.prior, models.shared.simulator, train.x, torch.as_tensor(thr),
+        info = fit_policy(policy, pipe.prior, shared.simulator, train.x, torch.as_tensor(thr),
                           geometry, PolicyFitConfig(steps=spec.policy_fit_steps, batch_size=spec.policy_fit_batch,
                                                           seed=rc.train.seed), progress)
         _log(f"warm start: Huber loss {info['loss_first']:.3f} -> {info['loss_last']:.3f}")
@@ -356,19 +356,23 @@ class Responses:
 TILTED = "learned_tilted"
 #: The regression warm start alone (no hinge), with the shared reconstructor.
 FIT_ONLY = "learned_fit"
-#: The paper's plain hinge from a constant start, with its own joint reconstructor.
-PAPER = "learned_paper"
+#: Ablation rows: each a training of End2end-ALARA from another start, in ``learned_<row>/``
+#: with its own joint reconstructor (arm ``learned_<row>``): the paper's plain start, and
+#: the regression warm start.
+ABLATION_STARTS = {"paper": "none", "warm_start": "regression"}
+ABLATION_LABELS = {"paper": "the paper's plain hinge from a constant start",
+                   "warm_start": "regression warm start + hinge"}
 
 
 @dataclass
 class Models:
     """The trained models arms are built from: the shared reconstructor's pipeline,
-    End2end-ALARA's, and where trained, the ablation's (the paper's plain hinge) and the
-    policy as the regression warm start left it."""
+    End2end-ALARA's, and where trained, the ablation rows' (by row name) and the policy as
+    the regression warm start left it."""
 
     shared: Pipeline
     learned: Pipeline
-    paper: Optional[Pipeline] = None
+    ablation: dict[str, Pipeline] = dataclasses.field(default_factory=dict)
     fit_policy: Optional[Any] = None
     #: End2end-ALARA's input guard (alara.guard), when [experiment] guard is on.
     guard: Optional[Any] = None
@@ -391,12 +395,15 @@ def _pipeline_of(arm: ArmSpec, models: Models) -> Pipeline:
         return Pipeline(learned.prior, policy, shared.simulator, learned.reconstructor)
     if arm.name == FIT_ONLY:
         if models.fit_policy is None:
-            raise ValueError(f"arm {FIT_ONLY} needs the regression warm start's policy (policy_init = 'regression')")
+            raise ValueError(f"arm {FIT_ONLY} needs a run with the regression warm start (policy_init or "
+                             "ablation = [\"warm_start\"])")
         return Pipeline(learned.prior, models.fit_policy, shared.simulator, shared.reconstructor)
-    if arm.name == PAPER:
-        if models.paper is None:
-            raise ValueError(f"arm {PAPER} needs the ablation run learned_paper/ ([experiment] ablation = [\"paper\"])")
-        return Pipeline(models.paper.prior, models.paper.dose_policy, shared.simulator, models.paper.reconstructor)
+    row = arm.name[len("learned_"):]
+    if row in ABLATION_STARTS:
+        if row not in models.ablation:
+            raise ValueError(f"arm {arm.name} needs the ablation run {arm.name}/ ([experiment] ablation = [\"{row}\"])")
+        p = models.ablation[row]
+        return Pipeline(p.prior, p.dose_policy, shared.simulator, p.reconstructor)
     if arm.name.startswith("learned"):
         recon = learned.reconstructor if arm.reconstructor == "joint" else shared.reconstructor
         return Pipeline(learned.prior, models.learned_policy(), shared.simulator, recon)
@@ -518,12 +525,12 @@ def _tune_tilt(spec: ExperimentSpec, metric: Any, q: float, joint: ArmSpec, mode
     return arm, {"grid": rows, "chosen": chosen, "split": "validation"}
 
 
-def _learned_arms(rc: RunConfig, models: Models) -> list[ArmSpec]:
+def _learned_arms(rc: RunConfig, spec: ExperimentSpec, models: Models) -> list[ArmSpec]:
     """End2end-ALARA with its joint and the shared reconstructor, then the ablation rows
     that were trained: the regression warm start alone and the paper's plain hinge."""
     policy = rc.components["dose_policy"]
     prior = rc.components["prior"]
-    start = "regression warm start + hinge" if models.fit_policy is not None else "hinge"
+    start = ABLATION_LABELS["warm_start"] if spec.policy_init == "regression" else "hinge from a constant start"
     out = []
     for recon in ("joint", "shared"):
         out.append(ArmSpec(f"learned_{recon}", f"End2end-ALARA ({policy.name}, {start}, {recon} reconstructor)",
@@ -531,11 +538,10 @@ def _learned_arms(rc: RunConfig, models: Models) -> list[ArmSpec]:
     if models.fit_policy is not None:
         out.append(ArmSpec(FIT_ONLY, f"regression warm start alone, no hinge ({policy.name}, shared reconstructor)",
                            policy.name, dict(policy.params), prior.name, dict(prior.params), "shared"))
-    if models.paper is not None:
-        # Its own reconstructor ("paper"): responses are cached per reconstructor name.
-        out.append(ArmSpec(PAPER, f"the paper's plain hinge from a constant start ({policy.name}, its joint "
-                                  "reconstructor)", policy.name, dict(policy.params), prior.name, dict(prior.params),
-                           "paper"))
+    for row in models.ablation:
+        # Its own reconstructor (named by the row): responses are cached per reconstructor name.
+        out.append(ArmSpec(f"learned_{row}", f"{ABLATION_LABELS[row]} ({policy.name}, its own joint reconstructor)",
+                           policy.name, dict(policy.params), prior.name, dict(prior.params), row))
     return out
 
 
@@ -807,17 +813,22 @@ def _run_one(rc: RunConfig, spec: ExperimentSpec, out: Path, progress: bool, t_s
     resp_train = Responses(train, geometry, spec, progress) if train is not None else None
     learned_pipe, learned_obj = _seeded_pipeline(rc, {}, seed)
     models = Models(shared_pipe, learned_pipe)
-    if spec.policy_init == "regression":
-        models.fit_policy = _warm_start(out / "learned", spec, rc, models, train, resp_train, metric, q, geometry,
-                                        progress)
-    _log(f"training End2end-ALARA ({rc.components['dose_policy'].name}: {rc.train.warmup_steps} warm-up + "
-         f"{rc.train.steps} joint steps)")
-    _train(out / "learned", rc, learned_pipe, learned_obj, train_ds, geometry, rc.train, progress)
-    if "paper" in spec.ablation and spec.policy_init != "none":
-        paper_pipe, paper_obj = _seeded_pipeline(rc, {}, seed)
-        _log("training the ablation's paper row (plain hinge from a constant start)")
-        _train(out / "learned_paper", rc, paper_pipe, paper_obj, train_ds, geometry, rc.train, progress)
-        models.paper = paper_pipe
+    runs = [("learned", spec.policy_init, learned_pipe, learned_obj)]
+    for row in spec.ablation:
+        if ABLATION_STARTS[row] == spec.policy_init:
+            _log(f"ablation row {row!r} is the default's own start (policy_init = {spec.policy_init!r}): skipped")
+            continue
+        pipe, obj = _seeded_pipeline(rc, {}, seed)
+        models.ablation[row] = pipe
+        runs.append((f"learned_{row}", ABLATION_STARTS[row], pipe, obj))
+    for folder, start, pipe, obj in runs:
+        if start == "regression":
+            models.fit_policy = _warm_start(out / folder, spec, rc, models.shared, pipe, train, resp_train, metric, q,
+                                            geometry, progress)
+        what = "End2end-ALARA" if folder == "learned" else f"the ablation row {folder}"
+        _log(f"training {what} ({rc.components['dose_policy'].name}, start: {start}; {rc.train.warmup_steps} "
+             f"warm-up + {rc.train.steps} joint steps)")
+        _train(out / folder, rc, pipe, obj, train_ds, geometry, rc.train, progress)
     timings["training"] = time.perf_counter() - t
     if spec.guard:
         models.guard = _guard(out / "learned", spec, models, root, metric, geometry)
@@ -832,7 +843,7 @@ def _run_one(rc: RunConfig, spec: ExperimentSpec, out: Path, progress: bool, t_s
     def calibrate() -> CalibrationRecord:
         resp_val = Responses(val, geometry, spec, progress)
         specs, tuning = _tune_baselines(spec, metric, q, models, val, train, geometry, resp_val, resp_train)
-        learned_specs = _learned_arms(rc, models)
+        learned_specs = _learned_arms(rc, spec, models)
         if spec.learned_tilts:
             tilted, tuning["learned_tilted"] = _tune_tilt(spec, metric, q, learned_specs[0], models, val, geometry,
                                                           resp_val)
@@ -851,15 +862,17 @@ def _run_one(rc: RunConfig, spec: ExperimentSpec, out: Path, progress: bool, t_s
     recons = {"shared": shared_pipe}
     if any(a.spec.reconstructor == "joint" for a in arms):
         recons["joint"] = learned_pipe
-    if models.paper is not None and any(a.spec.reconstructor == "paper" for a in arms):
-        recons["paper"] = models.paper
+    for row, pipe in models.ablation.items():
+        if any(a.spec.reconstructor == row for a in arms):
+            recons[row] = pipe
     evaluation = _stage(out / "evaluation.json", key,
                         lambda: _evaluate(arms, calib, metric, spec, test, geometry, out,
                                           Responses(test, geometry, spec, progress), also, recons),
                         EvaluationRecord.from_json)
     timings["evaluation"] = time.perf_counter() - t
     timings["training_runs"] = {d: _wall_seconds(out / d) for d in ("shared_reconstructor", "learned",
-                                                                    "learned_paper") if (out / d).is_dir()}
+                                                                    *(f"learned_{r}" for r in models.ablation))
+                                if (out / d).is_dir()}
 
     t = time.perf_counter()
     metrics = write_report(out, rc=rc, spec=spec, calib=calib, evaluation=evaluation, geometry=geometry,

@@ -33,7 +33,7 @@ def test_report_files_and_keys(run):
                 "dose_units", "tuning", "bootstrap"):
         assert key in m, key
     assert set(m["policies"]) == {"fixed", "tcm", "aec", "size", "learned_joint", "learned_shared", "learned_tilted",
-                                  "learned_fit", "learned_paper"}
+                                  "learned_fit", "learned_warm_start"}
     for p in m["policies"].values():
         assert p["validation_share"] >= 0.85          # the guarantee holds (about) where it was set
         assert 0 < p["test"]["relative_dose"]["mean"] < 50
@@ -60,16 +60,16 @@ def test_report_files_and_keys(run):
     assert v["tuned"]["tilt_per_cm"] in (0.0, 0.1) and m["tuning"]["learned_tilted"]["split"] == "validation"
     assert set(v["dose_ratio_ci95"]) == {"fixed", "tcm", "aec", "size"}
     # The ablation: a row per learned arm, each with its ratio to the tuned AEC and the size
-    # control and an interval around it; the paper's row was trained in its own folder
-    # with its own reconstructor (and its own oracle).
+    # control and an interval around it; the warm-start row was trained in its own folder
+    # with its own reconstructor (and its own oracle); the paper row is the default itself.
     rows = {r["arm"]: r for r in m["ablation"]}
-    assert set(rows) == {"learned_joint", "learned_shared", "learned_tilted", "learned_fit", "learned_paper"}
+    assert set(rows) == {"learned_joint", "learned_shared", "learned_tilted", "learned_fit", "learned_warm_start"}
     for r in rows.values():
         assert r["vs_aec_ci95"][0] <= r["vs_aec"] <= r["vs_aec_ci95"][1]
         assert r["vs_size_ci95"][0] <= r["vs_size"] <= r["vs_size_ci95"][1]
-    assert rows["learned_paper"]["training_seconds"] > 0 and rows["learned_fit"]["training_seconds"] > 0
-    assert m["policies"]["learned_paper"]["reconstructor"] == "paper" and "paper" in m["oracle"]
-    assert (out / "learned_paper").is_dir() and (out / "learned" / "policy_fit.pt").is_file()
+    assert rows["learned_warm_start"]["training_seconds"] > rows["learned_fit"]["training_seconds"] > 0
+    assert m["policies"]["learned_warm_start"]["reconstructor"] == "warm_start" and "warm_start" in m["oracle"]
+    assert (out / "learned_warm_start" / "policy_fit.pt").is_file() and not (out / "learned_paper").exists()
     assert m["validation_images"] == 15 and m["test_images"] == 15
     assert m["validation_patients"] == 5 and m["test_patients"] == 5
     u = m["dose_units"]
