@@ -124,7 +124,7 @@ class Results:
 
     def write_csv(self, path: PathLike) -> Path:
         """Write :meth:`to_csv` atomically."""
-        from alara.data.writer import atomic_file
+        from alara.atomic import atomic_file
 
         with atomic_file(path) as tmp:
             tmp.write_text(self.to_csv())
@@ -231,7 +231,7 @@ def summarise(results: Results, target: Optional[tuple[str, float]] = None) -> d
 
 def write_json(path: PathLike, obj: Any) -> Path:
     """``obj`` as indented JSON, written atomically."""
-    from alara.data.writer import atomic_file
+    from alara.atomic import atomic_file
 
     with atomic_file(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")

@@ -362,7 +362,7 @@ def _run(args: argparse.Namespace) -> int:
     print()
     print(format_table(results, args.device))
     if args.json:
-        from alara.data.writer import atomic_file
+        from alara.atomic import atomic_file
 
         meta["load average after"] = os.getloadavg() if hasattr(os, "getloadavg") else None
         with atomic_file(args.json) as tmp:

@@ -10,7 +10,7 @@ import torch
 from alara import ops, phantom
 from alara.cli import photons, whole
 from alara.data.synth import simulate_observation
-from alara.data.writer import atomic_file
+from alara.atomic import atomic_file
 from alara.geometry import LODOPAB_N0, lodopab
 
 
