@@ -49,8 +49,11 @@ def evaluate_run(run: str, data: Optional[str] = None, split: Optional[str] = No
     summary.update(run=str(run_dir), checkpoint=state["path"], step=int(state["step"]), data=str(root),
                    split=split, realisations=ec.realisations, seed=ec.seed)
     out_dir = Path(out) if out else run_dir / f"eval_{split}"
-    results.write_csv(out_dir / "results.csv")
-    write_json(out_dir / "summary.json", summary)
+    from alara.runs import run_lock
+
+    with run_lock(out_dir):     # a second evaluation into the same folder is refused
+        results.write_csv(out_dir / "results.csv")
+        write_json(out_dir / "summary.json", summary)
     summary["out"] = str(out_dir)
     return summary
 
