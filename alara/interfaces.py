@@ -121,8 +121,16 @@ def relative_dose(
     """
     dose = total_dose(n0)
     if prior_dose is not None:
-        dose = dose + prior_dose.to(dose)
+        dose = dose + _check_prior_dose(prior_dose).to(dose)
     return dose / (float(n_ref) * n0.shape[-1])
+
+
+def _check_prior_dose(prior_dose: torch.Tensor) -> torch.Tensor:
+    # A negative prior dose would be counted as budget gained; NaN would poison every dose.
+    if not bool(torch.isfinite(prior_dose).all()) or bool((prior_dose < 0).any()):
+        raise ValueError(f"the prior's dose must be finite and >= 0 photons per bin, got "
+                         f"{prior_dose.detach().flatten()[:8].tolist()}: check the prior (its relative_dose)")
+    return prior_dose
 
 
 def scale_to_budget(
@@ -136,9 +144,16 @@ def scale_to_budget(
     shape and stays differentiable in ``n0``."""
     if n0.dim() != 2:
         raise ValueError(f"n0 must have shape [B, views], got {tuple(n0.shape)}")
+    if not (math.isfinite(float(budget)) and float(budget) > 0):
+        raise ValueError(f"dose budget must be a finite relative dose > 0, got {budget!r}")
+    total = n0.detach().sum(dim=-1)
+    if not bool(torch.isfinite(n0.detach()).all()) or bool((n0.detach() < 0).any()) or bool((total <= 0).any()):
+        raise ValueError("n0 must be finite and >= 0 on every view with a positive sum per patient to be scaled "
+                         f"to a budget (sums per patient: {total.flatten()[:8].tolist()}): an all-zero angular "
+                         "shape has no dose to scale; check the dose policy's output")
     target = torch.full_like(n0[:, 0], float(budget) * float(n_ref) * n0.shape[-1])
     if prior_dose is not None:
-        target = target - prior_dose.to(target)
+        target = target - _check_prior_dose(prior_dose).to(target)
     if bool((target <= 0).any()):
         raise ValueError(
             f"dose budget {budget} (relative) is used up by the prior acquisition alone; "
@@ -180,6 +195,8 @@ class PriorInfo:
         if self.dose is None:
             ref = self.image if self.image is not None else self.scouts
             self.dose = torch.zeros(ref.shape[0], dtype=ref.dtype, device=ref.device)
+        else:
+            _check_prior_dose(self.dose)
 
     @classmethod
     def cat(cls, parts: "list[PriorInfo]") -> "PriorInfo":

@@ -59,6 +59,12 @@ def photons(text: str) -> float:
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"must be a positive finite number of photons per "
                                          f"bin (LoDoPaB: 4096), got {text!r}")
+    from alara.noise import MIN_COUNT
+
+    if value <= MIN_COUNT:
+        raise argparse.ArgumentTypeError(f"must be above the noise model's minimum count {MIN_COUNT:g} "
+                                         f"photons per bin (below it every observation is the same "
+                                         f"constant; LoDoPaB: 4096), got {text!r}")
     return value
 
 

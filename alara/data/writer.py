@@ -175,6 +175,9 @@ def check_write_options(*, n0: float, samples_per_file: int, upsample: int, seed
             math.isfinite(n0) and n0 > 0):
         raise ValueError(f"n0 (--n0) must be a positive finite number of photons per bin, "
                          f"got {n0!r}; LoDoPaB uses 4096")
+    from alara.noise import check_photon_count
+
+    check_photon_count(float(n0), what="n0 (--n0)")
     _whole("samples_per_file (--samples-per-file)", samples_per_file, 1)
     _whole("upsample (--upsample)", upsample, 1)
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
