@@ -22,7 +22,7 @@ from typing import Any, Iterable, Mapping, Optional, Union
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
+from alara.progress import tqdm
 
 from alara.geometry import Geometry
 from alara.interfaces import IQMetric, relative_dose

@@ -25,7 +25,7 @@ from typing import Iterable, Optional, Sequence, Union
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from alara.progress import tqdm
 
 from alara.data.layout import DataError
 from alara.data.lodopab import SAMPLES_PER_FILE, SPLITS, hu_to_x

@@ -38,7 +38,7 @@ from typing import Any, Callable, Optional, TypeVar, Union
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from alara.progress import tqdm
 
 from alara.config import ComponentSpec
 from alara.evaluate import PRIOR_STREAM, evaluate, summarise, task_subset, write_json, Results

@@ -23,7 +23,7 @@ from typing import Any, Optional, Sequence, Union
 
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
+from alara.progress import tqdm
 
 from alara.geometry import Geometry
 from alara.objective import ConstrainedHinge, reconstruction_loss

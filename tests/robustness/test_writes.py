@@ -68,3 +68,14 @@ def test_checkpoint_on_a_full_disk_names_it_and_keeps_the_older_ones(tmp_path, m
     assert [s for s, _ in list_checkpoints(tmp_path)] == [1]
     assert load_latest(tmp_path)["step"] == 1
     assert not list((tmp_path / "checkpoints").glob(".*.tmp"))
+
+
+def test_progress_in_a_log_is_plain_lines(ws, cli, monkeypatch):
+    """stderr is not a terminal (here: captured): no bar frames, a plain line at the end."""
+    monkeypatch.setenv("ALARA_PROGRESS_EVERY", "0")
+    args = [a for a in SYNTH if a != "-q"]
+    r = cli(*args)
+    assert r.rc == 0
+    ws.allow_changes_under("out")
+    assert "\r" not in r.err
+    assert "alara data synth: 1/1 slice (100%)" in r.err
