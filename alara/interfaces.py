@@ -380,9 +380,21 @@ class IQMetric(Component):
     higher_is_better: ClassVar[bool] = True
     #: Unit for reports ("dB", "" ...).
     unit: ClassVar[str] = ""
+    #: Values the metric can take (SSIM: [-1, 1]); a target outside can never be met.
+    value_range: ClassVar[tuple[float, float]] = (-math.inf, math.inf)
     #: Per-image truth (batch keys) the metric cannot do without, and what it uses if given.
     requires: ClassVar[tuple[str, ...]] = ()
     accepts: ClassVar[tuple[str, ...]] = ()
+
+    def check_target(self, target: float, where: str = "[objective] target") -> None:
+        """Refuse a target ``q`` outside :attr:`value_range`: a hinge on it could never be
+        met, and training would push every dose up for nothing."""
+        lo, hi = self.value_range
+        if not (lo <= target <= hi):
+            unit = f" {self.unit}" if self.unit else ""
+            raise ValueError(f"{where} = {target:g}{unit} is outside the range of {self.name} "
+                             f"([{lo:g}, {hi:g}]), so it can never be met; give a target within it "
+                             f"(e.g. 0.9 for ssim, 38.57 dB for psnr)")
 
     @property
     def needs_background_scans(self) -> bool:
