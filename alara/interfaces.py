@@ -449,10 +449,26 @@ class IQMetric(Component):
         perfect = float("inf") if self.higher_is_better else float("-inf")
         bad = ~(torch.isfinite(q) | (q == perfect))
         if bool(bad.any()):
-            raise ValueError(
-                f"iq_metric {self.name!r} is NaN or {-perfect} for {int(bad.sum())} of {q.numel()} "
-                "images: check the reconstruction and the reference for NaN/inf values")
+            raise ValueError(f"iq_metric {self.name!r} is NaN or {-perfect} for {int(bad.sum())} of {q.numel()} "
+                             f"images: {self._cause(x_hat, x, bad)}")
         return q
+
+    def _cause(self, x_hat: torch.Tensor, x: torch.Tensor, bad: torch.Tensor) -> str:
+        """The likeliest cause of a NaN score, from what is (not) finite."""
+        rec = int((~torch.isfinite(x_hat[bad])).sum())
+        ref = int((~torch.isfinite(x[bad])).sum())
+        if rec:
+            return (f"the reconstruction has {rec} NaN/inf pixels there (a diverged model: lower train.lr / "
+                    "train.policy_lr; or NaN doses upstream)")
+        if ref:
+            return f"the reference images have {ref} NaN/inf pixels there: check the data (alara data check)"
+        flat = x[bad].flatten(1)
+        if bool(((flat.amax(1) - flat.amin(1)) == 0).any()):
+            return ("some reference images are constant, so a range or contrast computed from them is zero "
+                    f"(e.g. data_range = 'per_image', or lesions without contrast); give {self.name} a fixed "
+                    "data_range or use other images")
+        return (f"reconstruction and reference are finite, so {self.name} itself is undefined for them: check "
+                "its parameters and the per-image truth it reads")
 
     def shortfall(self, q: torch.Tensor, target: float) -> torch.Tensor:
         """Signed margin of ``q`` below ``target`` in the metric's units: positive where an

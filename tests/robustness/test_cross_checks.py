@@ -76,3 +76,38 @@ def test_block_list_typo_is_visible_in_alara_plugins(cli, monkeypatch):
     assert r.rc == 0
     assert ("biultin  NAMED IN ALARA_BLOCK_PLUGINS, but no installed plugin is called that; did you mean "
             "'builtin'?") in r.out
+
+
+@pytest.mark.parametrize("case, cause", [
+    ("reconstruction", "the reconstruction has 16 NaN/inf pixels there (a diverged model: lower train.lr"),
+    ("constant", "some reference images are constant, so a range or contrast computed from them is zero"),
+])
+def test_nan_quality_names_its_cause(case, cause):
+    import torch
+
+    from alara.plugins import create
+
+    metric = create("iq_metric", "psnr", {"data_range": "per_image"})
+    x = torch.rand(2, 1, 4, 4)
+    x_hat = x + 0.1
+    if case == "reconstruction":
+        x_hat[1] = float("nan")
+    else:
+        x[1] = 0.5
+    with pytest.raises(ValueError, match=r"iq_metric 'psnr' is NaN or -inf for 1 of 2 images: ") as info:
+        metric(x_hat, x)
+    assert cause in str(info.value)
+
+
+def test_out_of_memory_is_one_line(ws, cli, monkeypatch):
+    import alara.data.synth as synth
+
+    def oom(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate "
+                           "memory: you tried to allocate 1099511627776 bytes.")
+
+    monkeypatch.setattr(synth, "generate_dataset", oom)
+    r = cli("data", "synth", "out", "-q")
+    assert r.rc == 1
+    assert r.line.startswith("alara data synth: error: out of CPU memory ([enforce fail")
+    assert r.line.endswith("ask for less at once (a smaller image size, fewer views or samples per file)")
