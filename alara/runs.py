@@ -17,7 +17,7 @@ from alara.atomic import RUN_LOCK_FILE, DirectoryLock
 
 __all__ = ["environment", "open_split", "write_run_files", "default_run_dir", "train_run", "RunFolderError",
            "run_lock", "config_differences", "geometry_differences", "check_run_config", "RECORD_FILES",
-           "RESUME_NEUTRAL", "RESUME_OPT_IN"]
+           "RESUME_NEUTRAL", "RESUME_OPT_IN", "check_free_space"]
 
 #: What a run writes before its first step: its record, not results.
 RECORD_FILES = ("config.json", "environment.json")
@@ -127,6 +127,16 @@ def write_run_files(run_dir: Path, resolved: dict[str, Any], *, check: bool = Tr
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / "config.json", resolved)
     write_json(run_dir / "environment.json", environment())
+
+
+def check_free_space(folder: Path, needed: int, what: str) -> None:
+    """Refuse to start writing ``folder`` when its file system has less than ``needed``
+    bytes free (a full disk midway would stop the run with half its files)."""
+    probe = next((p for p in (Path(folder), *Path(folder).parents) if p.exists()), Path("."))
+    free = shutil.disk_usage(probe).free
+    if free < needed:
+        raise RunFolderError(f"{folder}: only {free / 2**20:.1f} MiB free on its file system, and {what} needs "
+                             f"about {needed / 2**20:.1f} MiB; free some space or write elsewhere (--out)")
 
 
 @contextmanager
@@ -308,6 +318,10 @@ def _train_locked(rc: Any, run_dir: Path, resume: bool, overwrite: bool, allow_c
     torch.manual_seed(rc.train.seed)    # the same initial weights on every run (and rank)
     pipeline, objective = build_pipeline(rc.components, rc.objective)
     data = task_subset(data, objective.metric, "train", lambda msg: print(f"[alara train] {msg}", file=sys.stderr))
+    # A checkpoint holds the weights, AdamW's two moments and the RNG/scheduler state; one
+    # new file must fit next to the old ones before the first is written.
+    params = sum(p.numel() * p.element_size() for p in pipeline.parameters())
+    check_free_space(run_dir, 3 * params + (1 << 20), "one checkpoint")
     # Everything is checked: from here on the folder is written.
     history = list(((state or {}).get("run") or {}).get("changes", [])) + changes
     if rank == 0:

@@ -591,7 +591,7 @@ def _example_images(arm: Arm, split: Split, geometry: Any, factor: float, pick: 
 
 
 def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    from alara.data.writer import atomic_file
+    from alara.atomic import atomic_file
 
     with atomic_file(path) as tmp:
         with open(tmp, "wb") as fh:

@@ -190,3 +190,24 @@ def test_every_option_a_message_names_exists():
                             for m in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*[a-z0-9]", tok.string)
                             if m not in known]
     assert not unknown
+
+
+def test_too_little_free_space_is_refused_before_writing(trained, ws, cli, monkeypatch):
+    from collections import namedtuple
+
+    import alara.runs
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(alara.runs.shutil, "disk_usage", lambda path: usage(10 << 20, 10 << 20, 4096))
+    r = cli("train", str(trained[0]), "--out", "new")
+    assert r.rc == 1
+    assert r.line.startswith("alara train: error: new: only 0.0 MiB free on its file system, and one checkpoint "
+                             "needs about")
+    assert not (ws.root / "new").exists()
+
+
+def test_evaluate_into_a_folder_of_other_files_is_refused(run, cli):
+    r = cli("evaluate", "run", "--out", "dataset")
+    assert r.rc == 1
+    assert r.line.startswith("alara evaluate: error: --out dataset holds other files (")
+    assert "give a new or empty folder" in r.line

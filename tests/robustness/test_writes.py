@@ -79,3 +79,13 @@ def test_progress_in_a_log_is_plain_lines(ws, cli, monkeypatch):
     ws.allow_changes_under("out")
     assert "\r" not in r.err
     assert "alara data synth: 1/1 slice (100%)" in r.err
+
+
+def test_commands_write_through_the_shared_writer_not_the_data_package():
+    """train, evaluate, the experiment and the CLI import the writer from alara.atomic."""
+    from pathlib import Path
+
+    root = Path(atomic.__file__).parent
+    offenders = [str(p.relative_to(root)) for p in root.rglob("*.py")
+                 if "data" not in p.relative_to(root).parts[:1] and "alara.data.writer import" in p.read_text()]
+    assert not offenders
