@@ -211,3 +211,17 @@ def test_evaluate_into_a_folder_of_other_files_is_refused(run, cli):
     assert r.rc == 1
     assert r.line.startswith("alara evaluate: error: --out dataset holds other files (")
     assert "give a new or empty folder" in r.line
+
+
+def test_experiment_rerun_with_another_config_is_refused_untouched(ws, cli):
+    """The real command: the folder's record is compared before anything is written."""
+    config = Path(__file__).resolve().parents[2] / "configs" / "experiment_ci.toml"
+    exp = ws.root / "exp"
+    exp.mkdir()
+    (exp / "config.json").write_text(json.dumps({"objective": {"target": 1.0}}) + "\n")
+    (exp / "calibration.json").write_text("{}\n")
+    ws.before = snapshot(ws.root)
+    r = cli("experiment", str(config), "--out", "exp", "-q")
+    assert r.rc == 1
+    assert r.line.startswith("alara experiment: error: exp holds a run of another configuration (")
+    assert "nothing was written" in r.line
