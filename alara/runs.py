@@ -72,8 +72,13 @@ def geometry_differences(old: dict[str, Any], new: dict[str, Any]) -> list[tuple
         g["angles"] = f"{len(angles)} views on [{min(angles):.6g}, {max(angles):.6g}]" if angles else "none"
         return g
 
-    return [(f"geometry.{k}", a, b) for k, a, b in config_differences(summary(old), summary(new))
-            if k != "views"] if old != new else []
+    if old == new:
+        return []
+    diffs = [(f"geometry.{k}", a, b) for k, a, b in config_differences(summary(old), summary(new)) if k != "views"]
+    if not any(k == "geometry.angles" for k, _, _ in diffs) and old.get("angles") != new.get("angles"):
+        # Same count and range, other values in between: still another geometry.
+        diffs.append(("geometry.angles", summary(old)["angles"], summary(new)["angles"] + " (other angles)"))
+    return diffs
 
 
 def _listing(diffs: Sequence[tuple[str, Any, Any]]) -> str:
@@ -311,7 +316,9 @@ def _train_locked(rc: Any, run_dir: Path, resume: bool, overwrite: bool, allow_c
     from alara.train import Trainer
 
     resolved = rc.resolved()
-    state = _inspect_run_folder(run_dir, resolved, resume, overwrite)
+    # Other ranks may see rank 0's first writes, so only rank 0 judges a new run's folder;
+    # on resume every rank reads the checkpoint it continues from.
+    state = _inspect_run_folder(run_dir, resolved, resume, overwrite) if rank == 0 or resume else None
     data = open_split(rc.data.root, "train")
     geometry = data.geometry
     changes = _check_resume(run_dir, state, resolved, geometry, allow_changes) if state is not None else []
@@ -321,7 +328,8 @@ def _train_locked(rc: Any, run_dir: Path, resume: bool, overwrite: bool, allow_c
     # A checkpoint holds the weights, AdamW's two moments and the RNG/scheduler state; one
     # new file must fit next to the old ones before the first is written.
     params = sum(p.numel() * p.element_size() for p in pipeline.parameters())
-    check_free_space(run_dir, 3 * params + (1 << 20), "one checkpoint")
+    if rank == 0:
+        check_free_space(run_dir, 3 * params + (1 << 20), "one checkpoint")
     # Everything is checked: from here on the folder is written.
     history = list(((state or {}).get("run") or {}).get("changes", [])) + changes
     if rank == 0:
