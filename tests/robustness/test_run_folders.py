@@ -168,60 +168,52 @@ def test_evaluate_on_other_views_names_the_views(trained, run, cli, tmp_path):
 
 # Options of other programs that messages quote (pip, torchrun).
 FOREIGN = {"--no-build-isolation", "--nproc"}
+OPTION = r"(?<![\w-])--[a-z][a-z0-9-]*[a-z0-9]"
+
+
+def _commands(parser: argparse.ArgumentParser, prefix: str, out: dict) -> dict:
+    """``{"data synth": {its options}, ...}`` for every (sub-)command."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                key = f"{prefix} {name}".strip()
+                out[key] = {o for a in sub._actions for o in a.option_strings}
+                _commands(sub, key, out)
+    return out
+
+
+def _message_strings() -> list[tuple[str, str]]:
+    """``(file:line, text)`` of every string literal in alara/, adjacent literals joined
+    (messages are split over lines)."""
+    quote = re.compile(r"^[a-zA-Z]*('\'\'|\"\"\"|'|\")|('\'\'|\"\"\"|'|\")$")
+    found = []
+    for path in sorted(Path(__file__).resolve().parents[2].joinpath("alara").rglob("*.py")):
+        parts, where = [], ""
+        for tok in tokenize.generate_tokens(io.StringIO(path.read_text()).readline):
+            if tok.type == tokenize.STRING:
+                where = where or f"{path.name}:{tok.start[0]}"
+                parts.append(quote.sub("", tok.string))
+            elif tok.type not in (tokenize.NL, tokenize.COMMENT) and parts:
+                found.append((where, "".join(parts)))
+                parts, where = [], ""
+    return found
 
 
 def test_every_option_a_message_names_exists():
+    """Any option in a message is one of alara's; after `alara CMD`, one of CMD's."""
     from alara.cli import build_parser
 
-    def options(parser, out):
-        for action in parser._actions:
-            out.update(action.option_strings)
-            if isinstance(action, argparse._SubParsersAction):
-                for sub in action.choices.values():
-                    options(sub, out)
-        return out
-
-    known = options(build_parser(), set()) | FOREIGN
+    parser = build_parser()
+    commands = _commands(parser, "", {})
+    known = set().union(*commands.values(), *(a.option_strings for a in parser._actions)) | FOREIGN
     unknown = []
-    for path in sorted(Path(__file__).resolve().parents[2].joinpath("alara").rglob("*.py")):
-        for tok in tokenize.generate_tokens(io.StringIO(path.read_text()).readline):
-            if tok.type == tokenize.STRING:
-                unknown += [f"{path.name}:{tok.start[0]} {m}"
-                            for m in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*[a-z0-9]", tok.string)
-                            if m not in known]
+    for where, text in _message_strings():
+        unknown += [f"{where} {o}" for o in re.findall(OPTION, text) if o not in known]
+        for m in re.finditer(r"alara ([a-z][a-z-]*(?: [a-z][a-z-]*)?)", text):
+            cmd = m.group(1) if m.group(1) in commands else m.group(1).split()[0]
+            if cmd in commands:
+                # the hint runs to the end of its clause
+                clause = re.split(r"[;)`]|, or ", text[m.end():])[0]
+                unknown += [f"{where} alara {cmd} {o}" for o in re.findall(OPTION, clause)
+                            if o not in commands[cmd]]
     assert not unknown
-
-
-def test_too_little_free_space_is_refused_before_writing(trained, ws, cli, monkeypatch):
-    from collections import namedtuple
-
-    import alara.runs
-
-    usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr(alara.runs.shutil, "disk_usage", lambda path: usage(10 << 20, 10 << 20, 4096))
-    r = cli("train", str(trained[0]), "--out", "new")
-    assert r.rc == 1
-    assert r.line.startswith("alara train: error: new: only 0.0 MiB free on its file system, and one checkpoint "
-                             "needs about")
-    assert not (ws.root / "new").exists()
-
-
-def test_evaluate_into_a_folder_of_other_files_is_refused(run, cli):
-    r = cli("evaluate", "run", "--out", "dataset")
-    assert r.rc == 1
-    assert r.line.startswith("alara evaluate: error: --out dataset holds other files (")
-    assert "give a new or empty folder" in r.line
-
-
-def test_experiment_rerun_with_another_config_is_refused_untouched(ws, cli):
-    """The real command: the folder's record is compared before anything is written."""
-    config = Path(__file__).resolve().parents[2] / "configs" / "experiment_ci.toml"
-    exp = ws.root / "exp"
-    exp.mkdir()
-    (exp / "config.json").write_text(json.dumps({"objective": {"target": 1.0}}) + "\n")
-    (exp / "calibration.json").write_text("{}\n")
-    ws.before = snapshot(ws.root)
-    r = cli("experiment", str(config), "--out", "exp", "-q")
-    assert r.rc == 1
-    assert r.line.startswith("alara experiment: error: exp holds a run of another configuration (")
-    assert "nothing was written" in r.line
