@@ -30,7 +30,7 @@ def run(size: int, views: int, bins: int, n0: float, out: Path, seed: int) -> di
     # The format follows the name: PNG bytes under a .jpg name would mislead every viewer.
     kind = Path(out).suffix.lower().lstrip(".")
     supported = Figure().canvas.get_supported_filetypes()
-    if kind not in supported:
+    if kind not in supported and not Path(out).is_dir():  # a folder gets the writer's own message
         raise ValueError(f"--out {out}: {'no' if not kind else 'unknown'} image format "
                          f"{'(no extension)' if not kind else repr('.' + kind)}; end the name in .png "
                          f"(or {', '.join('.' + k for k in sorted(supported) if k != 'png')})")
