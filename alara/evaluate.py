@@ -22,7 +22,7 @@ from typing import Any, Iterable, Mapping, Optional, Union
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
+from alara.progress import tqdm
 
 from alara.geometry import Geometry
 from alara.interfaces import IQMetric, relative_dose
@@ -124,7 +124,7 @@ class Results:
 
     def write_csv(self, path: PathLike) -> Path:
         """Write :meth:`to_csv` atomically."""
-        from alara.data.writer import atomic_file
+        from alara.atomic import atomic_file
 
         with atomic_file(path) as tmp:
             tmp.write_text(self.to_csv())
@@ -231,7 +231,7 @@ def summarise(results: Results, target: Optional[tuple[str, float]] = None) -> d
 
 def write_json(path: PathLike, obj: Any) -> Path:
     """``obj`` as indented JSON, written atomically."""
-    from alara.data.writer import atomic_file
+    from alara.atomic import atomic_file
 
     with atomic_file(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")

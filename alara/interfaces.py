@@ -121,8 +121,16 @@ def relative_dose(
     """
     dose = total_dose(n0)
     if prior_dose is not None:
-        dose = dose + prior_dose.to(dose)
+        dose = dose + _check_prior_dose(prior_dose).to(dose)
     return dose / (float(n_ref) * n0.shape[-1])
+
+
+def _check_prior_dose(prior_dose: torch.Tensor) -> torch.Tensor:
+    # A negative prior dose would be counted as budget gained; NaN would poison every dose.
+    if not bool(torch.isfinite(prior_dose).all()) or bool((prior_dose < 0).any()):
+        raise ValueError(f"the prior's dose must be finite and >= 0 photons per bin, got "
+                         f"{prior_dose.detach().flatten()[:8].tolist()}: check the prior (its relative_dose)")
+    return prior_dose
 
 
 def scale_to_budget(
@@ -136,9 +144,16 @@ def scale_to_budget(
     shape and stays differentiable in ``n0``."""
     if n0.dim() != 2:
         raise ValueError(f"n0 must have shape [B, views], got {tuple(n0.shape)}")
+    if not (math.isfinite(float(budget)) and float(budget) > 0):
+        raise ValueError(f"dose budget must be a finite relative dose > 0, got {budget!r}")
+    total = n0.detach().sum(dim=-1)
+    if not bool(torch.isfinite(n0.detach()).all()) or bool((n0.detach() < 0).any()) or bool((total <= 0).any()):
+        raise ValueError("n0 must be finite and >= 0 on every view with a positive sum per patient to be scaled "
+                         f"to a budget (sums per patient: {total.flatten()[:8].tolist()}): an all-zero angular "
+                         "shape has no dose to scale; check the dose policy's output")
     target = torch.full_like(n0[:, 0], float(budget) * float(n_ref) * n0.shape[-1])
     if prior_dose is not None:
-        target = target - prior_dose.to(target)
+        target = target - _check_prior_dose(prior_dose).to(target)
     if bool((target <= 0).any()):
         raise ValueError(
             f"dose budget {budget} (relative) is used up by the prior acquisition alone; "
@@ -180,6 +195,8 @@ class PriorInfo:
         if self.dose is None:
             ref = self.image if self.image is not None else self.scouts
             self.dose = torch.zeros(ref.shape[0], dtype=ref.dtype, device=ref.device)
+        else:
+            _check_prior_dose(self.dose)
 
     @classmethod
     def cat(cls, parts: "list[PriorInfo]") -> "PriorInfo":
@@ -363,9 +380,21 @@ class IQMetric(Component):
     higher_is_better: ClassVar[bool] = True
     #: Unit for reports ("dB", "" ...).
     unit: ClassVar[str] = ""
+    #: Values the metric can take (SSIM: [-1, 1]); a target outside can never be met.
+    value_range: ClassVar[tuple[float, float]] = (-math.inf, math.inf)
     #: Per-image truth (batch keys) the metric cannot do without, and what it uses if given.
     requires: ClassVar[tuple[str, ...]] = ()
     accepts: ClassVar[tuple[str, ...]] = ()
+
+    def check_target(self, target: float, where: str = "[objective] target") -> None:
+        """Refuse a target ``q`` outside :attr:`value_range`: a hinge on it could never be
+        met, and training would push every dose up for nothing."""
+        lo, hi = self.value_range
+        if not (lo <= target <= hi):
+            unit = f" {self.unit}" if self.unit else ""
+            raise ValueError(f"{where} = {target:g}{unit} is outside the range of {self.name} "
+                             f"([{lo:g}, {hi:g}]), so it can never be met; give a target within it "
+                             f"(e.g. 0.9 for ssim, 38.57 dB for psnr)")
 
     @property
     def needs_background_scans(self) -> bool:
@@ -420,10 +449,26 @@ class IQMetric(Component):
         perfect = float("inf") if self.higher_is_better else float("-inf")
         bad = ~(torch.isfinite(q) | (q == perfect))
         if bool(bad.any()):
-            raise ValueError(
-                f"iq_metric {self.name!r} is NaN or {-perfect} for {int(bad.sum())} of {q.numel()} "
-                "images: check the reconstruction and the reference for NaN/inf values")
+            raise ValueError(f"iq_metric {self.name!r} is NaN or {-perfect} for {int(bad.sum())} of {q.numel()} "
+                             f"images: {self._cause(x_hat, x, bad)}")
         return q
+
+    def _cause(self, x_hat: torch.Tensor, x: torch.Tensor, bad: torch.Tensor) -> str:
+        """The likeliest cause of a NaN score, from what is (not) finite."""
+        rec = int((~torch.isfinite(x_hat[bad])).sum())
+        ref = int((~torch.isfinite(x[bad])).sum())
+        if rec:
+            return (f"the reconstruction has {rec} NaN/inf pixels there (a diverged model: lower train.lr / "
+                    "train.policy_lr; or NaN doses upstream)")
+        if ref:
+            return f"the reference images have {ref} NaN/inf pixels there: check the data (alara data check)"
+        flat = x[bad].flatten(1)
+        if bool(((flat.amax(1) - flat.amin(1)) == 0).any()):
+            return ("some reference images are constant, so a range or contrast computed from them is zero "
+                    f"(e.g. data_range = 'per_image', or lesions without contrast); give {self.name} a fixed "
+                    "data_range or use other images")
+        return (f"reconstruction and reference are finite, so {self.name} itself is undefined for them: check "
+                "its parameters and the per-image truth it reads")
 
     def shortfall(self, q: torch.Tensor, target: float) -> torch.Tensor:
         """Signed margin of ``q`` below ``target`` in the metric's units: positive where an

@@ -14,7 +14,9 @@ Two forms:
   for a fixed seed, so image quality follows dose without independent noise on top
   (what per-image calibration needs; a filtered reconstruction's quality can still dip
   slightly between neighbouring doses), or by ``torch.poisson``
-  (``sampler="poisson"``, about 10x faster, uncoupled across doses);
+  (``sampler="poisson"``, about 10x faster, uncoupled across doses; above
+  :data:`NORMAL_ABOVE` mean counts, where torch.poisson degenerates, the normal
+  approximation);
 - reparameterised (``differentiable=True``): ``lambda + sqrt(lambda + sigma_e^2) eps``,
   ``eps ~ N(0, 1)``, the Gaussian approximation of the Poisson law (accurate at the counts
   CT works with), differentiable in ``n0`` so a dose policy can learn through it.
@@ -32,14 +34,22 @@ import torch
 
 from alara.geometry import LODOPAB_MU_MAX
 
-__all__ = ["MIN_COUNT", "SAMPLERS", "broadcast_n0", "mean_counts", "poisson_inverse_cdf", "postlog_noise",
-           "check_noise_params"]
+__all__ = ["MIN_COUNT", "SAMPLERS", "NORMAL_ABOVE", "NEGATIVE_TOLERANCE", "broadcast_n0", "mean_counts",
+           "poisson_inverse_cdf", "postlog_noise", "check_noise_params", "check_photon_count"]
 
 #: Exact Poisson samplers (see the module docstring).
 SAMPLERS = ("inverse_cdf", "poisson")
 
 #: LoDoPaB replaces zero photon counts by this value before taking the log.
 MIN_COUNT = 0.1
+#: Mean counts above which the ``poisson`` sampler draws from the normal approximation
+#: ``lambda + sqrt(lambda) eps``: torch.poisson loses accuracy near 1e18 and overflows its
+#: int64 counts above 2^63 (negative counts: a constant, wrong sinogram), while at 1e8 the
+#: normal law's error (skewness 1e-4) is far below float32's resolution of the log.
+NORMAL_ABOVE = 1e8
+#: Line integrals (``mu / mu_max`` units) below ``-NEGATIVE_TOLERANCE`` are refused: no
+#: matter attenuates negatively; the tolerance admits the projectors' rounding.
+NEGATIVE_TOLERANCE = 1e-4
 
 
 def check_noise_params(mu_max: float, min_count: float, electronic_std: float) -> None:
@@ -50,6 +60,20 @@ def check_noise_params(mu_max: float, min_count: float, electronic_std: float) -
         if not (math.isfinite(value) and ok):
             need = "a finite number >= 0" if key == "electronic_std" else "a finite positive number"
             raise ValueError(f"{key} must be {need}, got {value!r}")
+
+
+def check_photon_count(n0: float, min_count: float = MIN_COUNT, what: str = "n0") -> float:
+    """Refuse a photon count per bin that no scan could measure: not finite, or at most
+    ``min_count`` (every expected count is then below the value zero counts are clamped to,
+    so every observation is the constant ``ln(n0 / min_count) / mu_max``, not data)."""
+    if isinstance(n0, bool) or not isinstance(n0, (int, float)) or not math.isfinite(n0) or n0 <= 0:
+        raise ValueError(f"{what} must be a positive finite number of photons per bin, got {n0!r}; "
+                         "LoDoPaB uses 4096")
+    if n0 <= min_count:
+        raise ValueError(f"{what} = {n0:g} photons per bin is not above the noise model's minimum count "
+                         f"{min_count:g} (zero counts are clamped to it), so every observation would be the "
+                         f"same constant; use at least {10 * min_count:g} (LoDoPaB: 4096)")
+    return float(n0)
 
 
 def broadcast_n0(n0: torch.Tensor, sinogram: torch.Tensor) -> torch.Tensor:
@@ -78,6 +102,12 @@ def _check_values(sinogram: torch.Tensor, n0: torch.Tensor) -> None:
         bad = int((~torch.isfinite(sinogram)).sum())
         raise ValueError(f"the sinogram has {bad} NaN or inf values: check the image (x must be "
                          "finite, in mu / mu_max units) and the projector's input")
+    low = float(sinogram.min()) if sinogram.numel() else 0.0
+    if low < -NEGATIVE_TOLERANCE:
+        bad = int((sinogram < -NEGATIVE_TOLERANCE).sum())
+        raise ValueError(f"the sinogram has {bad} negative line integrals (min {low:.4g}): attenuation "
+                         "cannot be negative; check the image (x in [0, 1], mu / mu_max units) or pass "
+                         "line integrals, not post-log data with noise")
 
 
 def poisson_inverse_cdf(lam: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
@@ -147,10 +177,14 @@ def postlog_noise(
         n64 = n0b.detach().double()
         lam = n64 * torch.exp(-mu_max * sinogram.detach().double())
         if sampler == "poisson":
+            big = lam > NORMAL_ABOVE
+            rate = lam.clamp(max=NORMAL_ABOVE) if bool(big.any()) else lam
             if isinstance(generator, (list, tuple)):
-                counts = torch.cat([torch.poisson(lam[b:b + 1], generator=g) for b, g in enumerate(generator)])
+                counts = torch.cat([torch.poisson(rate[b:b + 1], generator=g) for b, g in enumerate(generator)])
             else:
-                counts = torch.poisson(lam, generator=generator)
+                counts = torch.poisson(rate, generator=generator)
+            if bool(big.any()):  # drawn only then: results at ordinary doses are unchanged
+                counts = torch.where(big, lam + torch.sqrt(lam) * _draw(torch.randn, lam, generator), counts)
         else:
             counts = poisson_inverse_cdf(lam, _draw(torch.rand, lam, generator))
         if electronic_std > 0:

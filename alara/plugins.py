@@ -134,6 +134,8 @@ class AlaraPluginManager:
         self.failed: list[FailedPlugin] = []
         #: Entry-point plugins not loaded because ALARA_BLOCK_PLUGINS names them.
         self.blocked: list[PluginInfo] = []
+        #: ALARA_BLOCK_PLUGINS entries that name no installed plugin (typos), with a hint.
+        self.unmatched_blocks: list[tuple[str, str]] = []
         self._origins: dict[str, str] = {}
         self._load_entry_points = load_entry_points
         self._loaded = False
@@ -192,6 +194,7 @@ class AlaraPluginManager:
             if name in known or _normalise(name) in normal:
                 continue
             hint = close_matches(name, sorted(known))
+            self.unmatched_blocks.append((name, hint))
             warnings.warn(f"alara: {BLOCK_ENV} names {name!r}, but no installed alara plugin "
                           f"(entry point or distribution) is called that{hint}; installed: "
                           f"{', '.join(sorted(known)) or 'none'}", PluginLoadWarning, stacklevel=4)

@@ -157,6 +157,7 @@ def build_pipeline(specs: Mapping[str, ComponentSpec], objective: ObjectiveConfi
     if missing:
         raise ConfigError(f"missing component section(s) {', '.join(f'[{k}]' for k in missing)}")
     c = build_components(specs)
+    c["iq_metric"].check_target(objective.target)
     pipeline = Pipeline(c["prior"], c["dose_policy"], c["simulator"], c["reconstructor"], backend=backend)
     return pipeline, ConstrainedHinge(c["iq_metric"], objective)
 

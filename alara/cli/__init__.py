@@ -59,6 +59,12 @@ def photons(text: str) -> float:
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"must be a positive finite number of photons per "
                                          f"bin (LoDoPaB: 4096), got {text!r}")
+    from alara.noise import MIN_COUNT
+
+    if value <= MIN_COUNT:
+        raise argparse.ArgumentTypeError(f"must be above the noise model's minimum count {MIN_COUNT:g} "
+                                         f"photons per bin (below it every observation is the same "
+                                         f"constant; LoDoPaB: 4096), got {text!r}")
     return value
 
 
@@ -99,6 +105,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EXPECTED_ERRORS as exc:
         print(f"alara {command}: error: {error_message(exc)}", file=sys.stderr)
         return 1
+    except (MemoryError, RuntimeError) as exc:
+        if not is_out_of_memory(exc):
+            raise  # a bug: keep the traceback
+        print(f"alara {command}: error: {out_of_memory_message(exc, command)}", file=sys.stderr)
+        return 1
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an allocation failure (CPU or GPU), which is no bug of ours."""
+    if isinstance(exc, MemoryError):
+        return True
+    text = str(exc).lower()
+    return "out of memory" in text or "can't allocate memory" in text or "failed to allocate" in text
+
+
+def out_of_memory_message(exc: BaseException, command: str = "") -> str:
+    """One line for an allocation failure: what ran out and what this command can lower
+    (only options the command has)."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    where = "GPU" if "cuda" in str(exc).lower() or type(exc).__name__ == "OutOfMemoryError" else "CPU"
+    fix = {"train": "lower the batch size (--set train.batch_size=N; train.grad_accum keeps the effective "
+                    "batch) or the image size",
+           "experiment": "lower the batch size (--set train.batch_size=N) or [experiment] image_size",
+           "evaluate": "lower the batch size (--set eval.batch_size=N)"}.get(
+        command, "ask for less at once (a smaller image size, fewer views or samples per file)")
+    return f"out of {where} memory ({first[:160]}); {fix}"
 
 
 if __name__ == "__main__":  # pragma: no cover

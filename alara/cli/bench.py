@@ -362,7 +362,7 @@ def _run(args: argparse.Namespace) -> int:
     print()
     print(format_table(results, args.device))
     if args.json:
-        from alara.data.writer import atomic_file
+        from alara.atomic import atomic_file
 
         meta["load average after"] = os.getloadavg() if hasattr(os, "getloadavg") else None
         with atomic_file(args.json) as tmp:
@@ -374,6 +374,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from alara.cli import whole
+
     p = sub.add_parser("bench", help="time the CT operators against installed peers",
                        description="Time alara's native and pure-torch projection (fp) and "
                                    "backprojection (bp) against every installed peer (ASTRA "
@@ -394,7 +396,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, metavar="N",
                    help="torch/alara CPU threads (default: torch's); ASTRA's CPU projectors "
                         "use one")
-    p.add_argument("--load", type=int, default=0, metavar="N",
+    p.add_argument("--load", type=whole(0), default=0, metavar="N",
                    help="run N busy processes meanwhile, to measure a shared machine")
     p.add_argument("--json", metavar="OUT", help="also write every timing to this JSON file")
     p.set_defaults(func=_run)

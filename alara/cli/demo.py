@@ -10,7 +10,7 @@ import torch
 from alara import ops, phantom
 from alara.cli import photons, whole
 from alara.data.synth import simulate_observation
-from alara.data.writer import atomic_file
+from alara.atomic import atomic_file
 from alara.geometry import LODOPAB_N0, lodopab
 
 
@@ -25,7 +25,15 @@ def run(size: int, views: int, bins: int, n0: float, out: Path, seed: int) -> di
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
+    # The format follows the name: PNG bytes under a .jpg name would mislead every viewer.
+    kind = Path(out).suffix.lower().lstrip(".")
+    supported = Figure().canvas.get_supported_filetypes()
+    if kind not in supported and not Path(out).is_dir():  # a folder gets the writer's own message
+        raise ValueError(f"--out {out}: {'no' if not kind else 'unknown'} image format "
+                         f"{'(no extension)' if not kind else repr('.' + kind)}; end the name in .png "
+                         f"(or {', '.join('.' + k for k in sorted(supported) if k != 'png')})")
     geometry = lodopab(views, bins, size)
     x = phantom.rasterize(phantom.shepp_logan(0.12, scale=0.5), geometry.grid, 4,
                           dtype=torch.float32)[None, None]
@@ -44,9 +52,9 @@ def run(size: int, views: int, bins: int, n0: float, out: Path, seed: int) -> di
         ax.axis("off")
     fig.tight_layout()
     try:
-        # written next to the target and renamed: an interrupted run leaves no half PNG
+        # written next to the target and renamed: an interrupted run leaves no half image
         with atomic_file(out) as tmp:
-            fig.savefig(tmp, dpi=100, format="png")
+            fig.savefig(tmp, dpi=100, format=kind)
     finally:
         plt.close(fig)
     return {"psnr": score}

@@ -37,6 +37,8 @@ def evaluate_run(run: str, data: Optional[str] = None, split: Optional[str] = No
     if not root:
         raise ValueError("the run records no data directory; pass --data DIR")
     dataset = open_split(root, split, geometry)
+    out_dir = Path(out) if out else run_dir / f"eval_{split}"
+    _check_out(out_dir)  # before the evaluation: a refusal costs nothing and writes nothing
     metrics = {type(objective.metric).name: objective.metric}
     for name in ec.metrics:
         if name not in metrics:
@@ -51,9 +53,11 @@ def evaluate_run(run: str, data: Optional[str] = None, split: Optional[str] = No
         summary["guard"] = _guard_columns(results, guard, pipeline, dataset, geometry, ec.seed, objective)
     summary.update(run=str(run_dir), checkpoint=state["path"], step=int(state["step"]), data=str(root),
                    split=split, realisations=ec.realisations, seed=ec.seed)
-    out_dir = Path(out) if out else run_dir / f"eval_{split}"
-    results.write_csv(out_dir / "results.csv")
-    write_json(out_dir / "summary.json", summary)
+    from alara.runs import run_lock
+
+    with run_lock(out_dir):     # a second evaluation into the same folder is refused
+        results.write_csv(out_dir / "results.csv")
+        write_json(out_dir / "summary.json", summary)
     summary["out"] = str(out_dir)
     return summary
 
@@ -92,6 +96,24 @@ def _guard_columns(results: Any, guard: Any, pipeline: Any, dataset: Any, geomet
     return {"threshold": guard.threshold, "fallback_images": int(fb.sum()), "images": int(len(fb)),
             "max_distance": float(dist.max()) if len(dist) else 0.0,
             "fallback_share_met": float(met[fb].mean()) if fb.any() else None}
+
+
+#: What an evaluation writes into its folder (and may replace).
+EVAL_FILES = ("results.csv", "summary.json")
+
+
+def _check_out(out_dir: Path) -> None:
+    """Refuse an output folder that holds anything but an earlier evaluation's files."""
+    from alara.atomic import RUN_LOCK_FILE
+    from alara.runs import RunFolderError
+
+    if out_dir.exists() and not out_dir.is_dir():
+        raise RunFolderError(f"--out {out_dir} is a file; give a folder for results.csv and summary.json")
+    other = sorted(p.name for p in out_dir.iterdir() if p.name not in EVAL_FILES + (RUN_LOCK_FILE,)) \
+        if out_dir.is_dir() else []
+    if other:
+        raise RunFolderError(f"--out {out_dir} holds other files ({', '.join(other[:3])}"
+                             f"{', ...' if len(other) > 3 else ''}); give a new or empty folder")
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -19,10 +19,14 @@ def _default_config() -> str:
 def _run(args: argparse.Namespace) -> int:
     from alara.experiment.report import headline_lines
     from alara.experiment.runner import run_experiment
+    from alara.runs import run_lock
 
     config = args.config or _default_config()
     out = args.out or str(Path("results") / Path(config).stem)
-    metrics = run_experiment(config, out, args.overrides, progress=not args.quiet, seeds=args.seeds)
+    # The lock first (a second experiment into OUT is refused with the holder's pid); the
+    # run writes its record only after checking it against what OUT already holds.
+    with run_lock(Path(out)):
+        metrics = run_experiment(config, out, args.overrides, progress=not args.quiet, seeds=args.seeds)
     print("\n".join(line.replace("**", "") for line in headline_lines(metrics)))
     print(f"wrote {out}/report.md, metrics.json, results_test.csv and figures/ in {metrics['wall_seconds']:.0f} s")
     return 0

@@ -65,6 +65,7 @@ def collect(kind: str | None = None) -> dict[str, Any]:
         "plugins": [{"name": p.name, "origin": p.origin, "hooks": list(p.hooks)} for p in manager.plugins()],
         "failed": [dataclasses.asdict(f) for f in manager.failed],
         "blocked": [{"name": p.name, "origin": p.origin} for p in manager.blocked],
+        "block_list_unmatched": [{"name": n, "hint": h} for n, h in manager.unmatched_blocks],
         "components": components,
     }
 
@@ -87,6 +88,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {f['name']}  ({f['origin']})  SKIPPED: {f['reason']}")
     for b in data["blocked"]:
         print(f"  {b['name']}  ({b['origin']})  BLOCKED by ALARA_BLOCK_PLUGINS")
+    for u in data["block_list_unmatched"]:
+        # A typo in the block list blocks nothing: say so where the user looks.
+        print(f"  {u['name']}  NAMED IN ALARA_BLOCK_PLUGINS, but no installed plugin is called that{u['hint']}")
     for kind, comps in data["components"].items():
         print(f"\n[{kind}]")
         if not comps:

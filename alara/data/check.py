@@ -244,6 +244,14 @@ def check_dataset(root: PathLike, splits: Optional[Sequence[str]] = None, *,
     kinds = ("ground_truth", "observation") if with_obs else ("ground_truth",)
     obs_hi = observation_max(info.n0, info.mu_max) + 1e-4
     obs_lo = observation_min(info.n0, info.mu_max)
+    if with_obs:
+        from alara.noise import MIN_COUNT
+
+        if not (math.isfinite(info.n0) and info.n0 > MIN_COUNT):
+            # Every expected count is below the clamp: the "observations" are a constant.
+            problems.append(f"{root}: metadata n0 = {info.n0:g} photons per bin is not above the noise model's "
+                            f"minimum count {MIN_COUNT:g}, so its observations are a constant, not measurements; "
+                            "write the data set again with a larger --n0")
     for split in splits:
         layout, split_problems = inspect_split(root, split, kinds, info=info,
                                                has_metadata=from_file)

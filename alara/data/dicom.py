@@ -25,7 +25,7 @@ from typing import Iterable, Optional, Sequence, Union
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from alara.progress import tqdm
 
 from alara.data.layout import DataError
 from alara.data.lodopab import SAMPLES_PER_FILE, SPLITS, hu_to_x
@@ -93,8 +93,12 @@ def read_ct_slice(path: PathLike) -> CTSlice:
         # when both direction cosines lie in the patient's x-y plane.
         raise DataError(f"{path}: not an axial slice (ImageOrientationPatient "
                         f"{[float(v) for v in iop]})")
-    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
-    intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+    slope = float(ds.get("RescaleSlope", 1.0) if ds.get("RescaleSlope") not in (None, "") else 1.0)
+    intercept = float(ds.get("RescaleIntercept", 0.0) if ds.get("RescaleIntercept") not in (None, "") else 0.0)
+    if not (math.isfinite(slope) and slope != 0) or not math.isfinite(intercept):
+        # A slope of 0 maps every pixel to the intercept: reading it as 1 would invent HU.
+        raise DataError(f"{path}: RescaleSlope {slope:g} / RescaleIntercept {intercept:g} cannot map pixels "
+                        "to HU (the slope must be finite and non-zero); fix the file's rescale tags")
     hu = pixels.astype(np.float64) * slope + intercept
     pos = ds.get("ImagePositionPatient")
     z = float(pos[2]) if pos is not None and len(pos) == 3 else float(

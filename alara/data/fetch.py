@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Callable, Optional, Sequence, Union
 
-from tqdm.auto import tqdm
+from alara.progress import tqdm
 
 from alara.data.layout import DataError, inspect_split
 from alara.data.lodopab import KINDS, SPLITS, parse_data_filename, patient_ids_filename

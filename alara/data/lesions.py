@@ -18,7 +18,7 @@ import torch
 
 from alara.data.lodopab import MU_AIR, MU_WATER, SPLITS
 from alara.data.phantoms import Patient, lesion_centre_world, lesion_section
-from alara.data.writer import atomic_file
+from alara.atomic import atomic_file
 from alara.geometry import LODOPAB_MU_MAX, ImageGrid
 
 __all__ = ["LESION_COLUMNS", "LESIONS_DIR", "LESION_FREE_DIR", "CONVENTION", "FORMAT_VERSION",

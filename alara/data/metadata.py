@@ -17,7 +17,7 @@ import torch
 
 from alara.geometry import LODOPAB_MU_MAX, LODOPAB_N0, FanBeam, Geometry, ImageGrid, ParallelBeam
 from alara.data.lodopab import LODOPAB_LENGTHS, SAMPLES_PER_FILE, SPLITS
-from alara.data.writer import atomic_file
+from alara.atomic import atomic_file
 
 __all__ = ["METADATA_FILE", "DatasetInfo", "geometry_to_dict", "geometry_from_dict",
            "read_metadata", "write_metadata", "lodopab_info"]

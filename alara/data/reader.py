@@ -7,6 +7,8 @@ HDF5 files are opened lazily, per process, on first access: h5py handles must no
 
 from __future__ import annotations
 
+import operator
+
 import os
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -172,7 +174,12 @@ class LoDoPaBDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         n = len(self)
-        index = int(index)
+        try:
+            # operator.index, not int(): 2.7 must not silently become sample 2.
+            index = operator.index(index)
+        except TypeError:
+            raise TypeError(f"{self.split} split: index must be a whole number, got {index!r} "
+                            f"({type(index).__name__})") from None
         if index < 0:
             index += n
         if not 0 <= index < n:

@@ -12,7 +12,7 @@ from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from alara.progress import tqdm
 
 from alara.data.lesions import lesion_free_root, pixel_size, slice_lesions, write_lesions
 from alara.data.lodopab import SPLITS, hu_to_x

@@ -1,8 +1,8 @@
-"""Atomic writer for the LoDoPaB layout.
+"""Writers for the LoDoPaB layout.
 
-Every file is written under a temporary name in the target directory and moved into place
-with ``os.replace`` (atomic on POSIX and Windows), so a crash or an error never leaves a
-half-written file under a final name and never damages the file it would replace.
+Every file goes through :func:`alara.atomic.atomic_file` (temporary name in the target
+directory, fsync, ``os.replace``), so a crash or an error never leaves a half-written file
+under a final name and never damages the file it would replace.
 
 A whole data set is written through :class:`OutputDir`: locked against a second writer,
 staged in a hidden folder, checked, and only then moved over the old data set, so a bad
@@ -12,31 +12,25 @@ option, an error or a kill midway never costs the data set that was there.
 from __future__ import annotations
 
 import dataclasses
-import errno
 import hashlib
 import math
 import numbers
 import os
 import re
 import shutil
+import io
 import tempfile
-import warnings
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Iterable, Optional, Sequence, Union
 
 import h5py
 import numpy as np
 import torch
 
+from alara.atomic import LOCK_FILE, DirectoryLock, atomic_file, write_bytes
 from alara.data.lodopab import (
     KEY, SAMPLES_PER_FILE, data_filename, n_files, parse_data_filename, patient_ids_filename,
 )
-
-try:
-    import fcntl
-except ImportError:  # Windows: no advisory locks; writers are not protected from each other
-    fcntl = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
     from alara.data.metadata import DatasetInfo
@@ -58,52 +52,19 @@ def _as_float32(array: ArrayLike, what: str) -> np.ndarray:
     return array
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-@contextmanager
-def atomic_file(path: PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; move it to ``path`` when the block succeeds.
-
-    On any exception (``KeyboardInterrupt`` included) the temporary file is deleted, so
-    ``path`` is either untouched or complete.
-    """
-    path = output_path(path, "output file")
-    if path.is_dir():
-        raise IsADirectoryError(errno.EISDIR, "is a directory; give the name of a file to write",
-                                str(path))
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise NotADirectoryError(errno.ENOTDIR, "is a file, so nothing can be written "
-                                         "below it; choose another path", str(parent))
-            break
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
-    # mkstemp makes the file private (0600); give the result the permissions any newly
-    # created file would get, so shared data sets stay readable by the group.
-    os.chmod(tmp, 0o666 & ~_umask())
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def write_hdf5(path: PathLike, array: ArrayLike, key: str = KEY) -> Path:
     """Write ``array`` as float32 dataset ``key`` of the HDF5 file ``path``, atomically."""
     path = Path(path)
     data = _as_float32(array, str(path))
-    with atomic_file(path) as tmp, h5py.File(tmp, "w") as f:
+    # The file is built in memory and written by alara.atomic: HDF5 never touches the
+    # disk, so a full disk is one clear WriteError instead of a crash inside the HDF5
+    # library (which segfaults when it cannot flush a file it is closing).
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
         # Chunk by sample so that reading one sample touches one chunk.
         chunks = (1,) + data.shape[1:] if data.ndim >= 2 and data.shape[0] > 0 else None
         f.create_dataset(key, data=data, chunks=chunks)
+    write_bytes(path, buf.getbuffer())
     return path
 
 
@@ -185,8 +146,6 @@ class SplitWriter:
 
 # ------------------------------------------------------------------------- data-set writes
 
-#: Lock file a writer holds in the output directory (``fcntl.flock``; released on exit).
-LOCK_FILE = ".alara-write.lock"
 #: Prefix of the hidden folder a data set is staged in before it replaces the old one.
 STAGING_PREFIX = ".alara-staging-"
 #: ``NNN`` in the file names has three digits.
@@ -216,6 +175,9 @@ def check_write_options(*, n0: float, samples_per_file: int, upsample: int, seed
             math.isfinite(n0) and n0 > 0):
         raise ValueError(f"n0 (--n0) must be a positive finite number of photons per bin, "
                          f"got {n0!r}; LoDoPaB uses 4096")
+    from alara.noise import check_photon_count
+
+    check_photon_count(float(n0), what="n0 (--n0)")
     _whole("samples_per_file (--samples-per-file)", samples_per_file, 1)
     _whole("upsample (--upsample)", upsample, 1)
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
@@ -272,60 +234,6 @@ def leftovers(root: Path) -> list[Path]:
                 p.name.startswith(STAGING_PREFIX) and p.is_dir()):
             out.append(p)
     return out
-
-
-class DirectoryLock:
-    """An exclusive, non-blocking ``flock`` on ``root / LOCK_FILE``.
-
-    The file is removed on release; an opener that raced with the removal locks a deleted
-    inode, so it checks after locking that the path still names its file and retries.
-    """
-
-    def __init__(self, root: Path) -> None:
-        self.path = root / LOCK_FILE
-        self._fd: Optional[int] = None
-
-    def acquire(self) -> None:
-        if fcntl is None:
-            return
-        while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
-                os.close(fd)
-                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                    raise ValueError(
-                        f"{self.path.parent} is being written by another alara process "
-                        f"({self._holder()}holds {self.path}); wait for it to finish or "
-                        f"write to another directory") from None
-                # A file system without locks (some network mounts): write unprotected.
-                warnings.warn(f"cannot lock {self.path} ({exc.strerror}); another writer "
-                              f"into this directory would not be refused", stacklevel=3)
-                return
-            try:
-                same = os.path.samestat(os.fstat(fd), os.stat(self.path))
-            except FileNotFoundError:
-                same = False
-            if same:
-                os.ftruncate(fd, 0)
-                os.write(fd, f"{os.getpid()}\n".encode())
-                self._fd = fd
-                return
-            os.close(fd)
-
-    def _holder(self) -> str:
-        try:
-            pid = self.path.read_text().strip()
-        except OSError:
-            return ""
-        return f"pid {pid} " if pid.isdigit() else ""
-
-    def release(self) -> None:
-        if self._fd is not None:
-            self.path.unlink(missing_ok=True)
-            os.close(self._fd)  # closing releases the lock
-            self._fd = None
 
 
 class OutputDir:

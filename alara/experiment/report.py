@@ -33,7 +33,7 @@ def _plt():
 
 
 def _save(fig: Any, path: Path) -> str:
-    from alara.data.writer import atomic_file
+    from alara.atomic import atomic_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(path) as tmp:
@@ -602,7 +602,7 @@ def _tuning_lines(m: dict[str, Any]) -> list[str]:
 
 
 def _write_markdown(out: Path, m: dict[str, Any], rc: Any, spec: Any, extra: list[str] = ()) -> None:
-    from alara.data.writer import atomic_file
+    from alara.atomic import atomic_file
 
     with atomic_file(out / "report.md") as tmp:
         tmp.write_text("\n".join(_markdown(m, rc, spec) + list(extra)) + "\n")

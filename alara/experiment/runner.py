@@ -38,7 +38,7 @@ from typing import Any, Callable, Optional, TypeVar, Union
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from alara.progress import tqdm
 
 from alara.config import ComponentSpec
 from alara.evaluate import PRIOR_STREAM, evaluate, summarise, task_subset, write_json, Results
@@ -224,7 +224,7 @@ def _warm_start(run_dir: Path, spec: ExperimentSpec, rc: RunConfig, shared: Pipe
     policy (the ablation's regression-only row)."""
     import copy
 
-    from alara.data.writer import atomic_file
+    from alara.atomic import atomic_file
     from alara.train.policy_fit import PolicyFitConfig, fit_policy
 
     policy = pipe.dose_policy
@@ -732,7 +732,7 @@ def _example_images(arm: Arm, split: Split, geometry: Any, factor: float, pick: 
 
 
 def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    from alara.data.writer import atomic_file
+    from alara.atomic import atomic_file
 
     with atomic_file(path) as tmp:
         with open(tmp, "wb") as fh:

@@ -55,19 +55,27 @@ class MetricsLog:
         self._rewrite(kept)
 
     def _rewrite(self, records: list[dict[str, Any]]) -> None:
-        from alara.data.writer import atomic_file
+        from alara.atomic import atomic_file
 
         self.jsonl.parent.mkdir(parents=True, exist_ok=True)
         with atomic_file(self.jsonl) as tmp:
             tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
 
     def on_log(self, step: int, logs: dict[str, Any]) -> None:
-        with self.jsonl.open("a") as fh:
-            fh.write(json.dumps({"step": step, **logs}) + "\n")
-            fh.flush()
+        # Appended, not rewritten: a torn last line (kill, full disk) is skipped on reading.
+        try:
+            with self.jsonl.open("a") as fh:
+                fh.write(json.dumps({"step": step, **logs}) + "\n")
+                fh.flush()
+        except OSError as exc:
+            from alara.atomic import WriteError
+
+            raise WriteError(exc.errno, f"{self.jsonl}: cannot append the metrics of step {step} "
+                                        f"({exc.strerror or exc}); the lines already logged and the "
+                                        f"checkpoints are intact") from exc
 
     def on_end(self, step: int) -> None:
-        from alara.data.writer import atomic_file
+        from alara.atomic import atomic_file
 
         records = read_metrics(self.jsonl)
         keys: list[str] = []

@@ -1,7 +1,7 @@
 """Checkpoints: everything needed to resume a run exactly, or to rebuild its pipeline.
 
-Each checkpoint is one file, ``checkpoints/step_NNNNNNN.pt``, written to a temporary name
-in the same directory, flushed to disk and renamed into place (``os.replace`` is atomic),
+Each checkpoint is one file, ``checkpoints/step_NNNNNNN.pt``, written by
+:func:`alara.atomic.write_bytes` (temporary name in the same directory, fsync, rename),
 so a kill at any moment leaves either the old set of checkpoints or the old set plus one
 complete new file.  Loading tries the newest first and falls back, with a warning naming
 both, to the previous valid one when a file is corrupt or truncated.
@@ -10,14 +10,14 @@ both, to the previous valid one when a file is corrupt or truncated.
 from __future__ import annotations
 
 import io
-import os
 import re
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Optional, Union
 
 import torch
+
+from alara.atomic import write_bytes
 
 __all__ = ["CHECKPOINT_DIR", "CheckpointError", "CheckpointWarning", "checkpoint_path",
            "list_checkpoints", "save_checkpoint", "load_checkpoint", "load_latest",
@@ -54,17 +54,6 @@ def list_checkpoints(run_dir: PathLike) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def _fsync_dir(d: Path) -> None:
-    try:
-        fd = os.open(d, os.O_RDONLY)
-    except OSError:  # not possible on every platform; the rename is still atomic
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def clean_temporary(run_dir: PathLike) -> list[Path]:
     """Delete leftover temporary files of a write that was killed; returns them."""
     d = Path(run_dir) / CHECKPOINT_DIR
@@ -86,17 +75,7 @@ def save_checkpoint(run_dir: PathLike, step: int, payload: dict[str, Any], keep:
     # Serialise to memory first: a failure while pickling never touches the disk.
     buf = io.BytesIO()
     torch.save({**payload, "step": int(step), "format": FORMAT}, buf)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(buf.getbuffer())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    write_bytes(path, buf.getbuffer())
     for _, old in list_checkpoints(run_dir)[:-keep]:
         old.unlink(missing_ok=True)
     return path

@@ -23,7 +23,7 @@ from typing import Any, Optional, Sequence, Union
 
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
+from alara.progress import tqdm
 
 from alara.geometry import Geometry
 from alara.objective import ConstrainedHinge, reconstruction_loss
@@ -205,6 +205,19 @@ class Trainer:
             if key in saved and saved[key] != getattr(self.config, key):
                 raise ValueError(f"cannot resume {self.run_dir}: train.{key} was {saved[key]} and is now "
                                  f"{getattr(self.config, key)}; the data order would change (start a new run)")
+        # The objective and the data's geometry define what was trained: a change would
+        # make the run claim the new values for all of it.
+        from alara.data.metadata import geometry_to_dict
+        from alara.runs import config_differences, geometry_differences
+
+        diffs = config_differences({"objective": state.get("objective", {})},
+                                   {"objective": params_of(self.objective.config)}) if "objective" in state else []
+        if state.get("geometry"):
+            diffs += geometry_differences(state["geometry"], geometry_to_dict(self.geometry))
+        if diffs:
+            raise ValueError(f"cannot resume {self.run_dir}: " + "; ".join(f"{k} was {a!r}, now {b!r}"
+                                                                         for k, a, b in diffs)
+                             + "; restore the old values or start a new run folder (--out)")
         self.load_state_dict(state)
         return True
 

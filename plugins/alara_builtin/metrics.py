@@ -84,6 +84,7 @@ class SSIM(IQMetric):
     name = "ssim"
     higher_is_better = True
     unit = ""
+    value_range = (-1.0, 1.0)
 
     @dataclass(frozen=True)
     class Config(RangeConfig):

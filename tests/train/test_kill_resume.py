@@ -44,8 +44,8 @@ def hang():
 
 
 if kind == "replace":
-    from alara.train import checkpoint
-    real = checkpoint.os.replace
+    from alara import atomic  # the one writer checkpoints go through
+    real = atomic.os.replace
 
     def replace(src, dst):
         if str(src).endswith(".tmp") and Path(dst).name == f"step_{int(n):07d}.pt":
@@ -53,7 +53,7 @@ if kind == "replace":
             hang()
         real(src, dst)
 
-    checkpoint.os.replace = replace
+    atomic.os.replace = replace
 elif kind in ("saved", "step"):
     from alara.train.loop import Trainer
     name = "save" if kind == "saved" else "train_step"
