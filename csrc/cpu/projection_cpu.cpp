@@ -912,8 +912,10 @@ at::Tensor project_cpu(const at::Tensor& image, const at::Tensor& angles, int64_
                        int64_t n_bins, double x0, double y0, double dx, double dy, double s0,
                        double ds, double src_radius, double src_det, bool distance_weight) {
   check_call(image, "image", angles, kind, distance_weight);
-  return project_impl(image, angles, kind, n_bins, x0, y0, dx, dy, s0, ds, src_radius, src_det,
-                      distance_weight, true);
+  return run_in_one_region([&] {
+    return project_impl(image, angles, kind, n_bins, x0, y0, dx, dy, s0, ds, src_radius,
+                        src_det, distance_weight, true);
+  });
 }
 
 at::Tensor backproject_cpu(const at::Tensor& sino, const at::Tensor& angles, int64_t kind,
@@ -923,8 +925,10 @@ at::Tensor backproject_cpu(const at::Tensor& sino, const at::Tensor& angles, int
   check_call(sino, "sinogram", angles, kind, distance_weight);
   TORCH_CHECK(sino.size(2) == angles.size(0), "alara: sinogram has ", sino.size(2),
               " views but ", angles.size(0), " angles were given");
-  return backproject_impl(sino, angles, kind, n0, n1, x0, y0, dx, dy, s0, ds, src_radius,
-                          src_det, distance_weight, true, n0);
+  return run_in_one_region([&] {
+    return backproject_impl(sino, angles, kind, n0, n1, x0, y0, dx, dy, s0, ds, src_radius,
+                            src_det, distance_weight, true, n0);
+  });
 }
 
 }  // namespace
