@@ -1,0 +1,82 @@
+// Batch shaping of the CPU operators: how a batch of images is split between the
+// kernels (batch_groups), and the small conversions the entry points share.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "kernels.h"
+
+namespace alara {
+// (Only projection_cpu.cpp includes this: one translation unit, where the templates
+// instantiate; an unnamed namespace keeps its helpers out of the library's symbols.)
+namespace {
+
+std::vector<double> cpu_doubles(const at::Tensor& t) {
+  auto c = t.to(at::kCPU, at::kDouble).contiguous();
+  return std::vector<double>(c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
+}
+
+void cos_sin(const at::Tensor& angles, std::vector<double>& cs, std::vector<double>& sn) {
+  cs = cpu_doubles(angles);
+  sn.resize(cs.size());
+  for (size_t v = 0; v < cs.size(); ++v) {
+    const double a = cs[v];
+    cs[v] = std::cos(a);
+    sn[v] = std::sin(a);
+  }
+}
+
+// Runs `run` on consecutive groups of the B*C images of t (each [n, 1, H, W], n from
+// `sizes`) and concatenates the results.
+template <typename F>
+at::Tensor in_groups(const at::Tensor& t, const std::vector<int64_t>& sizes, const F& run) {
+  const int64_t B = t.size(0), C = t.size(1);
+  auto flat = t.reshape({B * C, 1, t.size(2), t.size(3)});
+  std::vector<at::Tensor> outs;
+  int64_t first = 0;
+  for (int64_t n : sizes) {
+    outs.push_back(run(flat.narrow(0, first, n)));
+    first += n;
+  }
+  auto out = at::cat(outs, 0);
+  return out.reshape({B, C, out.size(2), out.size(3)});
+}
+
+// How the CPU kernels split a batch of bc images (the sizes of consecutive groups; empty:
+// run it whole), so that batching always pays (issue 11: per image, a batch should cost
+// at most a single image, and at most 0.6 of it from 8 images on):
+// - below `whole_from` images, one at a time through the batch-1 kernels: the
+//   channels-last kernels pay off only from about a block of kChannelBlock channels;
+// - above `max_group` images, groups of kChannelBlock: the forward projection's masked
+//   last block costs as much as a full one, and its channels-last image copies of 32
+//   images (17 MB each) stream from memory (single-thread CPU time per image relative to
+//   batch 1, whole / in groups of 8: 9 images 0.85 / 0.51, 32 images 0.83 / 0.49);
+// - a last block of 1-3 channels after full ones (`split_tail`) one at a time: a masked
+//   block of 8 costs as much as a full one (parallel BP at 9 images: 0.7-0.8 of batch 1).
+std::vector<int64_t> batch_groups(int64_t bc, int64_t whole_from, int64_t max_group, bool split_tail) {
+  if (bc > 1 && bc < whole_from) return std::vector<int64_t>(bc, 1);
+  std::vector<int64_t> sizes;
+  if (bc > max_group) {
+    for (int64_t left = bc; left > 0; left -= kChannelBlock)
+      sizes.push_back(std::min<int64_t>(left, kChannelBlock));
+    return sizes;
+  }
+  const int64_t tail = bc % kChannelBlock;
+  if (split_tail && bc > kChannelBlock && tail > 0 && tail < 4) {
+    sizes.push_back(bc - tail);
+    sizes.push_back(tail);
+  }
+  return sizes;
+}
+
+bool is_half(const at::Tensor& t) {
+  return t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16;
+}
+
+}  // namespace
+}  // namespace alara
