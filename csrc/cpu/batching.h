@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "kernels.h"
+#include "parallel.h"
 
 namespace alara {
 // (Only projection_cpu.cpp includes this: one translation unit, where the templates
@@ -72,6 +73,35 @@ std::vector<int64_t> batch_groups(int64_t bc, int64_t whole_from, int64_t max_gr
     sizes.push_back(tail);
   }
   return sizes;
+}
+
+// dst[j, i] = src[i, j] for contiguous [n, m] -> [m, n] data (channels-first <->
+// channels-last), in tasks of the operator's region: ATen's copy would run on the
+// region's calling thread alone.  Blocks of 32 x 32 keep both sides in cache lines.
+template <typename T>
+void transpose_in_tasks(const T* src, int64_t n, int64_t m, T* dst) {
+  constexpr int64_t kBlock = 32;
+  const int64_t nb = (n + kBlock - 1) / kBlock, mb = (m + kBlock - 1) / kBlock;
+  for_each_chunk(nb * mb, 64, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t i0 = (t / mb) * kBlock, j0 = (t % mb) * kBlock;
+      const int64_t i1 = std::min(n, i0 + kBlock), j1 = std::min(m, j0 + kBlock);
+      for (int64_t i = i0; i < i1; ++i)
+        for (int64_t j = j0; j < j1; ++j) dst[j * n + i] = src[i * m + j];
+    }
+  });
+}
+
+// The same on tensors: [n, m] (any shape of n * m elements) -> a new contiguous tensor of
+// shape `out_shape`, e.g. [bc, V, K] -> [V, K, bc] with n = bc.
+inline at::Tensor transposed(const at::Tensor& t, int64_t n, at::IntArrayRef out_shape) {
+  auto src = t.contiguous();
+  auto out = at::empty(out_shape, t.options());
+  const int64_t m = n > 0 ? src.numel() / n : 0;
+  AT_DISPATCH_FLOATING_TYPES(t.scalar_type(), "alara_transpose_cpu", [&] {
+    transpose_in_tasks(src.data_ptr<scalar_t>(), n, m, out.data_ptr<scalar_t>());
+  });
+  return out;
 }
 
 bool is_half(const at::Tensor& t) {

@@ -222,8 +222,8 @@ inline void axpy(scalar_t w, const scalar_t* y, scalar_t* acc, int64_t bc) {
   for (int64_t b = 0; b < bc; ++b) acc[b] += w * y[b];
 }
 
-// Parallel-beam backprojection into the rows [0, n_rows) of the image: a pixel-driven
-// gather (every view's rays share one direction, so the bins that touch a pixel follow
+// Parallel-beam backprojection into the rows [0, n_rows) of the image (`out` need not be
+// initialised: each task zeroes its rows): a pixel-driven gather (every view's rays share one direction, so the bins that touch a pixel follow
 // from an affine formula).
 template <typename scalar_t>
 void backproject_parallel(const Geometry& g, const std::vector<double>& cs,
@@ -244,7 +244,10 @@ void backproject_parallel(const Geometry& g, const std::vector<double>& cs,
   for_each_chunk(n_rows, block_rows, [&](int64_t ib, int64_t ie) {
     std::vector<float> scratch_w(8 * (n1 + 8));  // per-task tap scratch (AVX2 rows)
     std::vector<int> scratch_k(8 * (n1 + 8));
-    scalar_t* acc_block = out + ib * n1 * bc;  // accumulate in place (zero-initialised)
+    scalar_t* acc_block = out + ib * n1 * bc;  // accumulate in place
+    // (zeroed here, not by the caller: the task's thread touches its rows first, and the
+    // zeroing runs on every thread of the region instead of before it on one)
+    std::fill(acc_block, acc_block + (ie - ib) * n1 * bc, scalar_t(0));
     for (int64_t v = 0; v < n_views; ++v) {
       const scalar_t* yv = y + v * K * bc;
       const ViewParams& vp = views[v];
@@ -442,7 +445,8 @@ bool fan_bp_plane_avx2(float* row, int64_t bc, const FanPlane& fp, const double*
 // affine functions of j) and takes only the T rays from there, T from the smallest ray
 // spacing on the plane; float64, the FBP distance weight and rays too dense for the lanes
 // take the generic two-pointer path.  Each family accumulates in its own plane layout (acc_x [n0, n1, bc], acc_y [n1, n0, bc]);
-// a task owns a block of planes, so threads never write the same pixel.
+// a task owns a block of planes, so threads never write the same pixel; it zeroes them
+// first (acc_x and acc_y need not be initialised).
 template <typename scalar_t, bool DW>
 void backproject_fan(const Geometry& g, const std::vector<double>& cs,
                      const std::vector<double>& sn, const scalar_t* y, int64_t bc,
@@ -495,6 +499,7 @@ void backproject_fan(const Geometry& g, const std::vector<double>& cs,
     const double pd = xd ? g.dx : g.dy, od = xd ? g.dy : g.dx;
     const double pmin = xd ? g.x0 : g.y0, omin = xd ? g.y0 : g.x0;
     for_each_chunk(n_planes, kPlanes, [&](int64_t pb, int64_t pe) {
+      std::fill(acc + pb * n_other * bc, acc + pe * n_other * bc, scalar_t(0));  // (as above)
       std::vector<double> P(2 * K + 16), dw(DW ? n_other : 0);
 #ifdef ALARA_HAVE_AVX2_PATH
       FanScratch scratch(K, n_other, use_avx2 ? bc : 1);

@@ -123,16 +123,18 @@ at::Tensor backproject_impl(const at::Tensor& sino, const at::Tensor& angles, co
   }
   std::vector<double> cs, sn;
   cos_sin(angles, cs, sn);
-  auto y = sino.reshape({bc, -1, K}).permute({1, 2, 0}).contiguous();  // [V, K, bc]
+  const int64_t V = sino.size(2);
+  // [V, K, bc] (the glue's large copies and fills run in the region's tasks, see parallel.h)
+  auto y = bc == 1 ? sino.reshape({V, K, 1}).contiguous() : transposed(sino, bc, {V, K, bc});
   at::Tensor y_padded;  // [V, K + 2 kBinPad] for the AVX2 parallel-beam rows
-  auto out = at::zeros({kind == PARALLEL ? rows : 0, n1, bc}, sino.options());
+  auto out = at::empty({kind == PARALLEL ? rows : 0, n1, bc}, sino.options());
 #ifdef ALARA_HAVE_AVX2_PATH
   if (kind == PARALLEL && bc == 1 && sino.scalar_type() == at::kFloat && avx2::supported())
     y_padded = at::constant_pad_nd(y.reshape({-1, K}), {avx2::kBinPad, avx2::kBinPad}).contiguous();
 #endif
   if (kind != PARALLEL) {
-    auto acc_x = at::zeros({n0, n1, bc}, sino.options());
-    auto acc_y = at::zeros({n1, n0, bc}, sino.options());
+    auto acc_x = at::empty({n0, n1, bc}, sino.options());
+    auto acc_y = at::empty({n1, n0, bc}, sino.options());
     AT_DISPATCH_FLOATING_TYPES(sino.scalar_type(), "alara_backproject_cpu", [&] {
       auto run = distance_weight ? backproject_fan<scalar_t, true> : backproject_fan<scalar_t, false>;
       run(g, cs, sn, y.data_ptr<scalar_t>(), bc, acc_x.data_ptr<scalar_t>(), acc_y.data_ptr<scalar_t>());
@@ -144,7 +146,8 @@ at::Tensor backproject_impl(const at::Tensor& sino, const at::Tensor& angles, co
     backproject_parallel<scalar_t>(g, cs, sn, y.data_ptr<scalar_t>(), bc, out.data_ptr<scalar_t>(),
                                    y_padded.defined() ? y_padded.data_ptr<float>() : nullptr, rows);
   });
-  return out.permute({2, 0, 1}).reshape({B, C, rows, n1}).contiguous();
+  if (bc == 1) return out.reshape({B, C, rows, n1});
+  return transposed(out, rows * n1, {bc, rows, n1}).reshape({B, C, rows, n1});
 }
 
 at::Tensor project_cpu(const at::Tensor& image, const at::Tensor& angles, int64_t kind,
