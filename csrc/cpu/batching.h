@@ -7,8 +7,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
+#include "../ops.h"
 #include "kernels.h"
 #include "parallel.h"
 
@@ -102,6 +104,40 @@ inline at::Tensor transposed(const at::Tensor& t, int64_t n, at::IntArrayRef out
     transpose_in_tasks(src.data_ptr<scalar_t>(), n, m, out.data_ptr<scalar_t>());
   });
   return out;
+}
+
+// ops.h's plane_layouts (the channels-last, zero-padded copies of an image for the two
+// ray families), written in tasks of the operator's region: each task fills whole padded
+// rows of both layouts.  Same result as plane_layouts, element for element.
+inline std::pair<at::Tensor, at::Tensor> plane_layouts_in_tasks(const at::Tensor& image,
+                                                                int64_t pad = kPad) {
+  const int64_t n0 = image.size(2), n1 = image.size(3);
+  const int64_t bc = image.numel() / std::max<int64_t>(n0 * n1, 1);
+  auto src = image.contiguous();
+  auto xl = at::empty({n0, n1 + 2 * pad, bc}, image.options());
+  auto yl = at::empty({n1, n0 + 2 * pad, bc}, image.options());
+  AT_DISPATCH_FLOATING_TYPES(image.scalar_type(), "alara_plane_layouts_cpu", [&] {
+    const scalar_t* s = src.data_ptr<scalar_t>();
+    scalar_t* x = xl.data_ptr<scalar_t>();
+    scalar_t* y = yl.data_ptr<scalar_t>();
+    // tasks 0 .. n0-1: rows of xl; n0 .. n0+n1-1: rows of yl
+    for_each_chunk(n0 + n1, 8, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const bool xd = r < n0;
+        const int64_t p = xd ? r : r - n0, other = xd ? n1 : n0;
+        scalar_t* row = (xd ? x : y) + p * (other + 2 * pad) * bc;
+        std::fill(row, row + pad * bc, scalar_t(0));
+        std::fill(row + (pad + other) * bc, row + (other + 2 * pad) * bc, scalar_t(0));
+        for (int64_t q = 0; q < other; ++q) {
+          // pixel (i, j) = (p, q) for xl, (q, p) for yl
+          const scalar_t* px = s + (xd ? p * n1 + q : q * n1 + p);
+          scalar_t* d = row + (pad + q) * bc;
+          for (int64_t c = 0; c < bc; ++c) d[c] = px[c * n0 * n1];
+        }
+      }
+    });
+  });
+  return {xl, yl};
 }
 
 bool is_half(const at::Tensor& t) {

@@ -61,13 +61,13 @@ at::Tensor project_impl(const at::Tensor& image, const at::Tensor& angles, const
       avx2::supported()) {
     std::vector<ViewParams> views(V);
     for (int64_t v = 0; v < V; ++v) views[v] = parallel_view(g, cs[v], sn[v]);
-    auto wide = plane_layouts(image, avx2::kGroupPad);
+    auto wide = plane_layouts_in_tasks(image, avx2::kGroupPad);
     if (project_parallel_groups_avx2(g, views, wide.first.data_ptr<float>(),
                                      wide.second.data_ptr<float>(), out.data_ptr<float>()))
       return out.permute({2, 0, 1}).reshape({B, C, V, n_bins}).contiguous();
   }
 #endif
-  auto layouts = plane_layouts(image);
+  auto layouts = plane_layouts_in_tasks(image);
   AT_DISPATCH_FLOATING_TYPES(image.scalar_type(), "alara_project_cpu", [&] {
     project_kernel<scalar_t>(g, cs, sn, layouts.first.data_ptr<scalar_t>(),
                              layouts.second.data_ptr<scalar_t>(), bc, distance_weight,
