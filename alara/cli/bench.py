@@ -14,6 +14,7 @@ in ``tests/ops/test_peers.py`` check against alara, so a wrong convention fails 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -27,34 +28,92 @@ from typing import Callable
 import numpy as np
 import torch
 
-from alara.geometry import FanBeam, Geometry, ParallelBeam, lodopab
+from alara.geometry import FanBeam, Geometry, ImageGrid, ParallelBeam, lodopab, uniform_angles
 
 Pair = tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray]]
 OPS = ("fp", "bp")
-GEOMETRY_CHOICES = ("lodopab", "fan", "fan-curved")
+
+# Fan beams: source and detector 0.5 m from the axis (magnification 2), 513 bins.
+_SRC = _DET = 0.5
 
 
-def fan_geometry(detector: str = "flat") -> FanBeam:
-    """The LoDoPaB grid seen by a fan beam: 1000 views over 2 pi, 513 bins covering the
-    image, source and detector 0.5 m from the axis (magnification 2)."""
+def _lodopab_pixels(shape: tuple[int, int], centre: tuple[float, float] = (0.0, 0.0)) -> ImageGrid:
+    """A grid of LoDoPaB's pixels (0.26 m / 362), ``shape`` pixels around ``centre``."""
+    d = 0.26 / 362
+    half = (shape[0] * d / 2, shape[1] * d / 2)
+    return ImageGrid(shape, (centre[0] - half[0], centre[1] - half[1]),
+                     (centre[0] + half[0], centre[1] + half[1]))
+
+
+def _parallel(grid: ImageGrid, n_views: int) -> ParallelBeam:
+    """1000-ish views on [0, pi), 513 bins covering the grid's corners."""
+    return ParallelBeam(grid, uniform_angles(n_views), 513, 2 * grid.radius / 513)
+
+
+def fan_geometry(detector: str = "flat", n_views: int = 1000, stop: float = 2 * math.pi,
+                 bin_offset: float = 0.0) -> FanBeam:
+    """The LoDoPaB grid seen by a fan beam: ``n_views`` views k stop / n_views from 0, 513
+    bins covering the image (plus 2%), source and detector 0.5 m from the axis
+    (magnification 2); ``bin_offset`` in bins (a quarter-detector offset: 0.25)."""
     grid = lodopab().grid
-    half = math.tan(math.asin(grid.radius / 0.5))  # half-width of the image's shadow, per m
-    angles = torch.linspace(0, 2 * math.pi, 1001, dtype=torch.float64)[:-1]
-    if detector == "curved":  # the same fan angles on an equiangular arc
-        return FanBeam(grid, angles, 513, 2.04 * math.atan(half) / 513, src_radius=0.5,
-                       det_radius=0.5, detector="curved")
-    return FanBeam(grid, angles, 513, 2.04 * half / 513, src_radius=0.5, det_radius=0.5)
+    half = math.tan(math.asin(grid.radius / _SRC))  # half-width of the image's shadow, per m
+    angles = torch.linspace(0, stop, n_views + 1, dtype=torch.float64)[:-1]
+    # a curved detector gets the same fan angles on an equiangular arc
+    ds = 2.04 * (math.atan(half) if detector == "curved" else half) / 513
+    return FanBeam(grid, angles, 513, ds, src_radius=_SRC, det_radius=_DET, detector=detector,
+                   bin_offset=bin_offset * ds)
+
+
+def short_scan_range() -> float:
+    """pi + the fan angle of the LoDoPaB image seen from the source: a short scan."""
+    return math.pi + 2 * math.asin(lodopab().grid.radius / _SRC)
+
+
+# name -> (builder, description).  The first three have the symmetries of the square that
+# the CPU kernels exploit (symmetric view sets on a centred square grid and detector); the
+# others are what scanners and protocols also use, and take the per-view kernels.
+GEOMETRIES: dict[str, tuple[Callable[[], Geometry], str]] = {
+    "lodopab": (lodopab, "LoDoPaB: 362 x 362, parallel, 1000 views on [0, pi), 513 bins"),
+    "fan": (lambda: fan_geometry("flat"), "fan beam, flat detector, 1000 views over 2 pi"),
+    "fan-curved": (lambda: fan_geometry("curved"), "fan beam, curved detector, 1000 views over 2 pi"),
+    "parallel-1001": (lambda: _parallel(lodopab().grid, 1001), "parallel, 1001 views (odd)"),
+    "off-centre": (lambda: _parallel(_lodopab_pixels((362, 362), (0.02, -0.013)), 1000),
+                   "parallel, 1000 views, the grid 20 / -13 mm off the rotation axis"),
+    "non-square": (lambda: _parallel(_lodopab_pixels((362, 256)), 1000),
+                   "parallel, 1000 views, 362 x 256 pixels"),
+    "fan-offset": (lambda: fan_geometry("flat", 984, bin_offset=0.25),
+                   "fan beam, 984 views over 2 pi, quarter-bin detector offset"),
+    "fan-short": (lambda: fan_geometry("flat", 720, short_scan_range()),
+                  "fan beam short scan, 720 views over pi + fan angle"),
+    "fan-997": (lambda: fan_geometry("flat", 997), "fan beam, 997 views (prime) over 2 pi"),
+}
+GEOMETRY_CHOICES = tuple(GEOMETRIES)
+GEOMETRY_GROUPS = {"all": GEOMETRY_CHOICES, "symmetric": ("lodopab", "fan", "fan-curved"),
+                   "asymmetric": GEOMETRY_CHOICES[3:]}
 
 
 def bench_geometry(name: str) -> Geometry:
-    """``lodopab`` (parallel beam), ``fan`` (flat detector) or ``fan-curved``."""
-    if name == "lodopab":
-        return lodopab()
-    if name == "fan":
-        return fan_geometry("flat")
-    if name == "fan-curved":
-        return fan_geometry("curved")
-    raise ValueError(f"unknown benchmark geometry {name!r}; choose from {GEOMETRY_CHOICES}")
+    """One of :data:`GEOMETRIES` by name."""
+    if name not in GEOMETRIES:
+        raise ValueError(f"unknown benchmark geometry {name!r}; choose from {GEOMETRY_CHOICES}")
+    return GEOMETRIES[name][0]()
+
+
+def parse_geometries(text: str) -> list[str]:
+    """``"lodopab,fan-short"``, a group (``all``, ``symmetric``, ``asymmetric``) or a mix ->
+    the geometries' names, in the order given, without repeats."""
+    out: list[str] = []
+    for part in (p.strip() for p in text.split(",")):
+        names = GEOMETRY_GROUPS.get(part, (part,))
+        for name in names:
+            if name not in GEOMETRIES:
+                raise ValueError(f"--geometry: unknown geometry {name!r}; choose from "
+                                 f"{', '.join(GEOMETRY_CHOICES)} or {', '.join(GEOMETRY_GROUPS)}")
+            if name not in out:
+                out.append(name)
+    if not out:
+        raise ValueError(f"--geometry: no geometry in {text!r}")
+    return out
 
 
 # --------------------------------------------------------------------------- peers
@@ -191,7 +250,7 @@ def _cases(geometry: Geometry, name: str, device: str, impls: set[str]):
         yield ("alara-torch", lambda x: ops.project(x, geometry, "torch"),
                lambda y: ops.backproject(y, geometry, "torch"), True)
     if "astra" in impls and _installed("astra"):
-        flat = fan_geometry("flat") if name == "fan-curved" else geometry  # nearest peer
+        flat = peer_geometry(geometry, name)
         if device == "cuda":
             if astra_cuda_available():
                 yield ("astra-gpu", *astra_pair(flat, "cuda"), False)
@@ -201,8 +260,25 @@ def _cases(geometry: Geometry, name: str, device: str, impls: set[str]):
         else:
             yield ("astra-line_fanflat", *astra_pair(flat, "line_fanflat"), False)
     if "skimage" in impls and device == "cpu" and isinstance(geometry, ParallelBeam) \
-            and _installed("skimage"):
+            and _square_centred(geometry.grid) and _installed("skimage"):
         yield ("skimage", *skimage_pair(geometry), False)
+
+
+def peer_geometry(geometry: Geometry, name: str) -> Geometry:
+    """The geometry the peers run for ``geometry``: itself, or the nearest one they have
+    (a curved fan as the flat fan of the same fan angles; a detector offset dropped), which
+    costs them the same."""
+    if name == "fan-curved":
+        return fan_geometry("flat")
+    if abs(geometry.bin_offset) > 0:
+        return dataclasses.replace(geometry, bin_offset=0.0)
+    return geometry
+
+
+def _square_centred(grid: ImageGrid) -> bool:
+    """scikit-image's radon takes square images centred on the rotation axis."""
+    (x0, y0), (x1, y1) = grid.min_pt, grid.max_pt
+    return grid.shape[0] == grid.shape[1] and abs(x0 + x1) < 1e-12 and abs(y0 + y1) < 1e-12
 
 
 def reference_impl(geometry: Geometry, device: str) -> str:
@@ -255,12 +331,14 @@ def _fill_ratios(results: list[Result], device: str) -> None:
 def format_table(results: list[Result], device: str) -> str:
     """Markdown table: one row per case and implementation."""
     lines = ["| geometry | op | batch | implementation | ms (best) | ratio to reference | "
-             "per image / batch 1 |", "|---|---|---|---|---|---|---|"]
+             "per image / batch 1 | ms (worst) |", "|---|---|---|---|---|---|---|---|"]
     for r in results:
         ref = reference_impl(bench_geometry(r.geometry), device)
         ratio = f"{r.ratio:.3f}x {ref}" if r.ratio is not None else "-"
         per = f"{r.per_image_vs_batch1:.2f}" if r.per_image_vs_batch1 is not None else "-"
-        lines.append(f"| {r.geometry} | {r.op} | {r.batch} | {r.impl} | {r.ms:.1f} | {ratio} | {per} |")
+        worst = f"{max(r.rounds_ms):.1f}" if r.rounds_ms else "-"
+        lines.append(f"| {r.geometry} | {r.op} | {r.batch} | {r.impl} | {r.ms:.1f} | {ratio} | "
+                     f"{per} | {worst} |")
     return "\n".join(lines)
 
 
@@ -295,22 +373,61 @@ def machine_info(device: str) -> dict[str, object]:
     return out
 
 
-class BusyLoad:
-    """``n`` processes spinning on the CPU while the benchmark runs (a shared machine)."""
+# Another PyTorch process at work: short elementwise ops on 2-thread tensors (many short
+# parallel regions, as a training step's activations and optimiser) and a matrix product.
+# Beside such a process, kernels that open a parallel region per view collapsed 8-12x on
+# 2 threads while plain busy loops barely slowed them (issue 23): two OpenMP runtimes
+# competing for the cores, each region's join waiting for a descheduled thread.
+_TORCH_LOAD = """
+import sys, torch
+torch.set_num_threads(int(sys.argv[1]))
+x, a = torch.rand(200_000), torch.rand(256, 256)
+print("ready", flush=True)
+while True:
+    for _ in range(50):
+        x = torch.sin(x).add_(0.1)
+    a = torch.tanh(a @ a)
+"""
 
-    def __init__(self, n: int):
-        self.n = n
+LOAD_KINDS = ("busy", "torch")
+
+
+class BusyLoad:
+    """``n`` processes at work while the benchmark runs (a shared machine): ``busy``, a
+    Python loop spinning on one core; ``torch``, PyTorch tensor work on ``threads`` threads
+    (see ``_TORCH_LOAD``)."""
+
+    def __init__(self, n: int, kind: str = "busy", threads: int = 2):
+        if kind not in LOAD_KINDS:
+            raise ValueError(f"--load-kind must be one of {LOAD_KINDS}, got {kind!r}")
+        self.n, self.kind, self.threads = n, kind, threads
         self.procs: list[subprocess.Popen] = []
 
     def __enter__(self):
-        for _ in range(self.n):
-            self.procs.append(subprocess.Popen([sys.executable, "-c", "while True: pass"]))
+        try:
+            for _ in range(self.n):
+                if self.kind == "busy":
+                    self.procs.append(subprocess.Popen([sys.executable, "-c", "while True: pass"]))
+                else:
+                    self.procs.append(subprocess.Popen(
+                        [sys.executable, "-c", _TORCH_LOAD, str(self.threads)],
+                        stdout=subprocess.PIPE, text=True))
+            for p in self.procs:  # time nothing before the load runs (importing torch: ~s)
+                if self.kind == "torch" and p.stdout.readline().strip() != "ready":
+                    raise RuntimeError(f"the torch load process failed to start (exit code "
+                                       f"{p.poll()})")
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc):
         for p in self.procs:
             p.kill()
             p.wait()
+            if p.stdout is not None:
+                p.stdout.close()
+        self.procs = []
 
 
 # --------------------------------------------------------------------------- CLI
@@ -335,7 +452,7 @@ def parse_batches(text: str) -> list[int]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    geometries = list(GEOMETRY_CHOICES) if args.geometry == "all" else [args.geometry]
+    geometries = parse_geometries(args.geometry)
     batches = parse_batches(args.batch)
     ops_ = list(OPS) if args.op == "both" else [args.op]
     impls = {s.strip() for s in args.impl.split(",") if s.strip()}
@@ -346,6 +463,10 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError("--device cuda needs a CUDA GPU, and torch sees none")
     if args.rounds < 1:
         raise ValueError(f"--rounds must be >= 1, got {args.rounds}")
+    if args.load < 0:
+        raise ValueError(f"--load must be >= 0, got {args.load}")
+    if args.load_threads < 1:
+        raise ValueError(f"--load-threads must be >= 1, got {args.load_threads}")
     if args.threads is not None:
         if args.threads < 1:
             raise ValueError(f"--threads must be >= 1, got {args.threads}")
@@ -353,10 +474,12 @@ def _run(args: argparse.Namespace) -> int:
     dtype = {"float32": torch.float32, "float64": torch.float64}[args.dtype]
     meta = machine_info(args.device)
     meta["command"] = "alara bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "alara bench"
-    meta["busy processes added"] = args.load
+    meta["load processes added"] = args.load
+    meta["load kind"] = (f"{args.load_kind}" + (f" ({args.load_threads} threads each)"
+                                                if args.load_kind == "torch" else ""))
     print(f"alara bench on {meta['cpu']} ({meta['threads']} threads), load average "
           f"{meta['load average (1, 5, 15 min)']}, {args.device}, {args.dtype}", flush=True)
-    with BusyLoad(args.load):
+    with BusyLoad(args.load, args.load_kind, args.load_threads):
         results = run(geometries, batches, ops_, dtype, args.device, args.rounds, impls,
                       log=lambda s: print(s, flush=True))
     print()
@@ -381,9 +504,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "backprojection (bp) against every installed peer (ASTRA "
                                    "CPU/GPU, scikit-image) in one process and print the "
                                    "ratios to ASTRA.")
-    p.add_argument("--geometry", choices=(*GEOMETRY_CHOICES, "all"), default="all",
-                   help="lodopab: 362x362, 1000 views x 513 bins, parallel; fan / fan-curved: "
-                        "the same grid, 1000 views over 2 pi, 513 bins (default: all)")
+    p.add_argument("--geometry", default="all", metavar="NAMES",
+                   help="comma list of geometries or groups (default: all); groups: "
+                        + "; ".join(f"{k}: {', '.join(v)}" for k, v in GEOMETRY_GROUPS.items()
+                                    if k != "all")
+                        + ". Geometries: " + "; ".join(f"{k}: {d}" for k, (_, d) in GEOMETRIES.items()))
     p.add_argument("--batch", default="1,8", help="batch sizes, e.g. 1,8 or 1-16 (default 1,8)")
     p.add_argument("--op", choices=("fp", "bp", "both"), default="both")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
@@ -397,6 +522,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="torch/alara CPU threads (default: torch's); ASTRA's CPU projectors "
                         "use one")
     p.add_argument("--load", type=whole(0), default=0, metavar="N",
-                   help="run N busy processes meanwhile, to measure a shared machine")
+                   help="run N processes at work meanwhile, to measure a shared machine "
+                        "(their kind: --load-kind)")
+    p.add_argument("--load-kind", choices=LOAD_KINDS, default="busy",
+                   help="busy: a Python loop spinning on one core; torch: another PyTorch "
+                        "process doing tensor work on --load-threads threads (what a second "
+                        "job, DataLoader workers or a test suite do) (default busy)")
+    p.add_argument("--load-threads", type=whole(1), default=2, metavar="T",
+                   help="threads of each torch load process (default 2)")
     p.add_argument("--json", metavar="OUT", help="also write every timing to this JSON file")
     p.set_defaults(func=_run)

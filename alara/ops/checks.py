@@ -44,12 +44,36 @@ def check_tensor(t: object, name: str, trailing: tuple[int, int], what: str, dim
             f"{name} has {what} {tuple(t.shape[-2:])} but the geometry expects "
             f"{tuple(trailing)} ({dims})"
         )
-    # detach: isfinite decomposes into abs(), which would save the input for autograd
     # (skipped while torch.compile traces: a data-dependent branch would break the graph)
-    if (check_finite and not torch.compiler.is_compiling()
-            and not bool(torch.isfinite(t.detach()).all())):
-        raise ValueError(f"{name} contains NaN or infinite values")
+    if check_finite and not torch.compiler.is_compiling():
+        check_finite_values(t, name)
     return t
+
+
+def check_finite_values(t: torch.Tensor, name: str) -> None:
+    """Raise ``ValueError("<name> contains NaN or infinite values")`` where ``t`` has any.
+
+    On CPU the check is one reduction: a sum is finite only if every term is (a NaN or
+    an infinity propagates through it), so a finite sum clears the tensor; only a sum that
+    is not finite (bad values, or finite values that overflow) runs the exact elementwise
+    test.  One reduction opens one parallel region where ``isfinite(t).all()`` opens five,
+    and every region is a join that waits for a descheduled thread on a shared machine
+    (issue 23).
+
+    On CUDA reading the answer back would synchronise the host with the device on every
+    operator call, stalling a training step; there the check is queued with
+    ``torch._assert_async`` and fails at a later synchronisation as a device-side assert
+    (which ends the CUDA context, as any device-side assert does), with the same message.
+    """
+    t = t.detach()  # isfinite decomposes into abs(), which would save t for autograd
+    message = f"{name} contains NaN or infinite values"
+    if t.device.type == "cuda":
+        torch._assert_async(torch.isfinite(t).all(), message)
+        return
+    if t.device.type == "cpu" and bool(torch.isfinite(t.sum())):
+        return
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(message)
 
 
 class CoverageWarning(UserWarning):

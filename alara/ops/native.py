@@ -16,6 +16,8 @@ entry points that :mod:`alara.ops.projection` calls for ``backend="native"``.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import torch
 
 from alara.ops.raymath import GeometryParams
@@ -44,8 +46,27 @@ def cuda_arch_list() -> list[str]:
     return [a for a in build_info()["arch"].split(",") if a]
 
 
+# Angles copied to a GPU, per (source tensor, device): a copy from (pageable) host
+# memory synchronises the host with the device, which every operator call of a training
+# step would otherwise pay.  An entry is used only while its source is the same tensor
+# object, unmodified (its version counter); it holds the source, so its id is not reused.
+_DEVICE_ANGLES: "OrderedDict[tuple[int, torch.device], tuple[torch.Tensor, int, torch.Tensor]]" = OrderedDict()
+_DEVICE_ANGLES_MAX = 32
+
+
 def _angles_on(angles: torch.Tensor, device: torch.device) -> torch.Tensor:
-    return angles.to(device=device, dtype=torch.float64)
+    if angles.device == device or device.type == "cpu":
+        return angles.to(device=device, dtype=torch.float64)
+    key = (id(angles), device)
+    hit = _DEVICE_ANGLES.get(key)
+    if hit is not None and hit[0] is angles and hit[1] == angles._version:
+        _DEVICE_ANGLES.move_to_end(key)
+        return hit[2]
+    out = angles.to(device=device, dtype=torch.float64)
+    _DEVICE_ANGLES[key] = (angles, angles._version, out)
+    while len(_DEVICE_ANGLES) > _DEVICE_ANGLES_MAX:
+        _DEVICE_ANGLES.popitem(last=False)
+    return out
 
 
 def project(x: torch.Tensor, p: GeometryParams, angles: torch.Tensor,

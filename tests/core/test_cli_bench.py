@@ -55,3 +55,84 @@ def test_fan_geometries_cover_the_image():
     assert curved.detector == "curved" and flat.detector == "flat"
     with pytest.raises(ValueError, match="unknown benchmark geometry"):
         bench.bench_geometry("cone")
+
+
+def test_parse_geometries_takes_names_and_groups():
+    assert bench.parse_geometries("lodopab") == ["lodopab"]
+    assert bench.parse_geometries("fan-short, lodopab,fan-short") == ["fan-short", "lodopab"]
+    assert bench.parse_geometries("symmetric") == ["lodopab", "fan", "fan-curved"]
+    assert bench.parse_geometries("all") == list(bench.GEOMETRY_CHOICES)
+    assert set(bench.parse_geometries("asymmetric")) == set(bench.GEOMETRY_CHOICES) - {
+        "lodopab", "fan", "fan-curved"}
+    for bad in ("cone", "lodopab,cone", ","):
+        with pytest.raises(ValueError, match="--geometry"):
+            bench.parse_geometries(bad)
+
+
+def test_geometry_classes_are_what_their_names_say():
+    import math
+
+    from alara.geometry import FanBeam, ParallelBeam
+    from alara.ops.checks import angular_coverage
+
+    lodopab = bench.bench_geometry("lodopab")
+    g = bench.bench_geometry("parallel-1001")
+    assert isinstance(g, ParallelBeam) and g.n_views == 1001 and g.grid == lodopab.grid
+    g = bench.bench_geometry("off-centre")
+    assert g.grid.shape == (362, 362) and g.grid.spacing == pytest.approx(lodopab.grid.spacing)
+    assert sum(g.grid.min_pt) + sum(g.grid.max_pt) == pytest.approx(2 * (0.02 - 0.013))
+    g = bench.bench_geometry("non-square")
+    assert g.grid.shape == (362, 256) and g.grid.spacing == pytest.approx(lodopab.grid.spacing)
+    for name in ("off-centre", "non-square"):  # the detector still covers the whole grid
+        g = bench.bench_geometry(name)
+        assert g.n_bins * g.bin_spacing == pytest.approx(2 * g.grid.radius)
+    g = bench.bench_geometry("fan-offset")
+    assert isinstance(g, FanBeam) and g.n_views == 984
+    assert g.bin_offset == pytest.approx(0.25 * g.bin_spacing)
+    g = bench.bench_geometry("fan-short")
+    covered, needed = angular_coverage(g)
+    assert g.n_views == 720 and covered < 2 * math.pi - 1
+    assert float(g.angles[-1] - g.angles[0]) == pytest.approx(needed * 719 / 720)
+    assert bench.bench_geometry("fan-997").n_views == 997
+
+
+def test_peers_run_the_nearest_geometry_they_have():
+    g = bench.bench_geometry("fan-offset")
+    peer = bench.peer_geometry(g, "fan-offset")
+    assert peer.bin_offset == 0 and peer.n_views == g.n_views and peer.bin_spacing == g.bin_spacing
+    assert bench.peer_geometry(bench.bench_geometry("fan-curved"), "fan-curved").detector == "flat"
+    short = bench.bench_geometry("fan-short")
+    assert bench.peer_geometry(short, "fan-short") is short
+
+
+def test_load_arguments_are_checked(capsys):
+    assert main(["bench", "--load", "-1"]) == 1
+    assert "--load must be >= 0" in capsys.readouterr().err
+    assert main(["bench", "--load", "1", "--load-threads", "0"]) == 1
+    assert "--load-threads" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["bench", "--load-kind", "sleepy"])
+
+
+def test_torch_load_is_a_running_torch_process_and_stops():
+    with bench.BusyLoad(1, "torch", 2) as load:
+        (proc,) = load.procs
+        assert proc.poll() is None  # started (it said "ready" after importing torch) and working
+    assert proc.poll() is not None
+    with pytest.raises(ValueError, match="--load-kind"):
+        bench.BusyLoad(1, "sleepy")
+
+
+def test_bench_under_torch_load_on_a_new_geometry_class(tmp_path, capsys):
+    from alara.ops import native_available
+
+    out = tmp_path / "b.json"
+    impl = "native" if native_available() else "torch"
+    assert main(["bench", "--geometry", "fan-short", "--op", "bp", "--batch", "1", "--impl", impl,
+                 "--rounds", "2", "--load", "1", "--load-kind", "torch", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["machine"]["load kind"] == "torch (2 threads each)"
+    assert data["machine"]["load processes added"] == 1
+    (row,) = data["results"]
+    assert row["geometry"] == "fan-short" and len(row["rounds_ms"]) == 2
+    assert f"| fan-short | bp | 1 | alara-{impl} |" in capsys.readouterr().out

@@ -1,0 +1,550 @@
+// The per-view CPU kernels of alara::project and alara::backproject (Joseph's method).
+//
+// Forward projection is ray-driven: dynamic tasks over the rays (parallel.h), an inner
+// loop over the planes with the two pixel reads of the linear interpolation.
+// Backprojection is a pixel-driven gather (the exact adjoint, no atomics): tasks over
+// pixel rows (parallel beams) or planes (fan beams), for every view a loop over the two
+// or three bins whose rays touch the pixel.
+//
+// Images are read from channels-last copies ([planes, other + 2 kPad, B*C], see ops.h)
+// so that a batch is processed inside each ray (contiguous channel loads) and so that the
+// interpolated axis is contiguous and zero padded: the plane loop has no branches.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <cmath>
+#include <type_traits>
+#include <vector>
+
+#include "../ops.h"
+#include "parallel.h"
+#include "simd_avx2.h"
+
+namespace alara {
+// (Only projection_cpu.cpp includes this: one translation unit, where the templates
+// instantiate; an unnamed namespace keeps its helpers out of the library's symbols.)
+namespace {
+
+
+// Channels processed together inside a ray (a full AVX register of floats).
+constexpr int kChannelBlock = 8;
+
+// floor() for values > -kFloorShift, as a truncation (cheaper, and branch-free).
+constexpr double kFloorShift = 8.0;
+inline int fast_floor(double v) { return static_cast<int>(v + kFloorShift) - static_cast<int>(kFloorShift); }
+
+// Sum over planes [p0, p1] of the interpolated pixels of channels [c0, c0 + CB).
+// Accumulators are locals (no aliasing with the image) so they stay in registers.
+template <typename scalar_t, int CB>
+inline void ray_sum(const scalar_t* __restrict__ img, int64_t stride, int64_t bc, int c0,
+                    double alpha, double beta, int p0, int p1, scalar_t* __restrict__ out) {
+  scalar_t acc[CB];
+  for (int b = 0; b < CB; ++b) acc[b] = 0;
+  for (int p = p0; p <= p1; ++p) {
+    const double pos = alpha + beta * p;
+    const int q = fast_floor(pos);
+    const scalar_t f = static_cast<scalar_t>(pos - q);
+    const scalar_t* a = img + (p * stride + q + kPad) * bc + c0;
+    for (int b = 0; b < CB; ++b) acc[b] += a[b] + f * (a[bc + b] - a[b]);
+  }
+  for (int b = 0; b < CB; ++b) out[b] = acc[b];
+}
+
+// One channel (batch 1): two independent accumulators hide the add latency.
+template <typename scalar_t>
+inline scalar_t ray_sum1(const scalar_t* __restrict__ img, int64_t stride, double alpha,
+                         double beta, int p0, int p1) {
+  scalar_t acc0 = 0, acc1 = 0;
+  const scalar_t* base = img + kPad;
+  int p = p0;
+  for (; p + 1 <= p1; p += 2) {
+    const double pos0 = alpha + beta * p, pos1 = pos0 + beta;
+    const int q0 = fast_floor(pos0), q1 = fast_floor(pos1);
+    const scalar_t f0 = static_cast<scalar_t>(pos0 - q0), f1 = static_cast<scalar_t>(pos1 - q1);
+    const scalar_t* a0 = base + p * stride + q0;
+    const scalar_t* a1 = base + (p + 1) * stride + q1;
+    acc0 += a0[0] + f0 * (a0[1] - a0[0]);
+    acc1 += a1[0] + f1 * (a1[1] - a1[0]);
+  }
+  if (p <= p1) {
+    const double pos = alpha + beta * p;
+    const int q = fast_floor(pos);
+    const scalar_t f = static_cast<scalar_t>(pos - q);
+    const scalar_t* a = base + p * stride + q;
+    acc0 += a[0] + f * (a[1] - a[0]);
+  }
+  return acc0 + acc1;
+}
+
+// The same with the fan-beam distance weight applied to every pixel.
+template <typename scalar_t>
+inline scalar_t ray_sum_dw(const Geometry& g, double c, double sn, bool xdom,
+                           const scalar_t* img, int64_t stride, int64_t bc, int ch,
+                           double alpha, double beta, int p0, int p1) {
+  scalar_t acc = 0;
+  const double pd = xdom ? g.dx : g.dy, od = xdom ? g.dy : g.dx;
+  const double pmin = xdom ? g.x0 : g.y0, omin = xdom ? g.y0 : g.x0;
+  for (int p = p0; p <= p1; ++p) {
+    const double pos = alpha + beta * p;
+    const int q = fast_floor(pos);
+    const scalar_t f = static_cast<scalar_t>(pos - q);
+    const scalar_t* a = img + (p * stride + q + kPad) * bc + ch;
+    const double pc = pmin + (p + 0.5) * pd;
+    const double oa = omin + (q + 0.5) * od, ob = oa + od;
+    const double wa = xdom ? distance_weight(g, c, sn, pc, oa) : distance_weight(g, c, sn, oa, pc);
+    const double wb = xdom ? distance_weight(g, c, sn, pc, ob) : distance_weight(g, c, sn, ob, pc);
+    acc += (1 - f) * static_cast<scalar_t>(wa) * a[0] + f * static_cast<scalar_t>(wb) * a[bc];
+  }
+  return acc;
+}
+
+#ifdef ALARA_HAVE_AVX2_PATH
+// Parallel beam, float32, one channel: rays in groups of 8 adjacent bins (avx2::group_sum8).
+// Returns false where the view's bin spacing is too coarse for the 16-pixel windows.
+bool project_parallel_groups_avx2(const Geometry& g, const std::vector<ViewParams>& views,
+                                  const float* xl, const float* yl, float* out) {
+  for (const ViewParams& vp : views)
+    if (!avx2::group_fits(vp.dalpha)) return false;
+  const int K = g.n_bins, groups = (K + 7) / 8;
+  const int64_t n_views = static_cast<int64_t>(views.size());
+  for_each_chunk(n_views * groups, 64, [&](int64_t g0, int64_t g1) {
+    float sums[8];
+    for (int64_t gi = g0; gi < g1; ++gi) {
+      const int64_t v = gi / groups;
+      const int k0 = static_cast<int>(gi - v * groups) * 8;
+      const ViewParams& vp = views[v];
+      const int n_planes = vp.xdom ? g.n0 : g.n1, n_other = vp.xdom ? g.n1 : g.n0;
+      const int64_t stride = n_other + 2 * avx2::kGroupPad;
+      const float* img = (vp.xdom ? xl : yl) + avx2::kGroupPad;
+      float* o = out + v * K;
+      const Joseph first = kernel_ray(g, vp, 0.0, 0.0, k0);
+      if (k0 + 8 > K) {  // the last, partial group: one ray at a time
+        for (int k = k0; k < K; ++k) {
+          const Joseph jp = kernel_ray(g, vp, 0.0, 0.0, k);
+          int p0, p1;
+          plane_range(jp.alpha, jp.beta, n_planes, n_other, p0, p1);
+          o[k] = static_cast<float>(jp.weight) * ray_sum1(img - kPad, stride, jp.alpha, jp.beta, p0, p1);
+        }
+        continue;
+      }
+      const Joseph last = kernel_ray(g, vp, 0.0, 0.0, k0 + 7);
+      int a0, a1, b0, b1;
+      plane_range(first.alpha, first.beta, n_planes, n_other, a0, a1);
+      plane_range(last.alpha, last.beta, n_planes, n_other, b0, b1);
+      const int p0 = std::min(a0, b0), p1 = std::max(a1, b1);
+      const double alpha_b = vp.dalpha > 0 ? first.alpha : last.alpha;
+      avx2::group_sum8(img, stride, alpha_b, vp.beta, vp.dalpha, p0, p1, sums);
+      const float w = static_cast<float>(vp.weight);
+      for (int l = 0; l < 8; ++l) o[k0 + l] = w * sums[l];
+    }
+  });
+  return true;
+}
+#endif
+
+template <typename scalar_t>
+void project_kernel(const Geometry& g, const std::vector<double>& cs,
+                    const std::vector<double>& sn, const scalar_t* xl, const scalar_t* yl,
+                    int64_t bc, bool dw, scalar_t* out) {
+  const int64_t n_views = static_cast<int64_t>(cs.size());
+  const int K = g.n_bins;
+  std::vector<ViewParams> views;
+  if (g.kind == PARALLEL) {
+    views.resize(n_views);
+    for (int64_t v = 0; v < n_views; ++v) views[v] = parallel_view(g, cs[v], sn[v]);
+  }
+  const int64_t n_rays = n_views * K;
+#ifdef ALARA_HAVE_AVX2_PATH
+  const bool use_avx2 = avx2::supported();
+#endif
+  for_each_chunk(n_rays, 256, [&](int64_t r0, int64_t r1) {
+    scalar_t acc[kChannelBlock];
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t v = r / K;
+      const int k = static_cast<int>(r - v * K);
+      const Joseph jp = kernel_ray(g, g.kind == PARALLEL ? views[v] : ViewParams{}, cs[v], sn[v], k);
+      const int n_planes = jp.xdom ? g.n0 : g.n1, n_other = jp.xdom ? g.n1 : g.n0;
+      const int64_t stride = n_other + 2 * kPad;
+      const scalar_t* img = jp.xdom ? xl : yl;
+      int p0, p1;
+      plane_range(jp.alpha, jp.beta, n_planes, n_other, p0, p1);
+      scalar_t* o = out + r * bc;
+      const scalar_t w = static_cast<scalar_t>(jp.weight);
+      if (dw) {
+        for (int ch = 0; ch < bc; ++ch)
+          o[ch] = w * ray_sum_dw(g, cs[v], sn[v], jp.xdom, img, stride, bc, ch, jp.alpha,
+                                 jp.beta, p0, p1);
+        continue;
+      }
+#ifdef ALARA_HAVE_AVX2_PATH
+      if constexpr (std::is_same_v<scalar_t, float>) {
+        if (use_avx2) {
+          if (bc == 1) {
+            o[0] = w * avx2::ray_sum1(img + kPad, stride, jp.alpha, jp.beta, p0, p1);
+            continue;
+          }
+          int c0 = 0;
+          for (; c0 + 8 <= bc; c0 += 8) {
+            avx2::ray_sum8<false>(img + kPad * bc + c0, stride, bc, jp.alpha, jp.beta, p0, p1, acc);
+            for (int b = 0; b < 8; ++b) o[c0 + b] = w * acc[b];
+          }
+          if (c0 < bc) {  // the last, partial block of channels
+            const int n = static_cast<int>(bc - c0);
+            avx2::ray_sum8<true>(img + kPad * bc + c0, stride, bc, jp.alpha, jp.beta, p0, p1, acc, n);
+            for (int b = 0; b < n; ++b) o[c0 + b] = w * acc[b];
+          }
+          continue;
+        }
+      }
+#endif
+      if (bc == 1) {
+        o[0] = w * ray_sum1(img, stride, jp.alpha, jp.beta, p0, p1);
+        continue;
+      }
+      int c0 = 0;
+      for (; c0 + kChannelBlock <= bc; c0 += kChannelBlock) {
+        ray_sum<scalar_t, kChannelBlock>(img, stride, bc, c0, jp.alpha, jp.beta, p0, p1, acc);
+        for (int b = 0; b < kChannelBlock; ++b) o[c0 + b] = w * acc[b];
+      }
+      for (; c0 < bc; ++c0) {
+        ray_sum<scalar_t, 1>(img, stride, bc, c0, jp.alpha, jp.beta, p0, p1, acc);
+        o[c0] = w * acc[0];
+      }
+    }
+  });
+}
+
+// Adds w * y[k, :] to acc[:] (bc channels).
+template <typename scalar_t>
+inline void axpy(scalar_t w, const scalar_t* y, scalar_t* acc, int64_t bc) {
+  for (int64_t b = 0; b < bc; ++b) acc[b] += w * y[b];
+}
+
+// Parallel-beam backprojection into the rows [0, n_rows) of the image (`out` need not be
+// initialised: each task zeroes its rows): a pixel-driven gather (every view's rays share one direction, so the bins that touch a pixel follow
+// from an affine formula).
+template <typename scalar_t>
+void backproject_parallel(const Geometry& g, const std::vector<double>& cs,
+                          const std::vector<double>& sn, const scalar_t* y, int64_t bc,
+                          scalar_t* out, const float* y_padded, int64_t n_rows) {
+  const int64_t n_views = static_cast<int64_t>(cs.size());
+  const int K = g.n_bins, n1 = g.n1;
+  std::vector<ViewParams> views(n_views);
+  for (int64_t v = 0; v < n_views; ++v) views[v] = parallel_view(g, cs[v], sn[v]);
+#ifdef ALARA_HAVE_AVX2_PATH
+  const bool use_avx2 = avx2::supported();
+#endif
+  // Rows per task: the task's accumulators stay in the L2 cache while every view streams
+  // over them (the view's bins and sinogram row stay in L1); at most 16 rows, so that
+  // there are enough tasks to balance between threads when one of them is slowed down.
+  const int64_t row_bytes = static_cast<int64_t>(n1) * bc * sizeof(scalar_t);
+  const int64_t block_rows = std::clamp<int64_t>((192 * 1024) / std::max<int64_t>(row_bytes, 1), 1, 16);
+  for_each_chunk(n_rows, block_rows, [&](int64_t ib, int64_t ie) {
+    std::vector<float> scratch_w(8 * (n1 + 8));  // per-task tap scratch (AVX2 rows)
+    std::vector<int> scratch_k(8 * (n1 + 8));
+    scalar_t* acc_block = out + ib * n1 * bc;  // accumulate in place
+    // (zeroed here, not by the caller: the task's thread touches its rows first, and the
+    // zeroing runs on every thread of the region instead of before it on one)
+    std::fill(acc_block, acc_block + (ie - ib) * n1 * bc, scalar_t(0));
+    for (int64_t v = 0; v < n_views; ++v) {
+      const scalar_t* yv = y + v * K * bc;
+      const ViewParams& vp = views[v];
+      const double inv = 1.0 / std::fabs(vp.dalpha);
+      const double da = vp.dalpha;
+      // Bins with |L + k da| < 1 lie in (lo, lo + 2 / |da|): n_taps consecutive bins
+      // from floor(lo) + 1 cover them (extra taps get weight 0 from the hat).
+      const int n_taps = static_cast<int>(2.0 * inv) + 1;
+      const double shift = K + 16.0;
+      const scalar_t w0 = static_cast<scalar_t>(vp.weight);
+      for (int64_t i = ib; i < ie; ++i) {
+        scalar_t* acc_row = acc_block + (i - ib) * n1 * bc;
+        // L(j) = alpha0 + beta * plane - other: the position error of bin 0 at (i, j).
+        const double L0 = vp.xdom ? vp.alpha0 + vp.beta * i : vp.alpha0 - i;
+        const double dL = vp.xdom ? -1.0 : vp.beta;
+        int j_start = 0;
+#ifdef ALARA_HAVE_AVX2_PATH
+        if constexpr (std::is_same_v<scalar_t, float>) {
+          if (use_avx2 && bc >= 8 && n_taps <= avx2::kMaxTaps) {
+            avx2::bp_row_channels(acc_row, n1, bc, yv, K, L0, dL, da, n_taps, w0,
+                                  scratch_w.data(), scratch_k.data());
+            continue;
+          }
+          if (y_padded != nullptr && avx2::bp_row_fits(dL, da, n_taps)) {
+            j_start = n1 & ~7;
+            avx2::bp_row(acc_row, j_start, y_padded + v * (K + 2 * avx2::kBinPad) + avx2::kBinPad,
+                         K, L0, dL, da, n_taps, w0);
+          }
+        }
+#endif
+        for (int j = j_start; j < n1; ++j) {
+          const double L = L0 + dL * j;
+          double lo = (da > 0 ? -1.0 - L : 1.0 - L) / da;  // = min((-1-L)/da, (1-L)/da)
+          lo = std::min(std::max(lo, -8.0), K + 8.0);
+          const int k0 = static_cast<int>(lo + shift) - static_cast<int>(shift) + 1;
+          scalar_t* a = acc_row + static_cast<int64_t>(j) * bc;
+          if (bc == 1) {
+            scalar_t sum = 0;
+            for (int t = 0; t < n_taps; ++t) {
+              const int k = k0 + t;
+              const double err = L + k * da;
+              const scalar_t w = static_cast<scalar_t>(std::max(0.0, 1.0 - std::fabs(err)));
+              const int kc = std::min(std::max(k, 0), K - 1);
+              sum += (k == kc) ? w * yv[kc] : scalar_t(0);
+            }
+            a[0] += w0 * sum;
+          } else {
+            for (int t = 0; t < n_taps; ++t) {
+              const int k = k0 + t;
+              if (k < 0 || k >= K) continue;
+              const double err = L + k * da;
+              const scalar_t w = w0 * static_cast<scalar_t>(std::max(0.0, 1.0 - std::fabs(err)));
+              if (w != 0) axpy(w, yv + static_cast<int64_t>(k) * bc, a, bc);
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
+// Fan-beam backprojection of the rays of one view onto one plane, any dtype and channel
+// count: pixel j gets dw(j) * sum_i max(0, 1 - |P[i] - j|) c[i, :] over the rays, whose
+// positions P increase with i; two pointers find the rays with |P - j| < 1.  dw is the
+// FBP distance weight of each pixel (nullptr: 1).
+template <typename scalar_t>
+void fan_bp_row_generic(scalar_t* acc, int n, int64_t bc, const double* P, const scalar_t* c,
+                        int n_rays, const double* dw) {
+  int first = 0;
+  for (int j = 0; j < n; ++j) {
+    while (first < n_rays && P[first] <= j - 1.0) ++first;
+    scalar_t* a = acc + static_cast<int64_t>(j) * bc;
+    const scalar_t d = dw ? static_cast<scalar_t>(dw[j]) : scalar_t(1);
+    for (int i = first; i < n_rays && P[i] < j + 1.0; ++i) {
+      const scalar_t e = static_cast<scalar_t>(P[i] - j);
+      const scalar_t w = d * (1 - (e < 0 ? -e : e));
+      if (w > 0) axpy(w, c + static_cast<int64_t>(i) * bc, a, bc);
+    }
+  }
+}
+
+// A run of consecutive bins of one view whose rays are all x- or all y-dominant and point
+// the same way along the family's axis.
+struct FanSegment {
+  int64_t view;
+  int k0, k1;  // bins [k0, k1)
+};
+
+// A segment's rays on one plane of a fan-beam view, for the AVX2 lanes: the lane map
+// (see avx2::FanLaneMap), whether the rays' positions increase with the bin, and the range
+// [ia, ib) of positions (in increasing order) that can reach the plane's pixels.
+struct FanPlane {
+  bool ok;  // false: the plane's pixel range comes near the source (use the generic path)
+  bool rising;
+  int ia, ib;
+#ifdef ALARA_HAVE_AVX2_PATH
+  avx2::FanLaneMap map;
+#endif
+};
+
+// Safety margin (in bins) of the lane map's float arithmetic: its error is ~1e-4 bins.
+constexpr double kLaneMargin = 0.05;
+
+FanPlane fan_plane(const Geometry& g, double c, double sn, bool xd, double plane, int k0,
+                   int k1, int n_other) {
+  FanPlane fp{};
+  // the pixel centre at position t on the plane: (px0 + t dpx, py0 + t dpy)
+  const double px0 = xd ? g.x0 + (plane + 0.5) * g.dx : g.x0 + 0.5 * g.dx;
+  const double py0 = xd ? g.y0 + 0.5 * g.dy : g.y0 + (plane + 0.5) * g.dy;
+  const double dpx = xd ? 0.0 : g.dx, dpy = xd ? g.dy : 0.0;
+  const double u0 = px0 * c + py0 * sn, du = dpx * c + dpy * sn;
+  const double e0 = g.src_radius - px0 * sn + py0 * c, de = -dpx * sn + dpy * c;
+  const double slope = du * e0 - u0 * de;  // sign of d(u / e) / dt, constant along the plane
+  const double e_min = 1e-3 * g.src_radius;
+  if (e0 - 2 * de <= e_min || e0 + (n_other + 8) * de <= e_min || slope == 0) return fp;
+  fp.ok = true;
+  fp.rising = slope > 0;
+  const double a = g.src_det / g.ds, b0 = -g.s0 / g.ds;
+  const double sigma = fp.rising ? 1.0 : -1.0, tau = fp.rising ? 1.0 - k0 : static_cast<double>(k1);
+  const int n = k1 - k0;
+  const bool curved = g.kind == FAN_CURVED;
+  // rays (in increasing position order) at or left of position t: floor(sigma kappa(t) + tau)
+  auto count = [&](double t) {
+    const double r = (u0 + t * du) / (e0 + t * de);
+    const double kappa = a * (curved ? std::atan(r) : r) + b0;
+    return static_cast<int>(std::min(std::max(std::floor(sigma * kappa + tau), -4.0), n + 4.0));
+  };
+  fp.ia = std::clamp(count(-1.5) - 2, 0, n);
+  fp.ib = std::clamp(count(n_other + 0.5) + 2, 0, n);
+#ifdef ALARA_HAVE_AVX2_PATH
+  // the curved map's polynomial atan moves kappa by up to a * kAtanPolyError bins
+  const bool poly = curved && a * avx2::kAtanPolyError < 0.25;
+  const double margin = kLaneMargin + (poly ? a * avx2::kAtanPolyError : 0.0);
+  fp.map = avx2::FanLaneMap{static_cast<float>(u0), static_cast<float>(du), static_cast<float>(e0),
+                            static_cast<float>(de), static_cast<float>(sigma * a),
+                            static_cast<float>(sigma * b0 + tau - margin), curved, poly};
+#endif
+  return fp;
+}
+
+#ifdef ALARA_HAVE_AVX2_PATH
+// Fixed-point scale of fan_bp_plane_avx2's positions: (n_other + 8) 2^S <= 2^29.
+inline int fan_fixed_shift(int n_other) {
+  int S = 29;
+  while (S > 0 && (static_cast<int64_t>(n_other) + 8) << S > (int64_t{1} << 29)) --S;
+  return std::min(S, 23);
+}
+
+// Taps per pixel above which the rays are too dense for the AVX2 lanes (generic path).
+constexpr int kMaxFanTaps = 24;
+
+// Scratch of one task for fan_bp_plane_avx2.
+struct FanScratch {
+  std::vector<int32_t> table;  // positions (K + 64)
+  std::vector<float> wt;       // tap weights, kMaxFanTaps x stride (channels only)
+  std::vector<int32_t> idx;    // tap rays, likewise
+  int stride;
+  FanScratch(int K, int n_other, int64_t bc)
+      : table(K + 64), wt(bc > 1 ? kMaxFanTaps * (n_other + 8) : 0),
+        idx(bc > 1 ? kMaxFanTaps * (n_other + 8) : 0), stride(n_other + 8) {}
+};
+
+// One segment's rays onto one plane (float; bc channels, channels-last) through the AVX2
+// lanes; false where the rays are too dense for them (the generic path runs instead).
+bool fan_bp_plane_avx2(float* row, int64_t bc, const FanPlane& fp, const double* al,
+                       const double* be, int n, double plane, int n_other, FanScratch& scratch,
+                       const float* c) {
+  if (fp.ia >= fp.ib) return true;  // no ray of the segment reaches the plane's pixels
+  const int S = fan_fixed_shift(n_other);
+  int32_t* table = scratch.table.data();
+  const int64_t spacing = avx2::fan_plane_table(table, al, be, n, fp.rising, plane, fp.ia, fp.ib, S);
+  if (spacing <= 0) return false;
+  const int64_t T = ((int64_t{2} << S) - 1) / spacing + 1;  // rays in an open interval of 2 pixels
+  if (T > kMaxFanTaps) return false;
+  const int jlo = std::max(0, table[fp.ia] >> S);
+  const int jhi = std::min(n_other - 1, (table[fp.ib - 1] >> S) + 1);
+  if (jlo > jhi) return true;
+  if (bc == 1)
+    avx2::fan_bp_lanes(row, jlo, jhi, table, c, fp.ia, fp.ib, S, static_cast<int>(T), fp.map);
+  else
+    avx2::fan_bp_channels(row, bc, jlo, jhi, table, c, fp.ia, fp.ib, S, static_cast<int>(T), fp.map,
+                          scratch.wt.data(), scratch.idx.data(), scratch.stride);
+  return true;
+}
+#endif
+
+// Fan-beam backprojection, pixel-driven per (view, plane), the exact adjoint of the
+// ray-driven forward projection: a ray of the x-dominant family interpolates on plane i
+// (array axis 0) between the pixels floor(P) and floor(P) + 1, P = alpha + beta i, with
+// weights 1 - f and f, i.e. pixel j gets max(0, 1 - |P - j|).  Every per-ray quantity
+// (Joseph line, weight * y) is tabulated once; per view and plane the rays' positions are
+// one multiply-add each, and the pixels gather from the few rays next to them.  In float
+// (AVX2) each pixel finds its first ray from the detector coordinate of the point j - 1
+// on the plane (fan_plane: per view and plane, the point's coordinate is a ratio of two
+// affine functions of j) and takes only the T rays from there, T from the smallest ray
+// spacing on the plane; float64, the FBP distance weight and rays too dense for the lanes
+// take the generic two-pointer path.  Each family accumulates in its own plane layout (acc_x [n0, n1, bc], acc_y [n1, n0, bc]);
+// a task owns a block of planes, so threads never write the same pixel; it zeroes them
+// first (acc_x and acc_y need not be initialised).
+template <typename scalar_t, bool DW>
+void backproject_fan(const Geometry& g, const std::vector<double>& cs,
+                     const std::vector<double>& sn, const scalar_t* y, int64_t bc,
+                     scalar_t* acc_x, scalar_t* acc_y) {
+  const int64_t n_views = static_cast<int64_t>(cs.size());
+  const int K = g.n_bins;
+  std::vector<double> alpha(n_views * K), beta(n_views * K);
+  // Each ray's family (x- or y-dominant) and the sign of its direction along the family's
+  // axis: 2 * (y-dominant) + (negative).  Rays of one code and view lie in a pencil that
+  // crosses every plane in bin order, so their positions on a plane are monotone.  A run
+  // of one family can hold both signs where the bins are coarse enough to skip the other
+  // family's wedge (very flat pixels): positions then fold back.
+  std::vector<uint8_t> code(n_views * K);
+  // ray weight * sinogram value, padded: the AVX2 lanes read up to kMaxFanTaps + 34 rays
+  // past a segment's end
+  std::vector<scalar_t> cw((n_views * K + kMaxFanTaps + 64) * bc + 16);
+  for_each_chunk(n_views * K, 4096, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t v = r / K;
+      const Ray ray = make_ray(g, cs[v], sn[v], g.s0 + g.ds * static_cast<int>(r - v * K));
+      const Joseph j = joseph(g, ray);
+      alpha[r] = j.alpha;
+      beta[r] = j.beta;
+      code[r] = static_cast<uint8_t>((j.xdom ? 0 : 2) + ((j.xdom ? ray.vx : ray.vy) < 0 ? 1 : 0));
+      const scalar_t w = static_cast<scalar_t>(j.weight);
+      for (int64_t ch = 0; ch < bc; ++ch) cw[r * bc + ch] = w * y[r * bc + ch];
+    }
+  });
+  std::vector<FanSegment> segments[2];  // per family, in view order
+  std::vector<scalar_t> cw_rev(cw.size());  // cw with every segment's bins reversed (padded)
+  for (int64_t v = 0; v < n_views; ++v) {
+    int k0 = 0;
+    for (int k = 1; k <= K; ++k) {
+      if (k == K || code[v * K + k] != code[v * K + k0]) {
+        segments[code[v * K + k0] >> 1].push_back(FanSegment{v, k0, k});
+        for (int i = k0; i < k; ++i)
+          std::copy_n(cw.data() + (v * K + k0 + k - 1 - i) * bc, bc, cw_rev.data() + (v * K + i) * bc);
+        k0 = k;
+      }
+    }
+  }
+#ifdef ALARA_HAVE_AVX2_PATH
+  const bool use_avx2 = std::is_same_v<scalar_t, float> && !DW && avx2::supported();
+#endif
+  constexpr int kPlanes = 4;  // planes per task
+  for (int f = 0; f < 2; ++f) {
+    const bool xd = f == 0;
+    const int n_planes = xd ? g.n0 : g.n1, n_other = xd ? g.n1 : g.n0;
+    scalar_t* acc = xd ? acc_x : acc_y;
+    const double pd = xd ? g.dx : g.dy, od = xd ? g.dy : g.dx;
+    const double pmin = xd ? g.x0 : g.y0, omin = xd ? g.y0 : g.x0;
+    for_each_chunk(n_planes, kPlanes, [&](int64_t pb, int64_t pe) {
+      std::fill(acc + pb * n_other * bc, acc + pe * n_other * bc, scalar_t(0));  // (as above)
+      std::vector<double> P(2 * K + 16), dw(DW ? n_other : 0);
+#ifdef ALARA_HAVE_AVX2_PATH
+      FanScratch scratch(K, n_other, use_avx2 ? bc : 1);
+#endif
+      for (const FanSegment& seg : segments[f]) {
+        const int64_t base = seg.view * K;
+        const int n = seg.k1 - seg.k0;
+        const double* al = alpha.data() + base + seg.k0;
+        const double* be = beta.data() + base + seg.k0;
+        for (int64_t p = pb; p < pe; ++p) {
+          const double pp = static_cast<double>(p);
+          scalar_t* row = acc + p * n_other * bc;
+#ifdef ALARA_HAVE_AVX2_PATH
+          if constexpr (std::is_same_v<scalar_t, float>) {
+            if (use_avx2) {
+              const FanPlane fp = fan_plane(g, cs[seg.view], sn[seg.view], xd, pp, seg.k0, seg.k1, n_other);
+              if (fp.ok && fan_bp_plane_avx2(row, bc, fp, al, be, n, pp, n_other, scratch,
+                                             (fp.rising ? cw : cw_rev).data() + (base + seg.k0) * bc))
+                continue;
+            }
+          }
+#endif
+          // positions in increasing order (they are monotone along a segment)
+          const bool rising = al[n - 1] + be[n - 1] * pp >= al[0] + be[0] * pp;
+          double* Pd = P.data();
+          if (rising) {
+            for (int i = 0; i < n; ++i) Pd[i] = al[i] + be[i] * pp;
+          } else {
+            for (int i = 0; i < n; ++i) Pd[i] = al[n - 1 - i] + be[n - 1 - i] * pp;
+          }
+          const scalar_t* ci = (rising ? cw : cw_rev).data() + (base + seg.k0) * bc;
+          if constexpr (DW) {
+            const double pc = pmin + (p + 0.5) * pd;
+            const double c_ = cs[seg.view], s_ = sn[seg.view];
+            for (int j = 0; j < n_other; ++j) {
+              const double oc = omin + (j + 0.5) * od;
+              dw[j] = xd ? distance_weight(g, c_, s_, pc, oc) : distance_weight(g, c_, s_, oc, pc);
+            }
+          }
+          fan_bp_row_generic(row, n_other, bc, P.data(), ci, n, DW ? dw.data() : nullptr);
+        }
+      }
+    });
+  }
+}
+
+}  // namespace
+}  // namespace alara
