@@ -463,10 +463,6 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError("--device cuda needs a CUDA GPU, and torch sees none")
     if args.rounds < 1:
         raise ValueError(f"--rounds must be >= 1, got {args.rounds}")
-    if args.load < 0:
-        raise ValueError(f"--load must be >= 0, got {args.load}")
-    if args.load_threads < 1:
-        raise ValueError(f"--load-threads must be >= 1, got {args.load_threads}")
     if args.threads is not None:
         if args.threads < 1:
             raise ValueError(f"--threads must be >= 1, got {args.threads}")

@@ -106,10 +106,13 @@ def test_peers_run_the_nearest_geometry_they_have():
 
 
 def test_load_arguments_are_checked(capsys):
-    assert main(["bench", "--load", "-1"]) == 1
-    assert "--load must be >= 0" in capsys.readouterr().err
-    assert main(["bench", "--load", "1", "--load-threads", "0"]) == 1
-    assert "--load-threads" in capsys.readouterr().err
+    # Refused by the parser, before anything runs (argparse exits with status 2).
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "--load", "-1"])
+    assert exc.value.code == 2 and "argument --load: must be >= 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "--load", "1", "--load-threads", "0"])
+    assert exc.value.code == 2 and "argument --load-threads: must be >= 1" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["bench", "--load-kind", "sleepy"])
 
