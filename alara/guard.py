@@ -172,6 +172,11 @@ class GuardedPolicy(DosePolicy):
         self.last_distance: Optional[torch.Tensor] = None
         self.last_fallback: Optional[torch.Tensor] = None
 
+    def distance(self, prior: PriorInfo, geometry: Geometry) -> torch.Tensor:
+        """Distance [B] of each input outside the training range (the base policy's view)."""
+        with torch.no_grad():
+            return self.guard.distance(prior_features(prior, self.base(prior, geometry), geometry))
+
     def propose(self, prior: PriorInfo, geometry: Geometry) -> torch.Tensor:
         """The base policy's ``n0`` [B, V], or the fallback where the input is outside."""
         n0 = self.base(prior, geometry)

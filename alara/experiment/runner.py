@@ -178,10 +178,9 @@ WALL_FILE = "wall_seconds.json"
 
 def _add_wall_seconds(run_dir: Path, what: str, seconds: float) -> None:
     """Add ``seconds`` to ``what`` in the run folder's time record (resumed runs add up)."""
-    path = run_dir / WALL_FILE
-    done = json.loads(path.read_text()) if path.exists() else {}
+    done = _wall_seconds(run_dir)
     done[what] = done.get(what, 0.0) + seconds
-    write_json(path, done)
+    write_json(run_dir / WALL_FILE, done)
 
 
 def _wall_seconds(run_dir: Path) -> dict[str, float]:
@@ -191,7 +190,7 @@ def _wall_seconds(run_dir: Path) -> dict[str, float]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def _guard(run_dir: Path, spec: ExperimentSpec, models: Models, root: Path, metric: Any, geometry: Any) -> Any:
+def _guard(run_dir: Path, models: Models, train: Split, val: Split, geometry: Any) -> Any:
     """End2end-ALARA's input guard: the range of its training inputs' features, the
     distance allowed beyond it calibrated on validation (alara.guard); saved in
     ``run_dir`` and reloaded."""
@@ -202,11 +201,8 @@ def _guard(run_dir: Path, spec: ExperimentSpec, models: Models, root: Path, metr
         return InputGuard.load(path)
     pipe = Pipeline(models.learned.prior, models.learned.dose_policy, models.shared.simulator,
                     models.learned.reconstructor)
-    feats = {}
-    for split, seed in (("train", spec.seed + 2), ("validation", spec.seed)):
-        sp = _split(root, split, metric, seed)
-        feats[split] = policy_features(pipe, sp.x, sp.index, geometry, sp.seed)
-    guard = fit_guard(feats["train"], feats["validation"],
+    train_f, val_f = (policy_features(pipe, sp.x, sp.index, geometry, sp.seed) for sp in (train, val))
+    guard = fit_guard(train_f, val_f,
                       fitted_on={"range": "training split", "threshold": "validation split (largest distance)"})
     guard.save(path)
     _log(f"input guard: training range of {', '.join(guard.features)}; allowed distance {guard.threshold:.2f} sd")
@@ -678,12 +674,13 @@ def _evaluate(arms: list[Arm], calib: CalibrationRecord, metric: Any, spec: Expe
             r2 = evaluate(arm.pipeline, {other: m}, loader, geometry, seed=test.seed,
                           realisations=spec.realisations, dose_scale=float(t.factor), progress=False)
             ev.also[other] = {**summarise(r2, (other, q_also)), "factor": t.factor}
-        from alara.guard import GuardedPolicy, policy_features
+        from alara.guard import GuardedPolicy
 
         if isinstance(arm.pipeline.dose_policy, GuardedPolicy):
-            g = arm.pipeline.dose_policy.guard
-            dist = g.distance(policy_features(arm.pipeline, x, index, geometry, test.seed))
-            ev.ood_distance, ev.fallback = dist.tolist(), (dist > g.threshold).tolist()
+            # The plan's prior is the draw the evaluation scanned from: no second acquisition.
+            dist = arm.pipeline.dose_policy.distance(plan.prior, geometry)
+            ev.ood_distance = dist.tolist()
+            ev.fallback = (dist > arm.pipeline.dose_policy.guard.threshold).tolist()
         results[arm.name] = ev
         doses[arm.name] = stats.PolicyDoses(none_to_inf(c.primary.image_factors), plan.level, plan.prior_dose)
         for k, v in res.columns.items():
@@ -808,8 +805,9 @@ def _run_one(rc: RunConfig, spec: ExperimentSpec, out: Path, progress: bool, t_s
     q = rc.objective.target
     # The training split's per-image threshold doses (shared reconstructor, one dose on
     # every view): the size-only control's line and the policy's warm start read them.
-    train = (_split(root, "train", metric, spec.seed + 2)
-             if "size" in spec.baselines or spec.policy_init == "regression" else None)
+    needs_train = "size" in spec.baselines or spec.guard or "regression" in (
+        spec.policy_init, *(ABLATION_STARTS[r] for r in spec.ablation))
+    train = _split(root, "train", metric, spec.seed + 2) if needs_train else None
     resp_train = Responses(train, geometry, spec, progress) if train is not None else None
     learned_pipe, learned_obj = _seeded_pipeline(rc, {}, seed)
     models = Models(shared_pipe, learned_pipe)
@@ -830,12 +828,11 @@ def _run_one(rc: RunConfig, spec: ExperimentSpec, out: Path, progress: bool, t_s
              f"warm-up + {rc.train.steps} joint steps)")
         _train(out / folder, rc, pipe, obj, train_ds, geometry, rc.train, progress)
     timings["training"] = time.perf_counter() - t
-    if spec.guard:
-        models.guard = _guard(out / "learned", spec, models, root, metric, geometry)
-
     # Noise streams: validation and test never share a draw (spec.seed, spec.seed + 1).
     val = _split(root, "validation", metric, spec.seed)
     test = _split(root, "test", metric, spec.seed + 1)
+    if spec.guard:
+        models.guard = _guard(out / "learned", models, train, val, geometry)
     also = _also_metrics(spec, type(metric).name)
 
     t = time.perf_counter()

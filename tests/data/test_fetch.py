@@ -296,13 +296,21 @@ def test_real_table_lists_every_split():
     assert all(e.algorithm == "md5" and len(e.digest) == 32 for e in LODOPAB_FILES)
 
 
-def test_hand_fetched_archives_unpack_without_network(tmp_path, record):
-    table, contents = record
-    root = tmp_path / "lodopab"
+def _hand_fetched(root, table, contents, corrupt=None):
+    """The test split's files placed in ``root`` by hand (``corrupt``: one with a bit flipped)."""
     root.mkdir()
     for e in table:
         if e.split == "test":
-            (root / e.name).write_bytes(contents[e.name])
+            data = contents[e.name]
+            if e.name == corrupt:
+                data = data[:-1] + bytes([data[-1] ^ 1])
+            (root / e.name).write_bytes(data)
+    return root
+
+
+def test_hand_fetched_archives_unpack_without_network(tmp_path, record):
+    table, contents = record
+    root = _hand_fetched(tmp_path / "lodopab", table, contents)
     result = _fetch(root, table, splits=["test"], base_url=_closed_port_url(), timeout=5)
     assert result.downloaded == [] and sorted(result.found) == sorted(
         e.name for e in table if e.split == "test")
@@ -312,14 +320,7 @@ def test_hand_fetched_archives_unpack_without_network(tmp_path, record):
 
 def test_hand_fetched_corrupt_archive_is_refused(tmp_path, record):
     table, contents = record
-    root = tmp_path / "lodopab"
-    root.mkdir()
-    for e in table:
-        if e.split == "test":
-            data = contents[e.name]
-            if e.name == "observation_test.zip":
-                data = data[:-1] + bytes([data[-1] ^ 1])
-            (root / e.name).write_bytes(data)
+    root = _hand_fetched(tmp_path / "lodopab", table, contents, corrupt="observation_test.zip")
     with pytest.raises(DataError, match="observation_test.zip: md5 checksum mismatch"):
         _fetch(root, table, splits=["test"], base_url=_closed_port_url(), timeout=5)
     assert (root / ("observation_test.zip" + CORRUPT_SUFFIX)).exists()
