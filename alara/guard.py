@@ -93,8 +93,25 @@ class InputGuard:
     #: Where the range and the threshold came from (for the record).
     fitted_on: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        k = len(self.features)
+        for key in ("low", "high", "scale"):
+            v = getattr(self, key)
+            if len(v) != k or not all(math.isfinite(float(a)) for a in v):
+                raise ValueError(f"{key} must list {k} finite numbers (one per feature {self.features}), got {v!r}")
+        if any(float(a) <= 0 for a in self.scale) or any(lo > hi for lo, hi in zip(self.low, self.high)):
+            raise ValueError("scale must be positive and low <= high for every feature")
+        for key in ("threshold", "envelope_n0", "slope_per_cm", "wed_ref_cm"):
+            if not math.isfinite(float(getattr(self, key))):
+                raise ValueError(f"{key} must be finite, got {getattr(self, key)!r}")
+        if self.threshold < 0 or self.envelope_n0 <= 0:
+            raise ValueError(f"threshold must be >= 0 and envelope_n0 > 0, got {self.threshold!r} and "
+                             f"{self.envelope_n0!r}")
+
     def distance(self, f: torch.Tensor) -> torch.Tensor:
         """Distance [B] of feature rows ``f`` [B, 4] outside the training range."""
+        if f.dim() != 2 or f.shape[1] != len(self.low):
+            raise ValueError(f"guard features must be [B, {len(self.low)}], got {tuple(f.shape)}")
         lo, hi, sd = (torch.tensor(v, dtype=torch.float64) for v in (self.low, self.high, self.scale))
         f = f.double()
         excess = torch.maximum(lo - f, f - hi).clamp(min=0) / sd
@@ -126,8 +143,8 @@ class InputGuard:
         try:
             return cls.from_json(json.loads(Path(path).read_text()))
         except (ValueError, TypeError, KeyError) as exc:
-            raise ValueError(f"{path}: not a valid input guard ({exc}); delete it and run `alara train` "
-                             "again to write a new one") from None
+            raise ValueError(f"{path}: not a valid input guard ({exc}); delete it and write a new one with "
+                             "`alara train CONFIG --out RUN --resume` (a finished run only refits the guard)") from None
 
 
 def fit_guard(train_features: torch.Tensor, val_features: Optional[torch.Tensor], *,

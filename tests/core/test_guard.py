@@ -72,6 +72,13 @@ def test_bad_guard_inputs_are_refused(tmp_path):
     guard = fit_guard(_features(10), None)
     guard.save(path)
     assert InputGuard.load(path) == guard
+    d = guard.to_json()
+    for bad in ({"low": d["low"][:2]}, {"scale": [0.0] * 4}, {"threshold": float("nan")}, {"envelope_n0": -1.0}):
+        path.write_text(json.dumps({**d, **bad}))
+        with pytest.raises(ValueError, match="not a valid input guard"):
+            InputGuard.load(path)
+    with pytest.raises(ValueError, match=r"guard features must be \[B, 4\]"):
+        guard.distance(torch.zeros(3, 2))
 
 
 def _disc(n, radius_m, density, size=32):
