@@ -38,7 +38,18 @@ deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]
 print(next(d for d in deps if re.match(r"torch\b", d) and not d.startswith("torchvision")))
 PYEOF
 )
-"$PY" -m pip install -q --disable-pip-version-check "setuptools>=64" wheel "$torch_req"
-"$PY" -m pip install -q --disable-pip-version-check --no-build-isolation -e ".[test]"
+# torch's CUDA build with its CUDA libraries fills about 6.5 GB; say so before pip fails
+# half-way with "No space left on device" on a small disk.
+need_kb=$((7 * 1024 * 1024))
+free_kb=$(df -Pk "$VENV" | awk 'NR == 2 {print $4}')
+if [ -n "$free_kb" ] && [ "$free_kb" -lt "$need_kb" ]; then
+    echo "setup: warning: $((free_kb / 1024)) MiB free on the disk of $VENV; torch with its" \
+         "CUDA libraries needs about 6.5 GiB. Free space there (or point ALARA_VENV at a" \
+         "larger disk) if pip fails with 'No space left on device'." >&2
+fi
+# --no-cache-dir: the cache would hold a second copy of every downloaded wheel.
+pipi=("$PY" -m pip install -q --disable-pip-version-check --no-cache-dir)
+"${pipi[@]}" "setuptools>=64" wheel "$torch_req"
+"${pipi[@]}" --no-build-isolation -e ".[test]"
 echo "$digest" > "$stamp"
 "$VENV/bin/alara" info
