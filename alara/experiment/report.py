@@ -159,11 +159,14 @@ def _metrics(rc: Any, spec: Any, calib: CalibrationRecord, ev: EvaluationRecord,
 def _training_seconds(arm: str, runs: dict[str, dict[str, float]]) -> Optional[float]:
     """The training an arm costs: its run folder's (``learned/`` for End2end-ALARA and its
     tilt, ``learned_<row>/`` for an ablation row), the warm start alone for the
-    regression-only row."""
+    regression-only row, End2end-ALARA's training and its refit for the refit row."""
     if arm == "learned_fit":
         return next((r["policy_fit"] for r in runs.values() if "policy_fit" in r), None)
-    secs = runs.get(arm if arm not in ("learned_joint", "learned_shared", "learned_tilted") else "learned", {})
-    return sum(secs.values()) or None
+    if arm == "learned_refit":  # End2end-ALARA's training and its refit
+        return sum(runs.get("learned", {}).values()) or None
+    own = arm not in ("learned_joint", "learned_shared", "learned_tilted")
+    secs = runs.get(arm if own else "learned", {})
+    return sum(v for k, v in secs.items() if own or k != "policy_refit") or None
 
 
 def _ablation(policies: dict[str, Any], headline: dict[str, Any], ev: EvaluationRecord,

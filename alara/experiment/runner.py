@@ -161,7 +161,8 @@ def _split(root: Path, split: str, metric: Any, seed: int) -> Split:
 
 
 def _train(run_dir: Path, rc: RunConfig, pipeline: Pipeline, objective: Any, data: Any, geometry: Any,
-           train_cfg: Any, progress: bool) -> None:
+           train_cfg: Any, progress: bool) -> int:
+    """Train (or resume) ``pipeline`` in ``run_dir``; returns the step it ended at."""
     from alara.train import Trainer
 
     t = time.perf_counter()
@@ -171,6 +172,7 @@ def _train(run_dir: Path, rc: RunConfig, pipeline: Pipeline, objective: Any, dat
     trainer.fit(resume=False)
     if trainer.step > start:
         _add_wall_seconds(run_dir, "training", time.perf_counter() - t)
+    return int(trainer.step)
 
 
 WALL_FILE = "wall_seconds.json"
@@ -210,42 +212,79 @@ def _guard(run_dir: Path, models: Models, train: Split, val: Split, geometry: An
 
 
 FIT_FILE = "policy_fit.pt"
+REFIT_FILE = "policy_refit.pt"
 
 
-def _warm_start(run_dir: Path, spec: ExperimentSpec, rc: RunConfig, shared: Pipeline, pipe: Pipeline, train: Split,
-                resp_train: Responses, metric: Any, q: float, geometry: Any, progress: bool) -> Any:
-    """Fit End2end-ALARA's policy to the training split's per-image threshold doses
-    (:mod:`alara.train.policy_fit`) before its hinge training, once: the fitted weights
-    are saved in ``run_dir`` and reloaded on resume.  Returns a frozen copy of the fitted
-    policy (the ablation's regression-only row)."""
+def _frozen(policy: Any) -> Any:
+    """A copy of ``policy`` in eval mode with no gradients: an arm that stays as it is."""
     import copy
 
-    from alara.atomic import atomic_file
-    from alara.train.policy_fit import PolicyFitConfig, fit_policy
-
-    policy = pipe.dose_policy
-    path = run_dir / FIT_FILE
-    if path.exists():
-        policy.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        _log(f"{path}: the policy's warm start is done, reusing")
-    else:
-        t = time.perf_counter()
-        thr = resp_train.get(metric, q, "shared", shared, flat_shape(len(train), geometry.n_views),
-                             "flat").thresholds
-        _log(f"warm start: fitting the policy to {int(np.isfinite(thr).sum())} training images' threshold doses "
-             f"({spec.policy_fit_steps} steps)")
-        info = fit_policy(policy, pipe.prior, shared.simulator, train.x, torch.as_tensor(thr),
-                          geometry, PolicyFitConfig(steps=spec.policy_fit_steps, batch_size=spec.policy_fit_batch,
-                                                          seed=rc.train.seed), progress)
-        _log(f"warm start: Huber loss {info['loss_first']:.3f} -> {info['loss_last']:.3f}")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_file(path) as tmp:
-            torch.save(policy.state_dict(), tmp)
-        _add_wall_seconds(run_dir, "policy_fit", time.perf_counter() - t)
     frozen = copy.deepcopy(policy).eval()
     for p in frozen.parameters():
         p.requires_grad_(False)
     return frozen
+
+
+def _fit_once(run_dir: Path, file: str, what: str, pipe: Pipeline, simulator: Any, train: Split,
+              thresholds: Callable[[], np.ndarray], spec: ExperimentSpec, rc: RunConfig, geometry: Any,
+              progress: bool, after_step: Optional[int] = None) -> None:
+    """Fit ``pipe``'s policy in place to the training split's per-image threshold doses
+    (:mod:`alara.train.policy_fit`), once: the weights are saved as ``run_dir/file`` with
+    the training step they followed (``after_step``; None before any training) and
+    reloaded while that step is still the run's."""
+    from alara.atomic import atomic_file
+    from alara.train.policy_fit import PolicyFitConfig, fit_policy
+
+    policy = pipe.dose_policy
+    path = run_dir / file
+    if path.exists():
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        state, step = (saved["policy"], saved.get("after_step")) if "policy" in saved else (saved, None)
+        if step == after_step:
+            policy.load_state_dict(state)
+            _log(f"{path}: the policy's {what} is done, reusing")
+            return
+        _log(f"{path}: fitted after training step {step}, the run is now at {after_step}: fitting again")
+    t = time.perf_counter()
+    thr = thresholds()
+    _log(f"{what}: fitting the policy to {int(np.isfinite(thr).sum())} training images' threshold doses "
+         f"({spec.policy_fit_steps} steps)")
+    info = fit_policy(policy, pipe.prior, simulator, train.x, torch.as_tensor(thr), geometry,
+                      PolicyFitConfig(steps=spec.policy_fit_steps, batch_size=spec.policy_fit_batch,
+                                      seed=rc.train.seed), progress)
+    _log(f"{what}: Huber loss {info['loss_first']:.3f} -> {info['loss_last']:.3f}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_file(path) as tmp:
+        torch.save({"policy": policy.state_dict(), "after_step": after_step}, tmp)
+    _add_wall_seconds(run_dir, file.removesuffix(".pt"), time.perf_counter() - t)
+
+
+def _warm_start(run_dir: Path, spec: ExperimentSpec, rc: RunConfig, shared: Pipeline, pipe: Pipeline, train: Split,
+                resp_train: Responses, metric: Any, q: float, geometry: Any, progress: bool) -> Any:
+    """Fit End2end-ALARA's policy to the training split's threshold doses with the shared
+    reconstructor before its hinge training.  Returns a frozen copy of the fitted policy
+    (the ablation's regression-only row)."""
+    flat = flat_shape(len(train), geometry.n_views)
+    _fit_once(run_dir, FIT_FILE, "warm start", pipe, shared.simulator, train,
+              lambda: resp_train.get(metric, q, "shared", shared, flat, "flat").thresholds,
+              spec, rc, geometry, progress)
+    return _frozen(pipe.dose_policy)
+
+
+def _refit(run_dir: Path, spec: ExperimentSpec, rc: RunConfig, shared: Pipeline, pipe: Pipeline, train: Split,
+           resp_train: Responses, metric: Any, q: float, geometry: Any, progress: bool, step: int) -> Any:
+    """The ablation row ``refit``: a copy of End2end-ALARA's trained policy refitted to the
+    training split's threshold doses measured with its own joint reconstructor (saved in
+    ``run_dir`` with the training step it followed).  Returns the refitted copy, frozen;
+    End2end-ALARA's own policy is left as the hinge trained it."""
+    import copy
+
+    refit = Pipeline(pipe.prior, copy.deepcopy(pipe.dose_policy), pipe.simulator, pipe.reconstructor)
+    flat = flat_shape(len(train), geometry.n_views)
+    _fit_once(run_dir, REFIT_FILE, "refit", refit, shared.simulator, train,
+              lambda: resp_train.get(metric, q, "joint", pipe, flat, "flat").thresholds,
+              spec, rc, geometry, progress, after_step=step)
+    return _frozen(refit.dose_policy)
 
 
 def _seeded_pipeline(rc: RunConfig, overrides: dict[str, ComponentSpec], seed: int) -> tuple[Pipeline, Any]:
@@ -350,6 +389,8 @@ class Responses:
 
 
 TILTED = "learned_tilted"
+#: The ablation row "refit": End2end-ALARA's policy refitted after its joint training.
+REFIT = "learned_refit"
 #: The regression warm start alone (no hinge), with the shared reconstructor.
 FIT_ONLY = "learned_fit"
 #: Ablation rows: each a training of End2end-ALARA from another start, in ``learned_<row>/``
@@ -357,7 +398,8 @@ FIT_ONLY = "learned_fit"
 #: the regression warm start.
 ABLATION_STARTS = {"paper": "none", "warm_start": "regression"}
 ABLATION_LABELS = {"paper": "the paper's plain hinge from a constant start",
-                   "warm_start": "regression warm start + hinge"}
+                   "warm_start": "regression warm start + hinge",
+                   "refit": "End2end-ALARA refitted to its joint reconstructor's threshold doses"}
 
 
 @dataclass
@@ -370,6 +412,8 @@ class Models:
     learned: Pipeline
     ablation: dict[str, Pipeline] = dataclasses.field(default_factory=dict)
     fit_policy: Optional[Any] = None
+    #: The ablation row "refit": End2end-ALARA's policy refitted after its training.
+    refit_policy: Optional[Any] = None
     #: End2end-ALARA's input guard (alara.guard), when [experiment] guard is on.
     guard: Optional[Any] = None
 
@@ -394,6 +438,10 @@ def _pipeline_of(arm: ArmSpec, models: Models) -> Pipeline:
             raise ValueError(f"arm {FIT_ONLY} needs a run with the regression warm start (policy_init or "
                              "ablation = [\"warm_start\"])")
         return Pipeline(learned.prior, models.fit_policy, shared.simulator, shared.reconstructor)
+    if arm.name == REFIT:
+        if models.refit_policy is None:
+            raise ValueError(f"arm {REFIT} needs the ablation row \"refit\" ([experiment] ablation = [\"refit\"])")
+        return Pipeline(learned.prior, models.refit_policy, shared.simulator, learned.reconstructor)
     row = arm.name[len("learned_"):]
     if row in ABLATION_STARTS:
         if row not in models.ablation:
@@ -531,6 +579,9 @@ def _learned_arms(rc: RunConfig, spec: ExperimentSpec, models: Models) -> list[A
     for recon in ("joint", "shared"):
         out.append(ArmSpec(f"learned_{recon}", f"End2end-ALARA ({policy.name}, {start}, {recon} reconstructor)",
                            policy.name, dict(policy.params), prior.name, dict(prior.params), recon))
+    if models.refit_policy is not None:
+        out.append(ArmSpec(REFIT, f"{ABLATION_LABELS['refit']} ({policy.name}, joint reconstructor)",
+                           policy.name, dict(policy.params), prior.name, dict(prior.params), "joint"))
     if models.fit_policy is not None:
         out.append(ArmSpec(FIT_ONLY, f"regression warm start alone, no hinge ({policy.name}, shared reconstructor)",
                            policy.name, dict(policy.params), prior.name, dict(prior.params), "shared"))
@@ -805,14 +856,16 @@ def _run_one(rc: RunConfig, spec: ExperimentSpec, out: Path, progress: bool, t_s
     q = rc.objective.target
     # The training split's per-image threshold doses (shared reconstructor, one dose on
     # every view): the size-only control's line and the policy's warm start read them.
-    needs_train = "size" in spec.baselines or spec.guard or "regression" in (
-        spec.policy_init, *(ABLATION_STARTS[r] for r in spec.ablation))
+    needs_train = "size" in spec.baselines or spec.guard or "refit" in spec.ablation or "regression" in (
+        spec.policy_init, *(ABLATION_STARTS.get(r) for r in spec.ablation))
     train = _split(root, "train", metric, spec.seed + 2) if needs_train else None
     resp_train = Responses(train, geometry, spec, progress) if train is not None else None
     learned_pipe, learned_obj = _seeded_pipeline(rc, {}, seed)
     models = Models(shared_pipe, learned_pipe)
     runs = [("learned", spec.policy_init, learned_pipe, learned_obj)]
     for row in spec.ablation:
+        if row not in ABLATION_STARTS:  # not a training of its own (the refit)
+            continue
         if ABLATION_STARTS[row] == spec.policy_init:
             _log(f"ablation row {row!r} is the default's own start (policy_init = {spec.policy_init!r}): skipped")
             continue
@@ -826,7 +879,10 @@ def _run_one(rc: RunConfig, spec: ExperimentSpec, out: Path, progress: bool, t_s
         what = "End2end-ALARA" if folder == "learned" else f"the ablation row {folder}"
         _log(f"training {what} ({rc.components['dose_policy'].name}, start: {start}; {rc.train.warmup_steps} "
              f"warm-up + {rc.train.steps} joint steps)")
-        _train(out / folder, rc, pipe, obj, train_ds, geometry, rc.train, progress)
+        step = _train(out / folder, rc, pipe, obj, train_ds, geometry, rc.train, progress)
+        if folder == "learned" and "refit" in spec.ablation:
+            models.refit_policy = _refit(out / folder, spec, rc, models.shared, pipe, train, resp_train, metric, q,
+                                         geometry, progress, step)
     timings["training"] = time.perf_counter() - t
     # Noise streams: validation and test never share a draw (spec.seed, spec.seed + 1).
     val = _split(root, "validation", metric, spec.seed)

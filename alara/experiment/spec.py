@@ -67,7 +67,11 @@ class ExperimentSpec:
     #: ablation table: "paper" (the paper's plain hinge from a constant start, trained in
     #: learned_paper/) and "warm_start" (the regression warm start, then the hinge, in
     #: learned_warm_start/); the row equal to policy_init's start is the default itself.
-    ablation: tuple[str, ...] = ("paper", "warm_start")
+    #: "refit" trains nothing new: End2end-ALARA's policy, after its joint training, refitted
+    #: (from its trained weights, ``policy_fit_steps`` steps) to the training split's
+    #: threshold doses measured with its own joint reconstructor, scored with that
+    #: reconstructor (arm learned_refit, weights in learned/policy_refit.pt).
+    ablation: tuple[str, ...] = ("paper", "warm_start", "refit")
     #: End2end-ALARA guards its inputs (alara.guard): beyond its training inputs' range
     #: (the distance calibrated on validation) it falls back to a safe dose and says so.
     guard: bool = True
@@ -109,9 +113,9 @@ class ExperimentSpec:
         for key in ("policy_fit_steps", "policy_fit_batch"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
-        unknown = [a for a in self.ablation if a not in ("paper", "warm_start")]
+        unknown = [a for a in self.ablation if a not in ("paper", "warm_start", "refit")]
         if unknown:
-            raise ValueError(f"ablation lists unknown rows {unknown}; known: [\"paper\", \"warm_start\"]")
+            raise ValueError(f"ablation lists unknown rows {unknown}; known: [\"paper\", \"warm_start\", \"refit\"]")
         if self.train_sizes not in ("stratified", "population"):
             raise ValueError(f"train_sizes must be 'stratified' or 'population', got {self.train_sizes!r}")
         if any(n < 1 for n in self.patients) or len(self.patients) != 3:

@@ -21,7 +21,7 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from alara.progress import tqdm
 
 from alara.geometry import LODOPAB_N0, Geometry
 from alara.interfaces import DosePolicy, Prior, Simulator

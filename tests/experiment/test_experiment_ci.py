@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 
 from alara.cli import main
 
@@ -33,7 +34,7 @@ def test_report_files_and_keys(run):
                 "dose_units", "tuning", "bootstrap"):
         assert key in m, key
     assert set(m["policies"]) == {"fixed", "tcm", "aec", "size", "learned_joint", "learned_shared", "learned_tilted",
-                                  "learned_fit", "learned_warm_start"}
+                                  "learned_refit", "learned_fit", "learned_warm_start"}
     for p in m["policies"].values():
         assert p["validation_share"] >= 0.85          # the guarantee holds (about) where it was set
         assert 0 < p["test"]["relative_dose"]["mean"] < 50
@@ -63,13 +64,22 @@ def test_report_files_and_keys(run):
     # control and an interval around it; the warm-start row was trained in its own folder
     # with its own reconstructor (and its own oracle); the paper row is the default itself.
     rows = {r["arm"]: r for r in m["ablation"]}
-    assert set(rows) == {"learned_joint", "learned_shared", "learned_tilted", "learned_fit", "learned_warm_start"}
+    assert set(rows) == {"learned_joint", "learned_shared", "learned_tilted", "learned_refit", "learned_fit",
+                         "learned_warm_start"}
     for r in rows.values():
         assert r["vs_aec_ci95"][0] <= r["vs_aec"] <= r["vs_aec_ci95"][1]
         assert r["vs_size_ci95"][0] <= r["vs_size"] <= r["vs_size_ci95"][1]
     assert rows["learned_warm_start"]["training_seconds"] > rows["learned_fit"]["training_seconds"] > 0
     assert m["policies"]["learned_warm_start"]["reconstructor"] == "warm_start" and "warm_start" in m["oracle"]
     assert (out / "learned_warm_start" / "policy_fit.pt").is_file() and not (out / "learned_paper").exists()
+    # The refit row: a copy of End2end-ALARA's policy refitted after its joint training
+    # (saved with the step it followed), scored with the same joint reconstructor; it
+    # costs End2end-ALARA's training plus the refit.
+    refit = torch.load(out / "learned" / "policy_refit.pt", weights_only=True)
+    assert refit["after_step"] == 30 and refit["policy"]
+    assert m["policies"]["learned_refit"]["reconstructor"] == "joint"
+    assert 0 < rows["learned_joint"]["training_seconds"] < rows["learned_refit"]["training_seconds"]
+    assert m["policies"]["learned_refit"]["calibration_factor"] != m["policies"]["learned_joint"]["calibration_factor"]
     assert m["validation_images"] == 15 and m["test_images"] == 15
     assert m["validation_patients"] == 5 and m["test_patients"] == 5
     u = m["dose_units"]
