@@ -694,9 +694,54 @@ def _match_mean(r: Response, level: np.ndarray, target: float, hib: bool) -> Opt
 # ----------------------------------------------------------------------------- evaluation
 
 
+#: Added to a split's noise seed for the calibrated oracle's thresholds: a stream that
+#: neither calibration nor evaluation scores (validation and test use seed and seed + 1,
+#: the training split seed + 2).
+ORACLE_SEED_OFFSET = 7919
+
+
+def _calibrated_oracle(pipe: Pipeline, metric: Any, q: float, spec: ExperimentSpec, val: Split, test: Split,
+                       geometry: Any, test_thresholds: np.ndarray, progress: bool) -> dict[str, Any]:
+    """The calibrated per-image oracle of ``pipe``'s reconstructor: it knows each image's
+    threshold dose averaged over ``oracle_realisations`` noise draws of a stream nobody
+    scores (the patient's anatomy, not the coming scan's noise), sets one dose factor on
+    validation as every policy does (conformal rank of the factors the images' own
+    thresholds need), and is scored on the test split's own draws.  A tight bound for any
+    policy that picks a dose per patient before the scan; the plain oracle also knows the
+    draw and drops the hardest images."""
+    realisations = spec.oracle_realisations
+
+    def thresholds(split: Split, seed: int, r: int) -> np.ndarray:
+        bar = tqdm(desc=f"alara experiment: calibrated oracle ({split.name}, {r} draws)", unit="pass",
+                   disable=not progress, leave=False)
+        t = measure_response(pipe, metric, q, split.x, split.index, geometry, flat_shape(len(split), geometry.n_views),
+                             seed=seed, realisations=r, start=spec.dose_search, limits=spec.dose_limits,
+                             step=spec.search_step, refine=spec.refine, truth=split.truth, progress=bar).thresholds
+        bar.close()
+        return t
+
+    known_val = thresholds(val, val.seed + ORACLE_SEED_OFFSET, realisations)
+    scored_val = thresholds(val, val.seed, spec.realisations)  # the draws every arm was calibrated on
+    factor = stats.conformal_factor(scored_val / known_val, spec.share)
+    known_test = thresholds(test, test.seed + ORACLE_SEED_OFFSET, realisations)
+    if not (math.isfinite(factor) and np.isfinite(known_test).all()):
+        return {"realisations": realisations, "dose": None, "unreachable": "an image's threshold is on a search limit"}
+    from alara.experiment.response import quality_at_doses
+
+    dose = factor * known_test
+    qv = quality_at_doses(pipe, metric, test.x, test.index, geometry, flat_shape(len(test), geometry.n_views),
+                          torch.as_tensor(dose), seed=test.seed, realisations=spec.realisations, truth=test.truth)
+    met = qv >= q if metric.higher_is_better else qv <= q
+    finite = np.isfinite(test_thresholds)
+    return {"realisations": realisations, "factor": float(factor), "dose": float(dose.mean()),
+            "share_met": float(np.mean(met)),
+            # How much of an image's threshold is its noise draw (log sd, test split).
+            "threshold_noise_sd": float(np.std(np.log(test_thresholds[finite] / known_test[finite])))}
+
+
 def _evaluate(arms: list[Arm], calib: CalibrationRecord, metric: Any, spec: ExperimentSpec, test: Split,
               geometry: Any, out: Path, resp: Responses, also: dict[str, tuple[Any, float]],
-              recons: dict[str, Pipeline]) -> EvaluationRecord:
+              recons: dict[str, Pipeline], val: Split) -> EvaluationRecord:
     """Every arm scored once on test at its calibrated factor; the oracle; the bootstrap."""
     x, index, pid = test.x, test.index, test.pid
     name = calib.metric
@@ -752,6 +797,9 @@ def _evaluate(arms: list[Arm], calib: CalibrationRecord, metric: Any, spec: Expe
                          "clamped": r.clamped_low + r.clamped_high, "clamped_low": r.clamped_low,
                          "clamped_high": r.clamped_high, "thresholds": finite_or_none(r.thresholds),
                          "curve": [(s, d) for s, d in curve if math.isfinite(d)]}
+        if spec.oracle_realisations:
+            oracle[recon]["calibrated"] = _calibrated_oracle(pipe, metric, calib.q, spec, val, test, geometry,
+                                                             r.thresholds, resp.progress)
     boot, variants = {}, {}
     if HEADLINE_ARM in doses:
         boot = stats.bootstrap_ratios(doses, HEADLINE_ARM, np.asarray(calib.patient_ids), pid, calib.share,
@@ -920,7 +968,7 @@ def _run_one(rc: RunConfig, spec: ExperimentSpec, out: Path, progress: bool, t_s
             recons[row] = pipe
     evaluation = _stage(out / "evaluation.json", key,
                         lambda: _evaluate(arms, calib, metric, spec, test, geometry, out,
-                                          Responses(test, geometry, spec, progress), also, recons),
+                                          Responses(test, geometry, spec, progress), also, recons, val),
                         EvaluationRecord.from_json)
     timings["evaluation"] = time.perf_counter() - t
     timings["training_runs"] = {d: _wall_seconds(out / d) for d in ("shared_reconstructor", "learned",

@@ -90,6 +90,11 @@ class ExperimentSpec:
     also_targets: dict[str, float] = field(default_factory=dict)
     #: Noise realisations per image in calibration and evaluation (Q is averaged).
     realisations: int = 2
+    #: Noise draws behind the calibrated oracle's per-image thresholds (on a noise stream
+    #: the evaluation never scores): it knows each image's noise-averaged threshold dose
+    #: in advance, not the scan's draw, and its one dose factor is set on validation like
+    #: every policy's.  0: no calibrated oracle (the plain per-image oracle stays).
+    oracle_realisations: int = 4
     #: Dose-response search (relative scan dose): the starting ladder, its step (a factor),
     #: the limits it may extend to, and refinement passes (see alara.experiment.response).
     dose_search: tuple[float, float] = (0.004, 0.25)
@@ -120,6 +125,8 @@ class ExperimentSpec:
             raise ValueError(f"train_sizes must be 'stratified' or 'population', got {self.train_sizes!r}")
         if any(n < 1 for n in self.patients) or len(self.patients) != 3:
             raise ValueError(f"patients must be three counts >= 1 (train, validation, test), got {self.patients}")
+        if self.oracle_realisations < 0:
+            raise ValueError(f"oracle_realisations must be >= 0 (0: no calibrated oracle), got {self.oracle_realisations}")
         for key in ("image_size", "views", "slices", "realisations", "examples", "bootstrap", "seeds"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")

@@ -80,6 +80,14 @@ def test_report_files_and_keys(run):
     assert m["policies"]["learned_refit"]["reconstructor"] == "joint"
     assert 0 < rows["learned_joint"]["training_seconds"] < rows["learned_refit"]["training_seconds"]
     assert m["policies"]["learned_refit"]["calibration_factor"] != m["policies"]["learned_joint"]["calibration_factor"]
+    # The calibrated oracle of each reconstructor: thresholds from 4 draws of a stream
+    # nobody scores, one factor set on validation, scored on the test split's own draws.
+    for o in (m["oracle"], m["oracle"]["joint"]):
+        c = o["calibrated"]
+        assert c["realisations"] == 4 and c["dose"] > 0 and 0 <= c["share_met"] <= 1 and c["factor"] > 0
+        assert 0 < c["threshold_noise_sd"] < 1
+    assert m["headline"]["ratio_vs_calibrated_oracle"] == pytest.approx(
+        m["headline"]["dose"] / m["oracle"]["joint"]["calibrated"]["dose"])
     assert m["validation_images"] == 15 and m["test_images"] == 15
     assert m["validation_patients"] == 5 and m["test_patients"] == 5
     u = m["dose_units"]
