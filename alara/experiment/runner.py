@@ -389,6 +389,9 @@ class Responses:
 
 
 TILTED = "learned_tilted"
+#: The baseline "aec_joint": AEC tuned on validation with End2end-ALARA's joint
+#: reconstructor, so that the comparison separates the policy from the reconstructor.
+AEC_JOINT = "aec_joint"
 #: The ablation row "refit": End2end-ALARA's policy refitted after its joint training.
 REFIT = "learned_refit"
 #: The regression warm start alone (no hinge), with the shared reconstructor.
@@ -454,7 +457,8 @@ def _pipeline_of(arm: ArmSpec, models: Models) -> Pipeline:
     c = build_components({"prior": ComponentSpec("prior", arm.prior, arm.prior_params, None, "experiment"),
                           "dose_policy": ComponentSpec("dose_policy", arm.policy, arm.policy_params, None,
                                                        "experiment.baselines")})
-    return Pipeline(c["prior"], c["dose_policy"], shared.simulator, shared.reconstructor)
+    recon = learned.reconstructor if arm.reconstructor == "joint" else shared.reconstructor
+    return Pipeline(c["prior"], c["dose_policy"], shared.simulator, recon)
 
 
 FREE_PRIOR = ("prior_exam", {"max_shift_px": 0.0, "max_rotation_deg": 0.0})
@@ -496,23 +500,15 @@ def _tune_baselines(spec: ExperimentSpec, metric: Any, q: float, models: Models,
             prior, params = _scouts(spec, best["scout_n0"])
             arms.append(ArmSpec("tcm", "TCM (square-root angular modulation, one mean dose for all)", "tcm", {},
                                 prior, params, "shared", {"scout_n0": best["scout_n0"]}))
-        elif name == "aec":
-            rows = []
-            for b, (scouts, resp) in scout_plans.items():
-                prior, params = _scouts(spec, b)
-                for s in spec.aec_strengths:
-                    a = ArmSpec("aec", "", "aec", {"strength": float(s)}, prior, params, "shared")
-                    # The same scouts: only the policy's formula changes with the strength.
-                    plan = _plan(_pipeline_of(a, models), val, geometry, prior=scouts.prior)
-                    rows.append({"scout_n0": b, "strength": float(s), "validation_dose":
-                                 stats.guarantee_mean_dose(resp.thresholds, plan.level, plan.prior_dose, share)})
-            best = stats.best_on_validation(rows)
-            chosen = {"strength": best["strength"], "scout_n0": best["scout_n0"]}
-            tuning["aec"] = {"grid": rows, "chosen": chosen, "split": "validation"}
-            prior, params = _scouts(spec, best["scout_n0"])
-            arms.append(ArmSpec("aec", f"AEC tuned (WED size adaptation, strength {best['strength']:g}, "
-                                       f"scouts {best['scout_n0']:g} photons/bin; square-root angular modulation)",
-                                "aec", {"strength": best["strength"]}, prior, params, "shared", chosen))
+        elif name in ("aec", AEC_JOINT):
+            recon = "shared" if name == "aec" else "joint"
+            plans = scout_plans
+            if recon == "joint":
+                # The same scouts and profiles, scored with End2end-ALARA's reconstructor.
+                plans = {b: (plan, resp_val.get(metric, q, "joint", models.learned, plan.shape, f"scouts {b:g}"))
+                         for b, (plan, _) in scout_plans.items()}
+            arm, tuning[name] = _tune_aec(spec, name, recon, plans, models, val, geometry)
+            arms.append(arm)
         elif name == "size":
             flat_train = resp_train.get(metric, q, "shared", shared, flat_shape(len(train), geometry.n_views),
                                         "flat")
@@ -547,6 +543,30 @@ def _tune_baselines(spec: ExperimentSpec, metric: Any, q: float, models: Models,
             prior, params = _scouts(spec, spec.scout_n0[0])
             arms.append(ArmSpec(name, f"{name} (registered defaults, untuned)", name, {}, prior, params, "shared"))
     return arms, tuning
+
+
+def _tune_aec(spec: ExperimentSpec, name: str, recon: str, scout_plans: dict[float, tuple[Plan, Response]],
+              models: Models, val: Split, geometry: Any) -> tuple[ArmSpec, dict[str, Any]]:
+    """AEC at its best on validation with reconstructor ``recon``: the strength and scout
+    budget whose conformal factor gives the lowest mean validation dose (``scout_plans``:
+    per budget the scouts' plan and the response of its profile with that reconstructor)."""
+    rows = []
+    for b, (scouts, resp) in scout_plans.items():
+        prior, params = _scouts(spec, b)
+        for s in spec.aec_strengths:
+            a = ArmSpec(name, "", "aec", {"strength": float(s)}, prior, params, recon)
+            # The same scouts: only the policy's formula changes with the strength.
+            plan = _plan(_pipeline_of(a, models), val, geometry, prior=scouts.prior)
+            rows.append({"scout_n0": b, "strength": float(s), "validation_dose":
+                         stats.guarantee_mean_dose(resp.thresholds, plan.level, plan.prior_dose, spec.share)})
+    best = stats.best_on_validation(rows)
+    chosen = {"strength": best["strength"], "scout_n0": best["scout_n0"]}
+    prior, params = _scouts(spec, best["scout_n0"])
+    whose = "" if recon == "shared" else "; End2end-ALARA's joint reconstructor"
+    arm = ArmSpec(name, f"AEC tuned (WED size adaptation, strength {best['strength']:g}, scouts {best['scout_n0']:g} "
+                        f"photons/bin; square-root angular modulation{whose})",
+                  "aec", {"strength": best["strength"]}, prior, params, recon, chosen)
+    return arm, {"grid": rows, "chosen": chosen, "split": "validation"}
 
 
 def _tune_tilt(spec: ExperimentSpec, metric: Any, q: float, joint: ArmSpec, models: Models, val: Split, geometry: Any, resp_val: Responses) -> tuple[ArmSpec, dict[str, Any]]:

@@ -33,7 +33,8 @@ def test_report_files_and_keys(run):
     for key in ("headline", "policies", "oracle", "slope", "figures", "wall_seconds", "timings", "protocol",
                 "dose_units", "tuning", "bootstrap"):
         assert key in m, key
-    assert set(m["policies"]) == {"fixed", "tcm", "aec", "size", "learned_joint", "learned_shared", "learned_tilted",
+    assert set(m["policies"]) == {"fixed", "tcm", "aec", "size", "aec_joint", "learned_joint", "learned_shared",
+                                  "learned_tilted",
                                   "learned_refit", "learned_fit", "learned_warm_start"}
     for p in m["policies"].values():
         assert p["validation_share"] >= 0.85          # the guarantee holds (about) where it was set
@@ -43,7 +44,7 @@ def test_report_files_and_keys(run):
     for fig in m["figures"].values():
         assert (out / fig).is_file() and (out / fig).stat().st_size > 1000
     h = m["headline"]
-    assert set(h["dose_ratio_vs"]) == {"fixed", "tcm", "aec", "size"}
+    assert set(h["dose_ratio_vs"]) == {"fixed", "tcm", "aec", "size", "aec_joint"}
     for arm, (lo, hi) in h["dose_ratio_ci95"].items():
         assert lo <= h["dose_ratio_vs"][arm] + 1e-9 and h["dose_ratio_vs"][arm] <= hi + 1e-9
     # Scouts cost dose: tcm, aec and size pay for them, fixed has no prior.
@@ -53,13 +54,18 @@ def test_report_files_and_keys(run):
     assert m["policies"]["aec"]["tuned"]["strength"] in (0.0, 0.5, 1.0)
     assert m["policies"]["aec"]["tuned"]["scout_n0"] in (128.0, 512.0)
     assert m["policies"]["fixed"]["tuned"] == {}
+    # AEC tuned again with End2end-ALARA's joint reconstructor: the same grid, its own choice.
+    assert m["policies"]["aec_joint"]["reconstructor"] == "joint" and m["policies"]["aec_joint"]["policy"] == "aec"
+    assert m["policies"]["aec_joint"]["tuned"]["strength"] in (0.0, 0.5, 1.0)
+    assert m["tuning"]["aec_joint"]["split"] == "validation" and len(m["tuning"]["aec_joint"]["grid"]) == len(
+        m["tuning"]["aec"]["grid"])
     assert "slope_per_cm" in m["policies"]["size"]["tuned"]
     assert m["oracle"]["test_clamped"] == 0 and m["oracle"]["test_dose"] > 0
     # End2end-ALARA's size-tilted variant: its tilt from the configured grid, chosen on
     # validation, and its ratios with intervals beside the plain policy's.
     v = h["variants"]["learned_tilted"]
     assert v["tuned"]["tilt_per_cm"] in (0.0, 0.1) and m["tuning"]["learned_tilted"]["split"] == "validation"
-    assert set(v["dose_ratio_ci95"]) == {"fixed", "tcm", "aec", "size"}
+    assert set(v["dose_ratio_ci95"]) == {"fixed", "tcm", "aec", "size", "aec_joint"}
     # The ablation: a row per learned arm, each with its ratio to the tuned AEC and the size
     # control and an interval around it; the warm-start row was trained in its own folder
     # with its own reconstructor (and its own oracle); the paper row is the default itself.
