@@ -275,7 +275,8 @@ def _protocol(rc: Any, spec: Any, calib: CalibrationRecord) -> list[dict[str, st
                      "note": "the tilt is chosen on validation, but the variant is test-informed: a hypothesis"})
     for name, t in calib.tuning.items():
         rows.append({"setting": f"{name}: " + ", ".join(f"{k} = {_fmt(v)}" for k, v in t["chosen"].items()),
-                     "chosen_on": t["split"], "note": f"searched over {len(t['grid'])} candidates"})
+                     "chosen_on": t["split"],
+                     "note": f"searched over {len(t['grid'])} candidates" if "grid" in t else t.get("note", "")})
     return rows
 
 
@@ -547,7 +548,8 @@ def _markdown(m: dict[str, Any], rc: Any, spec: Any) -> list[str]:
         for recon, j in o.items():
             if not isinstance(j, dict) or "test_dose" not in j:
                 continue
-            whose = "End2end-ALARA's joint" if recon == "joint" else f"the ablation row {recon}'s own joint"
+            whose = {"joint": "End2end-ALARA's joint", "aec_adapted": "the adapted AEC's own"}.get(
+                recon, f"the ablation row {recon}'s own joint")
             lines += [f"With {whose} reconstructor: oracle {j['test_dose']:.4f} ({j['test_clamped']} on a limit); "
                       + ", ".join(f"{a} {r:.2f}x" for a, r in j["ratio_vs"].items()) + "."]
         for recon, j in [("shared", o), *((r, j) for r, j in o.items() if isinstance(j, dict) and "test_dose" in j)]:

@@ -392,6 +392,11 @@ TILTED = "learned_tilted"
 #: The baseline "aec_joint": AEC tuned on validation with End2end-ALARA's joint
 #: reconstructor, so that the comparison separates the policy from the reconstructor.
 AEC_JOINT = "aec_joint"
+#: The baseline "aec_adapted": the tuned AEC with a reconstructor of its own, the shared one
+#: fine-tuned on the hinge at AEC's operating point for as many steps as End2end-ALARA's
+#: joint phase (in ``aec_adapted/``): what End2end-ALARA's joint training gives its
+#: reconstructor, given to the baseline too.
+AEC_ADAPTED = "aec_adapted"
 #: The ablation row "refit": End2end-ALARA's policy refitted after its joint training.
 REFIT = "learned_refit"
 #: The regression warm start alone (no hinge), with the shared reconstructor.
@@ -417,6 +422,8 @@ class Models:
     fit_policy: Optional[Any] = None
     #: The ablation row "refit": End2end-ALARA's policy refitted after its training.
     refit_policy: Optional[Any] = None
+    #: The reconstructor of the baseline aec_adapted (and its tuned AEC arm), when trained.
+    aec_adapted: Optional[tuple[Pipeline, ArmSpec]] = None
     #: End2end-ALARA's input guard (alara.guard), when [experiment] guard is on.
     guard: Optional[Any] = None
 
@@ -457,7 +464,13 @@ def _pipeline_of(arm: ArmSpec, models: Models) -> Pipeline:
     c = build_components({"prior": ComponentSpec("prior", arm.prior, arm.prior_params, None, "experiment"),
                           "dose_policy": ComponentSpec("dose_policy", arm.policy, arm.policy_params, None,
                                                        "experiment.baselines")})
-    recon = learned.reconstructor if arm.reconstructor == "joint" else shared.reconstructor
+    if arm.reconstructor == AEC_ADAPTED:
+        if models.aec_adapted is None:
+            raise ValueError(f"arm {arm.name} needs the reconstructor of the baseline {AEC_ADAPTED} "
+                             f"([experiment] baselines = [..., \"aec\", \"{AEC_ADAPTED}\"])")
+        recon = models.aec_adapted[0].reconstructor
+    else:
+        recon = learned.reconstructor if arm.reconstructor == "joint" else shared.reconstructor
     return Pipeline(c["prior"], c["dose_policy"], shared.simulator, recon)
 
 
@@ -466,6 +479,18 @@ FREE_PRIOR = ("prior_exam", {"max_shift_px": 0.0, "max_rotation_deg": 0.0})
 
 def _scouts(spec: ExperimentSpec, n0: float) -> tuple[str, dict[str, Any]]:
     return spec.baseline_prior, {**dict(spec.baseline_prior_params), "n0": float(n0)}
+
+
+def _scout_plans(spec: ExperimentSpec, metric: Any, q: float, models: Models, val: Split, geometry: Any,
+                 resp_val: Responses) -> dict[float, tuple[Plan, Response]]:
+    """Per scout budget: the scouts' plan of the validation split (TCM's: its profile is
+    the one TCM and AEC share at every strength) and its response (shared reconstructor)."""
+    out = {}
+    for b in spec.scout_n0:
+        prior, params = _scouts(spec, b)
+        tcm = _plan(_pipeline_of(ArmSpec("tcm", "", "tcm", {}, prior, params, "shared"), models), val, geometry)
+        out[b] = (tcm, resp_val.get(metric, q, "shared", models.shared, tcm.shape, f"scouts {b:g}"))
+    return out
 
 
 def _tune_baselines(spec: ExperimentSpec, metric: Any, q: float, models: Models, val: Split, train: Optional[Split], geometry: Any, resp_val: Responses,
@@ -479,13 +504,7 @@ def _tune_baselines(spec: ExperimentSpec, metric: Any, q: float, models: Models,
     flat_val = resp_val.get(metric, q, "shared", shared, flat_shape(len(val), geometry.n_views), "flat")
     tuning: dict[str, Any] = {}
     arms = []
-    # Per scout budget: the scouts' profile (shared by TCM and AEC at every strength).
-    scout_plans: dict[float, tuple[Plan, Response]] = {}
-    for b in spec.scout_n0:
-        prior, params = _scouts(spec, b)
-        tcm = _plan(_pipeline_of(ArmSpec("tcm", "", "tcm", {}, prior, params, "shared"), models), val,
-                    geometry)
-        scout_plans[b] = (tcm, resp_val.get(metric, q, "shared", shared, tcm.shape, f"scouts {b:g}"))
+    scout_plans = _scout_plans(spec, metric, q, models, val, geometry, resp_val)
     for name in spec.baselines:
         if name == "fixed":
             arms.append(ArmSpec("fixed", "fixed dose (one n0 for every patient and view)", "fixed", {},
@@ -509,6 +528,16 @@ def _tune_baselines(spec: ExperimentSpec, metric: Any, q: float, models: Models,
                          for b, (plan, _) in scout_plans.items()}
             arm, tuning[name] = _tune_aec(spec, name, recon, plans, models, val, geometry)
             arms.append(arm)
+        elif name == AEC_ADAPTED:
+            if models.aec_adapted is None:
+                raise ValueError(f"the baseline {AEC_ADAPTED} needs its reconstructor trained first")
+            aec = models.aec_adapted[1]
+            tuning[name] = {"chosen": dict(aec.tuned), "split": "validation",
+                            "note": "AEC's own tuning (shared reconstructor), made before its reconstructor was "
+                                    "fine-tuned at the operating point it gave"}
+            arms.append(dataclasses.replace(
+                aec, name=AEC_ADAPTED, reconstructor=AEC_ADAPTED,
+                label=aec.label[:-1] + f"; its own reconstructor, fine-tuned at its operating point)"))
         elif name == "size":
             flat_train = resp_train.get(metric, q, "shared", shared, flat_shape(len(train), geometry.n_views),
                                         "flat")
@@ -567,6 +596,37 @@ def _tune_aec(spec: ExperimentSpec, name: str, recon: str, scout_plans: dict[flo
                         f"photons/bin; square-root angular modulation{whose})",
                   "aec", {"strength": best["strength"]}, prior, params, recon, chosen)
     return arm, {"grid": rows, "chosen": chosen, "split": "validation"}
+
+
+def _adapted_aec(run_dir: Path, rc: RunConfig, spec: ExperimentSpec, metric: Any, q: float, models: Models,
+                 val: Split, geometry: Any, resp_val: Responses, train_ds: Any, progress: bool) -> tuple[Pipeline, ArmSpec]:
+    """The baseline aec_adapted's reconstructor and arm: AEC tuned on validation (with the
+    shared reconstructor, as the baseline ``aec``), its conformal factor there, then the
+    shared reconstructor fine-tuned on the hinge with AEC's doses at that factor, for the
+    joint phase's steps at the learning rate End2end-ALARA's reconstructor had when its
+    joint phase began.  Trained in ``run_dir`` (resumable)."""
+    from alara.train.loop import PhaseSchedule
+
+    aec, _ = _tune_aec(spec, "aec", "shared", _scout_plans(spec, metric, q, models, val, geometry, resp_val),
+                       models, val, geometry)
+    plan = _plan(_pipeline_of(aec, models), val, geometry)
+    resp = resp_val.get(metric, q, "shared", models.shared, plan.shape, "aec")
+    factor = stats.conformal_factor(resp.thresholds / plan.level, spec.share)
+    if not math.isfinite(factor):
+        raise ValueError(f"{AEC_ADAPTED}: the tuned AEC does not reach {metric.name} >= {q:g} on validation within "
+                         "the dose limits; leave it out of [experiment] baselines")
+    overrides = {"prior": ComponentSpec("prior", aec.prior, aec.prior_params, None, "experiment"),
+                 "dose_policy": ComponentSpec("dose_policy", "aec", {**aec.policy_params, "n0_ref": LODOPAB_N0 * factor},
+                                              None, "experiment.baselines")}
+    pipe, objective = _seeded_pipeline(rc, overrides, rc.train.seed)
+    pipe.reconstructor.load_state_dict(models.shared.reconstructor.state_dict())
+    t = rc.train
+    lr_then = PhaseSchedule(0, t.total_steps, t.schedule, t.lr_floor)(t.warmup_steps)
+    cfg = dataclasses.replace(t, warmup_steps=0, steps=t.steps, lr=t.lr * lr_then)
+    _log(f"training {AEC_ADAPTED}'s reconstructor: the shared one fine-tuned {t.steps} steps at the tuned AEC's "
+         f"operating point (strength {aec.tuned['strength']:g}, factor {factor:.3g})")
+    _train(run_dir, rc, pipe, objective, train_ds, geometry, cfg, progress)
+    return pipe, aec
 
 
 def _tune_tilt(spec: ExperimentSpec, metric: Any, q: float, joint: ArmSpec, models: Models, val: Split, geometry: Any, resp_val: Responses) -> tuple[ArmSpec, dict[str, Any]]:
@@ -958,11 +1018,16 @@ def _run_one(rc: RunConfig, spec: ExperimentSpec, out: Path, progress: bool, t_s
     if spec.guard:
         models.guard = _guard(out / "learned", models, train, val, geometry)
     also = _also_metrics(spec, type(metric).name)
+    resp_val = Responses(val, geometry, spec, progress)
+    if AEC_ADAPTED in spec.baselines:
+        t = time.perf_counter()
+        models.aec_adapted = _adapted_aec(out / AEC_ADAPTED, rc, spec, metric, q, models, val, geometry, resp_val,
+                                          train_ds, progress)
+        timings["training"] += time.perf_counter() - t
 
     t = time.perf_counter()
 
     def calibrate() -> CalibrationRecord:
-        resp_val = Responses(val, geometry, spec, progress)
         specs, tuning = _tune_baselines(spec, metric, q, models, val, train, geometry, resp_val, resp_train)
         learned_specs = _learned_arms(rc, spec, models)
         if spec.learned_tilts:
@@ -983,6 +1048,8 @@ def _run_one(rc: RunConfig, spec: ExperimentSpec, out: Path, progress: bool, t_s
     recons = {"shared": shared_pipe}
     if any(a.spec.reconstructor == "joint" for a in arms):
         recons["joint"] = learned_pipe
+    if models.aec_adapted is not None:
+        recons[AEC_ADAPTED] = models.aec_adapted[0]
     for row, pipe in models.ablation.items():
         if any(a.spec.reconstructor == row for a in arms):
             recons[row] = pipe
@@ -991,7 +1058,7 @@ def _run_one(rc: RunConfig, spec: ExperimentSpec, out: Path, progress: bool, t_s
                                           Responses(test, geometry, spec, progress), also, recons, val),
                         EvaluationRecord.from_json)
     timings["evaluation"] = time.perf_counter() - t
-    timings["training_runs"] = {d: _wall_seconds(out / d) for d in ("shared_reconstructor", "learned",
+    timings["training_runs"] = {d: _wall_seconds(out / d) for d in ("shared_reconstructor", "learned", AEC_ADAPTED,
                                                                     *(f"learned_{r}" for r in models.ablation))
                                 if (out / d).is_dir()}
 

@@ -45,10 +45,12 @@ class ExperimentSpec:
     lesion_free: bool = False
     #: Hand-designed policies compared with the learned one (registered names): ``fixed``,
     #: ``tcm``, ``aec`` and ``size`` are tuned on validation (see the runner); any other
-    #: registered policy runs at its defaults.  ``aec_joint`` is AEC tuned on validation
-    #: with End2end-ALARA's own joint reconstructor instead of the shared one: it tells the
-    #: policy's gain from the reconstructor's.
-    baselines: tuple[str, ...] = ("fixed", "tcm", "aec", "size", "aec_joint")
+    #: registered policy runs at its defaults.  ``aec_adapted`` is the tuned AEC with a
+    #: reconstructor of its own, the shared one fine-tuned at AEC's operating point for as
+    #: many steps as End2end-ALARA's joint phase; ``aec_joint`` is AEC tuned with
+    #: End2end-ALARA's own joint reconstructor.  Both tell the policy's gain from the
+    #: reconstructor's.
+    baselines: tuple[str, ...] = ("fixed", "tcm", "aec", "size", "aec_adapted", "aec_joint")
     #: The prior of the modulating baselines (tcm, aec, size): the scouts scanners plan from.
     #: ``fixed`` uses none (a free prior exam it ignores).
     baseline_prior: str = "scouts"

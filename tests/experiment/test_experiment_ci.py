@@ -33,7 +33,8 @@ def test_report_files_and_keys(run):
     for key in ("headline", "policies", "oracle", "slope", "figures", "wall_seconds", "timings", "protocol",
                 "dose_units", "tuning", "bootstrap"):
         assert key in m, key
-    assert set(m["policies"]) == {"fixed", "tcm", "aec", "size", "aec_joint", "learned_joint", "learned_shared",
+    assert set(m["policies"]) == {"fixed", "tcm", "aec", "size", "aec_adapted", "aec_joint", "learned_joint",
+                                  "learned_shared",
                                   "learned_tilted",
                                   "learned_refit", "learned_fit", "learned_warm_start"}
     for p in m["policies"].values():
@@ -44,7 +45,7 @@ def test_report_files_and_keys(run):
     for fig in m["figures"].values():
         assert (out / fig).is_file() and (out / fig).stat().st_size > 1000
     h = m["headline"]
-    assert set(h["dose_ratio_vs"]) == {"fixed", "tcm", "aec", "size", "aec_joint"}
+    assert set(h["dose_ratio_vs"]) == {"fixed", "tcm", "aec", "size", "aec_adapted", "aec_joint"}
     for arm, (lo, hi) in h["dose_ratio_ci95"].items():
         assert lo <= h["dose_ratio_vs"][arm] + 1e-9 and h["dose_ratio_vs"][arm] <= hi + 1e-9
     # Scouts cost dose: tcm, aec and size pay for them, fixed has no prior.
@@ -59,13 +60,20 @@ def test_report_files_and_keys(run):
     assert m["policies"]["aec_joint"]["tuned"]["strength"] in (0.0, 0.5, 1.0)
     assert m["tuning"]["aec_joint"]["split"] == "validation" and len(m["tuning"]["aec_joint"]["grid"]) == len(
         m["tuning"]["aec"]["grid"])
+    # The adapted AEC: the tuned AEC's settings, a reconstructor of its own (the shared one
+    # fine-tuned for the joint phase's 10 steps), its own factor and its own oracle.
+    p = m["policies"]["aec_adapted"]
+    assert p["tuned"] == m["policies"]["aec"]["tuned"] and p["reconstructor"] == "aec_adapted"
+    assert p["calibration_factor"] != m["policies"]["aec"]["calibration_factor"]
+    assert "aec_adapted" in m["oracle"] and m["timings"]["training_runs"]["aec_adapted"]["training"] > 0
+    assert torch.load(sorted((out / "aec_adapted" / "checkpoints").glob("*.pt"))[-1], weights_only=False)["step"] == 10
     assert "slope_per_cm" in m["policies"]["size"]["tuned"]
     assert m["oracle"]["test_clamped"] == 0 and m["oracle"]["test_dose"] > 0
     # End2end-ALARA's size-tilted variant: its tilt from the configured grid, chosen on
     # validation, and its ratios with intervals beside the plain policy's.
     v = h["variants"]["learned_tilted"]
     assert v["tuned"]["tilt_per_cm"] in (0.0, 0.1) and m["tuning"]["learned_tilted"]["split"] == "validation"
-    assert set(v["dose_ratio_ci95"]) == {"fixed", "tcm", "aec", "size", "aec_joint"}
+    assert set(v["dose_ratio_ci95"]) == {"fixed", "tcm", "aec", "size", "aec_adapted", "aec_joint"}
     # The ablation: a row per learned arm, each with its ratio to the tuned AEC and the size
     # control and an interval around it; the warm-start row was trained in its own folder
     # with its own reconstructor (and its own oracle); the paper row is the default itself.
