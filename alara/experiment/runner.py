@@ -603,10 +603,7 @@ def _adapted_aec(run_dir: Path, rc: RunConfig, spec: ExperimentSpec, metric: Any
     """The baseline aec_adapted's reconstructor and arm: AEC tuned on validation (with the
     shared reconstructor, as the baseline ``aec``), its conformal factor there, then the
     shared reconstructor fine-tuned on the hinge with AEC's doses at that factor, for the
-    joint phase's steps at the learning rate End2end-ALARA's reconstructor had when its
-    joint phase began.  Trained in ``run_dir`` (resumable)."""
-    from alara.train.loop import PhaseSchedule
-
+    joint phase's steps (:func:`_joint_phase`).  Trained in ``run_dir`` (resumable)."""
     aec, _ = _tune_aec(spec, "aec", "shared", _scout_plans(spec, metric, q, models, val, geometry, resp_val),
                        models, val, geometry)
     plan = _plan(_pipeline_of(aec, models), val, geometry)
@@ -620,13 +617,22 @@ def _adapted_aec(run_dir: Path, rc: RunConfig, spec: ExperimentSpec, metric: Any
                                               None, "experiment.baselines")}
     pipe, objective = _seeded_pipeline(rc, overrides, rc.train.seed)
     pipe.reconstructor.load_state_dict(models.shared.reconstructor.state_dict())
+    _log(f"training {AEC_ADAPTED}'s reconstructor: the shared one fine-tuned {rc.train.steps} steps at the tuned AEC's "
+         f"operating point (strength {aec.tuned['strength']:g}, factor {factor:.3g})")
+    _train(run_dir, rc, pipe, objective, train_ds, geometry, _joint_phase(rc), progress)
+    return pipe, aec
+
+
+def _joint_phase(rc: RunConfig) -> Any:
+    """The training of a joint phase that starts from the shared reconstructor (trained
+    alone over the whole dose range, as a warm-up is): ``train.steps`` steps, no warm-up,
+    the reconstructor's learning rate starting where a run with its own warm-up would have
+    it when its joint phase began (its cosine at step ``warmup_steps`` of ``total_steps``)."""
+    from alara.train.loop import PhaseSchedule
+
     t = rc.train
     lr_then = PhaseSchedule(0, t.total_steps, t.schedule, t.lr_floor)(t.warmup_steps)
-    cfg = dataclasses.replace(t, warmup_steps=0, steps=t.steps, lr=t.lr * lr_then)
-    _log(f"training {AEC_ADAPTED}'s reconstructor: the shared one fine-tuned {t.steps} steps at the tuned AEC's "
-         f"operating point (strength {aec.tuned['strength']:g}, factor {factor:.3g})")
-    _train(run_dir, rc, pipe, objective, train_ds, geometry, cfg, progress)
-    return pipe, aec
+    return dataclasses.replace(t, warmup_steps=0, lr=t.lr * lr_then)
 
 
 def _tune_tilt(spec: ExperimentSpec, metric: Any, q: float, joint: ArmSpec, models: Models, val: Split, geometry: Any, resp_val: Responses) -> tuple[ArmSpec, dict[str, Any]]:
@@ -1005,9 +1011,15 @@ def _run_one(rc: RunConfig, spec: ExperimentSpec, out: Path, progress: bool, t_s
             models.fit_policy = _warm_start(out / folder, spec, rc, models.shared, pipe, train, resp_train, metric, q,
                                             geometry, progress)
         what = "End2end-ALARA" if folder == "learned" else f"the ablation row {folder}"
-        _log(f"training {what} ({rc.components['dose_policy'].name}, start: {start}; {rc.train.warmup_steps} "
-             f"warm-up + {rc.train.steps} joint steps)")
-        step = _train(out / folder, rc, pipe, obj, train_ds, geometry, rc.train, progress)
+        if spec.joint_from_shared:
+            _log(f"training {what} ({rc.components['dose_policy'].name}, start: {start}; {rc.train.steps} joint steps "
+                 f"from the shared reconstructor)")
+            pipe.reconstructor.load_state_dict(shared_pipe.reconstructor.state_dict())
+        else:
+            _log(f"training {what} ({rc.components['dose_policy'].name}, start: {start}; {rc.train.warmup_steps} "
+                 f"warm-up + {rc.train.steps} joint steps)")
+        step = _train(out / folder, rc, pipe, obj, train_ds, geometry,
+                      _joint_phase(rc) if spec.joint_from_shared else rc.train, progress)
         if folder == "learned" and "refit" in spec.ablation:
             models.refit_policy = _refit(out / folder, spec, rc, models.shared, pipe, train, resp_train, metric, q,
                                          geometry, progress, step)

@@ -59,6 +59,12 @@ class ExperimentSpec:
     #: Scout budgets searched on validation (photons per bin of each scout view; their
     #: dose counts): TCM, AEC and the size control each use the one that serves them best.
     scout_n0: tuple[float, ...] = (64.0, 256.0, 1024.0)
+    #: End2end-ALARA's joint phase (and every ablation row's, and the baseline
+    #: aec_adapted's) starts from the shared reconstructor, which is trained alone over the
+    #: whole dose range as a warm-up is, for ``train.steps`` steps: the learned policy and
+    #: the adapted AEC get the same reconstructor start and the same joint steps.  false:
+    #: End2end-ALARA trains its own warm-up (``train.warmup_steps``) first, as before.
+    joint_from_shared: bool = True
     #: How End2end-ALARA's policy starts: "none" at one constant dose, as the paper does;
     #: "regression" fits it to the training split's per-image threshold doses
     #: (alara.train.policy_fit) before the hinge.  On the default run's validation split

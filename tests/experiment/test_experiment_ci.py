@@ -90,7 +90,7 @@ def test_report_files_and_keys(run):
     # (saved with the step it followed), scored with the same joint reconstructor; it
     # costs End2end-ALARA's training plus the refit.
     refit = torch.load(out / "learned" / "policy_refit.pt", weights_only=True)
-    assert refit["after_step"] == 30 and refit["policy"]
+    assert refit["after_step"] == 10 and refit["policy"]
     assert m["policies"]["learned_refit"]["reconstructor"] == "joint"
     assert 0 < rows["learned_joint"]["training_seconds"] < rows["learned_refit"]["training_seconds"]
     assert m["policies"]["learned_refit"]["calibration_factor"] != m["policies"]["learned_joint"]["calibration_factor"]

@@ -51,7 +51,8 @@ def test_paper_config_runs_end_to_end_at_full_geometry(lodopab_like, tmp_path, m
     assert m["dose_units"]["views"] == 1000 and m["dose_units"]["bins"] == 513
     # Relative dose 1 is a full LoDoPaB slice here.
     assert m["dose_units"]["fraction_of_a_lodopab_slice_at_relative_dose_1"] == pytest.approx(1.0)
-    assert set(m["policies"]) == {"fixed", "tcm", "aec", "size", "learned_joint", "learned_shared", "learned_tilted"}
+    assert set(m["policies"]) == {"fixed", "tcm", "aec", "size", "aec_adapted", "aec_joint", "learned_joint",
+                                  "learned_shared", "learned_tilted"}
     for p in m["policies"].values():
         assert p["test"]["relative_dose"]["mean"] > 0
     cfg = json.loads((out / "config.json").read_text())
