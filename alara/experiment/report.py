@@ -171,17 +171,21 @@ def _calibrated_oracle(recon: str, o: dict[str, Any], policies: dict[str, Any]) 
                                     if p["reconstructor"] == recon}}
 
 
-def _training_seconds(arm: str, runs: dict[str, dict[str, float]]) -> Optional[float]:
+def _training_seconds(arm: str, runs: dict[str, dict[str, float]], refit_default: bool) -> Optional[float]:
     """The training an arm costs: its run folder's (``learned/`` for End2end-ALARA and its
     tilt, ``learned_<row>/`` for an ablation row), the warm start alone for the
     regression-only row, End2end-ALARA's training and its refit for the refit row."""
     if arm == "learned_fit":
         return next((r["policy_fit"] for r in runs.values() if "policy_fit" in r), None)
+    learned = runs.get("learned", {})
     if arm == "learned_refit":  # End2end-ALARA's training and its refit
-        return sum(runs.get("learned", {}).values()) or None
-    own = arm not in ("learned_joint", "learned_shared", "learned_tilted")
-    secs = runs.get(arm if own else "learned", {})
-    return sum(v for k, v in secs.items() if own or k != "policy_refit") or None
+        return sum(learned.values()) or None
+    if arm == "learned_hinge":  # End2end-ALARA's training without its refit
+        return sum(v for k, v in learned.items() if k != "policy_refit") or None
+    if arm in ("learned_joint", "learned_shared", "learned_tilted"):
+        # The refit is End2end-ALARA's own when it is the default (policy_refit).
+        return sum(v for k, v in learned.items() if refit_default or k != "policy_refit") or None
+    return sum(runs.get(arm, {}).values()) or None
 
 
 def _ablation(policies: dict[str, Any], headline: dict[str, Any], ev: EvaluationRecord,
@@ -209,7 +213,7 @@ def _ablation(policies: dict[str, Any], headline: dict[str, Any], ev: Evaluation
             row["vs_oracle"] = d / o["dose"]
         if o and (o.get("calibrated") or {}).get("dose"):
             row["vs_calibrated_oracle"] = d / o["calibrated"]["dose"]
-        row["training_seconds"] = _training_seconds(a, runs)
+        row["training_seconds"] = _training_seconds(a, runs, "learned_hinge" in policies)
         rows.append(row)
     return rows
 

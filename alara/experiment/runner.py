@@ -399,6 +399,8 @@ AEC_JOINT = "aec_joint"
 AEC_ADAPTED = "aec_adapted"
 #: The ablation row "refit": End2end-ALARA's policy refitted after its joint training.
 REFIT = "learned_refit"
+#: With [experiment] policy_refit: End2end-ALARA's policy as the hinge left it, before the refit.
+HINGE_ONLY = "learned_hinge"
 #: The regression warm start alone (no hinge), with the shared reconstructor.
 FIT_ONLY = "learned_fit"
 #: Ablation rows: each a training of End2end-ALARA from another start, in ``learned_<row>/``
@@ -422,6 +424,8 @@ class Models:
     fit_policy: Optional[Any] = None
     #: The ablation row "refit": End2end-ALARA's policy refitted after its training.
     refit_policy: Optional[Any] = None
+    #: With [experiment] policy_refit: End2end-ALARA's policy before the refit.
+    hinge_policy: Optional[Any] = None
     #: The reconstructor of the baseline aec_adapted (and its tuned AEC arm), when trained.
     aec_adapted: Optional[tuple[Pipeline, ArmSpec]] = None
     #: End2end-ALARA's input guard (alara.guard), when [experiment] guard is on.
@@ -448,6 +452,10 @@ def _pipeline_of(arm: ArmSpec, models: Models) -> Pipeline:
             raise ValueError(f"arm {FIT_ONLY} needs a run with the regression warm start (policy_init or "
                              "ablation = [\"warm_start\"])")
         return Pipeline(learned.prior, models.fit_policy, shared.simulator, shared.reconstructor)
+    if arm.name == HINGE_ONLY:
+        if models.hinge_policy is None:
+            raise ValueError(f"arm {HINGE_ONLY} needs a run with [experiment] policy_refit = true")
+        return Pipeline(learned.prior, models.hinge_policy, shared.simulator, learned.reconstructor)
     if arm.name == REFIT:
         if models.refit_policy is None:
             raise ValueError(f"arm {REFIT} needs the ablation row \"refit\" ([experiment] ablation = [\"refit\"])")
@@ -661,10 +669,16 @@ def _learned_arms(rc: RunConfig, spec: ExperimentSpec, models: Models) -> list[A
     policy = rc.components["dose_policy"]
     prior = rc.components["prior"]
     start = ABLATION_LABELS["warm_start"] if spec.policy_init == "regression" else "hinge from a constant start"
+    if models.hinge_policy is not None:
+        start += ", refitted to its reconstructor's threshold doses"
     out = []
     for recon in ("joint", "shared"):
         out.append(ArmSpec(f"learned_{recon}", f"End2end-ALARA ({policy.name}, {start}, {recon} reconstructor)",
                            policy.name, dict(policy.params), prior.name, dict(prior.params), recon))
+    if models.hinge_policy is not None:
+        out.append(ArmSpec(HINGE_ONLY, f"End2end-ALARA without the refit: the hinge's own policy ({policy.name}, "
+                                       "joint reconstructor)",
+                           policy.name, dict(policy.params), prior.name, dict(prior.params), "joint"))
     if models.refit_policy is not None:
         out.append(ArmSpec(REFIT, f"{ABLATION_LABELS['refit']} ({policy.name}, joint reconstructor)",
                            policy.name, dict(policy.params), prior.name, dict(prior.params), "joint"))
@@ -1020,9 +1034,14 @@ def _run_one(rc: RunConfig, spec: ExperimentSpec, out: Path, progress: bool, t_s
                  f"warm-up + {rc.train.steps} joint steps)")
         step = _train(out / folder, rc, pipe, obj, train_ds, geometry,
                       _joint_phase(rc) if spec.joint_from_shared else rc.train, progress)
-        if folder == "learned" and "refit" in spec.ablation:
-            models.refit_policy = _refit(out / folder, spec, rc, models.shared, pipe, train, resp_train, metric, q,
-                                         geometry, progress, step)
+        if folder == "learned" and (spec.policy_refit or "refit" in spec.ablation):
+            refit = _refit(out / folder, spec, rc, models.shared, pipe, train, resp_train, metric, q, geometry,
+                           progress, step)
+            if spec.policy_refit:  # End2end-ALARA is the refitted policy; the hinge's own is a row
+                models.hinge_policy = _frozen(pipe.dose_policy)
+                pipe.dose_policy.load_state_dict(refit.state_dict())
+            else:
+                models.refit_policy = refit
     timings["training"] = time.perf_counter() - t
     # Noise streams: validation and test never share a draw (spec.seed, spec.seed + 1).
     val = _split(root, "validation", metric, spec.seed)

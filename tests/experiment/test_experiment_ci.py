@@ -140,3 +140,27 @@ def test_second_run_reuses_every_stage(run, capsys):
     assert "calibration.json: already done" in text and "evaluation.json: already done" in text
     after = json.loads((out / "metrics.json").read_text())
     assert after["headline"] == json.loads(before)["headline"]
+
+
+def test_policy_refit_makes_the_refit_end2end_alara(tmp_path):
+    """With [experiment] policy_refit, End2end-ALARA's own policy is the refitted one (the
+    guard and the tilt follow it) and the hinge's policy is the row learned_hinge, with the
+    same joint reconstructor; no separate refit row."""
+    folder = tmp_path
+    out = folder / "run"
+    args = ["experiment", str(CONFIG), "--out", str(out), "-q", "--set", f"experiment.data_cache=\"{folder / 'cache'}\"",
+            "--set", "experiment.policy_refit=true", "--set", "experiment.ablation=[]",
+            "--set", 'experiment.baselines=["fixed", "aec"]']
+    assert main(args) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert set(m["policies"]) == {"fixed", "aec", "learned_joint", "learned_shared", "learned_tilted", "learned_hinge"}
+    joint, hinge = m["policies"]["learned_joint"], m["policies"]["learned_hinge"]
+    assert "refitted" in joint["label"] and hinge["reconstructor"] == "joint"
+    assert joint["calibration_factor"] != hinge["calibration_factor"]
+    rows = {r["arm"]: r for r in m["ablation"]}
+    assert rows["learned_joint"]["training_seconds"] > rows["learned_hinge"]["training_seconds"] > 0
+    # The refitted weights are End2end-ALARA's: a rerun reloads them and reuses every stage.
+    saved = torch.load(out / "learned" / "policy_refit.pt", weights_only=True)
+    assert saved["after_step"] == 10
+    assert main(args) == 0
+    assert json.loads((out / "metrics.json").read_text())["headline"] == m["headline"]
