@@ -160,8 +160,9 @@ ALARA_AVX2 inline void group_sum8(const float* base, int64_t stride, double alph
   _mm256_storeu_ps(out, _mm256_add_ps(acc_a, acc_f));
 }
 
-// Padding (zeros) on each side of a view's bins in the sinogram copy bp_row reads.
-constexpr int kBinPad = 32;
+// Padding (zeros) on each side of a view's bins in the sinogram copy bp_row reads (and
+// avx512::bp_row, whose window of 32 bins reaches K + 41).
+constexpr int kBinPad = 48;
 
 // Whether bp_row's 16-bin window covers every tap of 8 consecutive pixels.
 inline bool bp_row_fits(double dL, double dalpha, int n_taps) {
