@@ -160,6 +160,9 @@ void project_kernel(const Geometry& g, const std::vector<double>& cs,
 #ifdef ALARA_HAVE_AVX2_PATH
   const bool use_avx2 = avx2::supported();
 #endif
+#ifdef ALARA_HAVE_AVX512_PATH
+  const bool use_avx512 = use_avx2 && avx512::enabled();
+#endif
   for_each_chunk(n_rays, 256, [&](int64_t r0, int64_t r1) {
     scalar_t acc[kChannelBlock];
     for (int64_t r = r0; r < r1; ++r) {
@@ -183,6 +186,12 @@ void project_kernel(const Geometry& g, const std::vector<double>& cs,
       if constexpr (std::is_same_v<scalar_t, float>) {
         if (use_avx2) {
           if (bc == 1) {
+#ifdef ALARA_HAVE_AVX512_PATH
+            if (use_avx512) {
+              o[0] = w * avx512::ray_sum1(img + kPad, stride, jp.alpha, jp.beta, p0, p1);
+              continue;
+            }
+#endif
             o[0] = w * avx2::ray_sum1(img + kPad, stride, jp.alpha, jp.beta, p0, p1);
             continue;
           }

@@ -99,8 +99,13 @@ int64_t symmetric_bp_group(const ViewOrbits& orb, int64_t bc, int64_t n0, int64_
   return g;
 }
 
-bool symmetric_fp_pays(const ViewOrbits& orb, int64_t bc, int64_t n0, int64_t n1) {
+// fp_whole_from: channels from which project_impl runs a batch whole (channels-last)
+// rather than image by image; below it the orbits' channels would run one at a time and
+// the orbits only add the images' copies (orbits of 2 views, one image: odd fan view
+// counts).
+bool symmetric_fp_pays(const ViewOrbits& orb, int64_t bc, int64_t n0, int64_t n1, int64_t fp_whole_from) {
   if (symmetry_mode() == SymmetryMode::kForce) return true;
+  if (static_cast<int64_t>(orb.group.size()) * bc < fp_whole_from) return false;
   return bc <= kSymmetricFpImages && static_cast<int64_t>(orb.rep.size()) >= kOrbitsPerImage * bc &&
          static_cast<int64_t>(orb.group.size()) * bc * n0 * n1 <= kSymmetricFpPixels;
 }

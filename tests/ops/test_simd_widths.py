@@ -18,7 +18,8 @@ if backend.native_module() is None:
 
 from alara.ops import native  # noqa: E402
 
-from .test_geometry_classes import CLASSES, _case, _oracle_backproject, _rel  # noqa: E402
+from .test_geometry_classes import (  # noqa: E402
+    CLASSES, _case, _oracle_backproject, _oracle_project, _rel)
 
 
 def _has_avx512() -> bool:
@@ -55,7 +56,8 @@ def test_batch_one_kernels_match_the_oracle(name, batch, simd, monkeypatch):
 @pytest.mark.parametrize("n_views", [13, 61])
 def test_widths_agree_on_odd_sizes(name, shape, n_views, monkeypatch):
     """The two widths on grids of odd sizes (the masked last block of 16, and rows shorter
-    than a block) and odd view counts, float32 at batch 1: the same sums to rounding."""
+    than a block; rays over planes no multiple of 16) and odd view counts, float32 at
+    batch 1: the same sums to rounding."""
     from alara.geometry import FanBeam, ImageGrid, ParallelBeam
 
     g0 = CLASSES[name]()
@@ -67,14 +69,18 @@ def test_widths_agree_on_odd_sizes(name, shape, n_views, monkeypatch):
         g = FanBeam(grid, g0.angles[:n_views], g0.n_bins, g0.bin_spacing, src_radius=g0.src_radius,
                     det_radius=g0.det_radius, detector=g0.detector, bin_offset=g0.bin_offset)
     p = GeometryParams.of(g)
-    y = torch.rand((1, 1) + g.sinogram_shape, generator=torch.Generator().manual_seed(n_views))
-    bp = _oracle_backproject(y.double(), g)
+    gen = torch.Generator().manual_seed(n_views)
+    x = torch.rand((1, 1) + g.grid.shape, generator=gen)
+    y = torch.rand((1, 1) + g.sinogram_shape, generator=gen)
+    fp, bp = _oracle_project(x.double(), g), _oracle_backproject(y.double(), g)
     out = {}
     for simd in ("avx2", "auto"):
         monkeypatch.setenv("ALARA_SIMD", simd)
-        out[simd] = native.backproject(y, p, g.angles)
-        assert _rel(out[simd], bp) < 2e-5, simd
-    assert _rel(out["auto"], out["avx2"]) < 2e-5
+        out[simd] = native.project(x, p, g.angles), native.backproject(y, p, g.angles)
+        assert _rel(out[simd][0], fp) < 2e-5, simd
+        assert _rel(out[simd][1], bp) < 2e-5, simd
+    for a, b in zip(out["auto"], out["avx2"]):
+        assert _rel(a, b) < 2e-5
 
 
 def test_simd_setting_is_checked(monkeypatch):
