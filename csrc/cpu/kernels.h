@@ -434,7 +434,7 @@ struct FanScratch {
 // them (the generic path runs instead).
 bool fan_bp_plane_avx2(float* row, int64_t bc, const FanPlane& fp, const double* al,
                        const double* be, int n, double plane, int n_other, FanScratch& scratch,
-                       const float* c, bool wide) {
+                       const float* c, bool wide, const float* c_cm = nullptr, int64_t cm_stride = 0) {
   if (fp.ia >= fp.ib) return true;  // no ray of the segment reaches the plane's pixels
   const int S = fan_fixed_shift(n_other);
   int32_t* table = scratch.table.data();
@@ -453,6 +453,11 @@ bool fan_bp_plane_avx2(float* row, int64_t bc, const FanPlane& fp, const double*
 #ifdef ALARA_HAVE_AVX512_PATH
   if (bc == 1 && wide) {
     avx512::fan_bp_lanes(row, jlo, jhi, table, c, fp.ia, fp.ib, S, static_cast<int>(T), fp.map);
+    return true;
+  }
+  if (c_cm != nullptr) {  // 2 .. 4 channels, channel-major values
+    avx512::fan_bp_lanes_multi(row, static_cast<int>(bc), jlo, jhi, table, c_cm, cm_stride, fp.ia, fp.ib,
+                               S, static_cast<int>(T), fp.map);
     return true;
   }
 #endif
@@ -527,6 +532,25 @@ void backproject_fan(const Geometry& g, const std::vector<double>& cs,
   const bool use_avx512 = false;
 #endif
 #endif
+  // 2 .. 4 channels through the AVX-512 lanes (a small orbit's or batch's channels share
+  // each pixel's taps): the values channel-major, as the lanes' windows load them.
+  const int64_t cm_stride = n_views * K + kMaxFanTaps + 64;
+  std::vector<float> cw_cm, cw_rev_cm;
+#ifdef ALARA_HAVE_AVX512_PATH
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (use_avx512 && bc >= 2 && bc <= avx512::kMaxMultiChannels) {
+      cw_cm.assign(bc * cm_stride, 0.0f);
+      cw_rev_cm.assign(bc * cm_stride, 0.0f);
+      for_each_chunk(n_views * K, 4096, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r)
+          for (int64_t ch = 0; ch < bc; ++ch) {
+            cw_cm[ch * cm_stride + r] = cw[r * bc + ch];
+            cw_rev_cm[ch * cm_stride + r] = cw_rev[r * bc + ch];
+          }
+      });
+    }
+  }
+#endif
   constexpr int kPlanes = 4;  // planes per task
   for (int f = 0; f < 2; ++f) {
     const bool xd = f == 0;
@@ -552,9 +576,11 @@ void backproject_fan(const Geometry& g, const std::vector<double>& cs,
           if constexpr (std::is_same_v<scalar_t, float>) {
             if (use_avx2) {
               const FanPlane fp = fan_plane(g, cs[seg.view], sn[seg.view], xd, pp, seg.k0, seg.k1, n_other);
+              const float* c_cm = cw_cm.empty() ? nullptr
+                                  : (fp.rising ? cw_cm : cw_rev_cm).data() + base + seg.k0;
               if (fp.ok && fan_bp_plane_avx2(row, bc, fp, al, be, n, pp, n_other, scratch,
                                              (fp.rising ? cw : cw_rev).data() + (base + seg.k0) * bc,
-                                             use_avx512))
+                                             use_avx512, c_cm, cm_stride))
                 continue;
             }
           }

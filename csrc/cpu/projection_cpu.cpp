@@ -108,13 +108,18 @@ at::Tensor backproject_impl(const at::Tensor& sino, const at::Tensor& angles, co
     }
   }
   // Fan beams: from 3 channels on, sharing each pixel's tap search between the channels
-  // beats the batch-1 AVX2 lanes.  The batch-1 AVX-512 lanes (simd_avx512.h) are faster:
-  // per image, float32, one thread, 362 x 362, ms per image at 1 / 2 / 3 / 4 / 5 / 6
-  // images, the channels padded to a block of 8: parallel (1000 views) 65 / - / - / 99 /
-  // 69 / 62, fan (720 views) 119 / 186 / 125 / 91.
+  // beats the batch-1 AVX2 lanes.  The batch-1 AVX-512 rows (simd_avx512.h) are faster:
+  // per image, float32, one thread, 362 x 362, parallel beam, 1000 views, ms per image at
+  // 1 / 4 / 5 / 6 images, the channels padded to a block of 8: 65 / 99 / 69 / 62.  Fan
+  // beams: 2 .. 4 channels run unpadded through the AVX-512 lanes, which share each
+  // pixel's taps between them (avx512::fan_bp_lanes_multi).
   int64_t whole_from = kind == PARALLEL ? 4 : 2;
+  bool fan_lanes_multi = false;  // fan beams, 2 .. 4 channels: the AVX-512 lanes take them as they are
 #ifdef ALARA_HAVE_AVX512_PATH
-  if (sino.scalar_type() == at::kFloat && avx512::enabled()) whole_from = kind == PARALLEL ? 6 : 4;
+  if (sino.scalar_type() == at::kFloat && avx512::enabled()) {
+    whole_from = kind == PARALLEL ? 6 : 2;
+    fan_lanes_multi = kind != PARALLEL && !distance_weight;
+  }
 #endif
   const auto groups = batch_groups(B * C, whole_from, INT64_MAX, kind == PARALLEL);
   if (!groups.empty()) {
@@ -124,7 +129,8 @@ at::Tensor backproject_impl(const at::Tensor& sino, const at::Tensor& angles, co
   }
   const int64_t bc = B * C;
   if (bc == 0) return at::zeros({B, C, rows, n1}, sino.options());
-  if (sino.scalar_type() == at::kFloat && bc > 1 && bc % kChannelBlock != 0) {
+  const bool multi = fan_lanes_multi && bc >= 2 && bc <= 4;
+  if (sino.scalar_type() == at::kFloat && bc > 1 && bc % kChannelBlock != 0 && !multi) {
     // A masked last block of channels costs more than a full one (AVX2 masked stores):
     // pad the batch with zero images to whole blocks (single-thread CPU time per image
     // relative to batch 1: parallel beam 12 images 0.68 masked, 0.37 padded; fan beam 3

@@ -244,6 +244,142 @@ ALARA_AVX512 inline void fan_bp_lanes(float* acc, int jlo, int jhi, const int32_
     fan_bp_lanes_c<false>(acc, jlo, jhi, P, c, ia, ib, S, T, m);
 }
 
+// fan_bp_lanes_t for C = 2..4 channels at once (the few channels of a small orbit or
+// batch): each tap's weight is found once per pixel and applied to every channel, one
+// two-register permute and one multiply-add per channel and tap.  `c` holds the channels'
+// values channel-major (channel ch at c + ch * c_stride, the same ray order as the
+// table); acc is channels-last ([pixel, C]) as everywhere else: the channels' sums are
+// interleaved into it (two permutes and a blend per 16 floats).
+template <bool kCurved, int kT, int C>
+ALARA_AVX512 inline void fan_bp_lanes_multi_t(float* acc, int jlo, int jhi, const int32_t* P, const float* c,
+                                              int64_t c_stride, int ia, int ib, int S, int T,
+                                              const avx2::FanLaneMap& m) {
+  static_assert(C >= 2 && C <= 4, "2 to 4 channels");
+  if (kT > 0) T = kT;
+  // output vector k of a block, element e: float 16 k + e of the block's 16 C floats,
+  // i.e. pixel lane (16 k + e) / C of channel (16 k + e) % C
+  __m512i idx_a[C], idx_b[C];
+  __mmask16 from_b[C];
+  for (int k = 0; k < C; ++k) {
+    alignas(64) int32_t ia_[16], ib_[16];
+    unsigned mb = 0;
+    for (int e = 0; e < 16; ++e) {
+      const int g = 16 * k + e, lane = g / C, ch = g % C;
+      ia_[e] = lane + (ch == 1 ? 16 : 0);
+      ib_[e] = lane + (ch == 3 ? 16 : 0);
+      if (ch >= 2) mb |= 1u << e;
+    }
+    idx_a[k] = _mm512_load_si512(ia_);
+    idx_b[k] = _mm512_load_si512(ib_);
+    from_b[k] = static_cast<__mmask16>(mb);
+  }
+  const __m512i lanes_i = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512 lanes = _mm512_cvtepi32_ps(lanes_i);
+  const __m512i lanes_fix = _mm512_slli_epi32(lanes_i, S);
+  const __m512 u0 = _mm512_set1_ps(m.u0), du = _mm512_set1_ps(m.du);
+  const __m512 e0 = _mm512_set1_ps(m.e0), de = _mm512_set1_ps(m.de);
+  const __m512 va = _mm512_set1_ps(m.a), vb = _mm512_set1_ps(m.b);
+  const __m512i via = _mm512_set1_epi32(ia), vib = _mm512_set1_epi32(ib);
+  const __m512i one_i = _mm512_set1_epi32(1);
+  const __m512i unit = _mm512_set1_epi32(1 << S);
+  const __m512 inv_scale = _mm512_set1_ps(1.0f / static_cast<float>(1 << S));
+  const __m512 one = _mm512_set1_ps(1.0f), two = _mm512_set1_ps(2.0f), zero = _mm512_setzero_ps();
+  for (int j0 = jlo; j0 <= jhi; j0 += 16) {
+    const __m512 t = _mm512_add_ps(_mm512_set1_ps(static_cast<float>(j0 - 1)), lanes);
+    const __m512 num = _mm512_fmadd_ps(t, du, u0), den = _mm512_fmadd_ps(t, de, e0);
+    __m512 rcp = _mm512_rcp14_ps(den);
+    rcp = _mm512_mul_ps(rcp, _mm512_fnmadd_ps(den, rcp, two));
+    __m512 r = _mm512_mul_ps(num, rcp);
+    if (kCurved) {
+      const __mmask16 beyond = _mm512_cmp_ps_mask(_mm512_abs_ps(r), one, _CMP_GT_OQ);
+      r = m.poly && beyond == 0 ? atan_poly_ps(r) : atan_ps(r);
+    }
+    const __m512i count = _mm512_cvttps_epi32(
+        _mm512_roundscale_ps(_mm512_fmadd_ps(r, va, vb), _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC));
+    const __m512i first = _mm512_min_epi32(_mm512_max_epi32(count, via), vib);
+    const __m512i jfix = _mm512_add_epi32(_mm512_set1_epi32(j0 << S), lanes_fix);
+    const __m512i thr1 = _mm512_sub_epi32(_mm512_add_epi32(jfix, one_i), unit);
+    const int f0 = _mm_cvtsi128_si32(_mm512_castsi512_si128(first));
+    const int f15 = _mm_extract_epi32(_mm512_extracti32x4_epi32(first, 3), 3);
+    __m512 s[4] = {zero, zero, zero, zero};
+    if (f15 - f0 + 1 + T <= 32) {
+      const __m512i plo = _mm512_loadu_si512(P + f0), phi = _mm512_loadu_si512(P + f0 + 16);
+      __m512 clo[C], chi[C];
+      for (int ch = 0; ch < C; ++ch) {
+        clo[ch] = _mm512_loadu_ps(c + ch * c_stride + f0);
+        chi[ch] = _mm512_loadu_ps(c + ch * c_stride + f0 + 16);
+      }
+      __m512i rel = _mm512_sub_epi32(first, _mm512_set1_epi32(f0));
+      {
+        const __m512i p = _mm512_permutex2var_epi32(plo, rel, phi);
+        rel = _mm512_mask_add_epi32(rel, _mm512_cmpgt_epi32_mask(thr1, p), rel, one_i);
+      }
+#pragma GCC unroll 8
+      for (int k = 0; k < (kT > 0 ? kT : T); ++k) {
+        const __m512i p = _mm512_permutex2var_epi32(plo, rel, phi);
+        const __m512 dist = _mm512_abs_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(p, jfix)));
+        const __m512 w = _mm512_max_ps(zero, _mm512_fnmadd_ps(dist, inv_scale, one));
+        for (int ch = 0; ch < C; ++ch)
+          s[ch] = _mm512_fmadd_ps(w, _mm512_permutex2var_ps(clo[ch], rel, chi[ch]), s[ch]);
+        rel = _mm512_add_epi32(rel, one_i);
+      }
+    } else {
+      __m512i idx = first;
+      idx = _mm512_mask_add_epi32(idx, _mm512_cmpgt_epi32_mask(thr1, _mm512_i32gather_epi32(idx, P, 4)),
+                                  idx, one_i);
+      for (int k = 0; k < (kT > 0 ? kT : T); ++k) {
+        const __m512i p = _mm512_i32gather_epi32(idx, P, 4);
+        const __m512 dist = _mm512_abs_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(p, jfix)));
+        const __m512 w = _mm512_max_ps(zero, _mm512_fnmadd_ps(dist, inv_scale, one));
+        for (int ch = 0; ch < C; ++ch)
+          s[ch] = _mm512_fmadd_ps(w, _mm512_i32gather_ps(idx, c + ch * c_stride, 4), s[ch]);
+        idx = _mm512_add_epi32(idx, one_i);
+      }
+    }
+    const int valid = (jhi + 1 - j0 >= 16 ? 16 : jhi + 1 - j0) * C;  // floats of the block
+    float* a = acc + static_cast<int64_t>(j0) * C;
+    for (int k = 0; k < C; ++k) {
+      const int left = valid - 16 * k;
+      if (left <= 0) break;
+      const __mmask16 msk = left >= 16 ? __mmask16(0xffff) : __mmask16((1u << left) - 1);
+      const __m512 va_ = _mm512_permutex2var_ps(s[0], idx_a[k], s[1]);
+      const __m512 vb_ = _mm512_permutex2var_ps(s[2], idx_b[k], s[C == 4 ? 3 : 2]);
+      const __m512 v = _mm512_mask_blend_ps(from_b[k], va_, vb_);
+      _mm512_mask_storeu_ps(a + 16 * k, msk, _mm512_add_ps(_mm512_maskz_loadu_ps(msk, a + 16 * k), v));
+    }
+  }
+}
+
+template <bool kCurved, int C>
+ALARA_AVX512 inline void fan_bp_lanes_multi_c(float* acc, int jlo, int jhi, const int32_t* P, const float* c,
+                                              int64_t cs, int ia, int ib, int S, int T,
+                                              const avx2::FanLaneMap& m) {
+  switch (T) {
+    case 1: return fan_bp_lanes_multi_t<kCurved, 1, C>(acc, jlo, jhi, P, c, cs, ia, ib, S, T, m);
+    case 2: return fan_bp_lanes_multi_t<kCurved, 2, C>(acc, jlo, jhi, P, c, cs, ia, ib, S, T, m);
+    case 3: return fan_bp_lanes_multi_t<kCurved, 3, C>(acc, jlo, jhi, P, c, cs, ia, ib, S, T, m);
+    default: return fan_bp_lanes_multi_t<kCurved, 0, C>(acc, jlo, jhi, P, c, cs, ia, ib, S, T, m);
+  }
+}
+
+// Channels 2..4 (bc), channels-last acc, channel-major c (stride c_stride).
+ALARA_AVX512 inline void fan_bp_lanes_multi(float* acc, int bc, int jlo, int jhi, const int32_t* P,
+                                            const float* c, int64_t c_stride, int ia, int ib, int S,
+                                            int T, const avx2::FanLaneMap& m) {
+#define ALARA_MULTI(C)                                                                    \
+  return m.curved ? fan_bp_lanes_multi_c<true, C>(acc, jlo, jhi, P, c, c_stride, ia, ib, S, T, m) \
+                  : fan_bp_lanes_multi_c<false, C>(acc, jlo, jhi, P, c, c_stride, ia, ib, S, T, m)
+  switch (bc) {
+    case 2: ALARA_MULTI(2);
+    case 3: ALARA_MULTI(3);
+    default: ALARA_MULTI(4);
+  }
+#undef ALARA_MULTI
+}
+
+// Channel counts that fan_bp_lanes_multi takes.
+constexpr int kMaxMultiChannels = 4;
+
 // avx2::fan_plane_table, 8 positions per step (the same values: positions times 2^S in
 // double, clamped to +-2^29, rounded to int32 under the default rounding mode).
 ALARA_AVX512 inline int64_t fan_plane_table(int32_t* P, const double* alpha, const double* beta,

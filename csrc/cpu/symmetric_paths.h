@@ -87,14 +87,13 @@ int64_t symmetric_bp_group(const ViewOrbits& orb, int64_t bc, int64_t n0, int64_
   if (symmetry_mode() == SymmetryMode::kForce) return std::max<int64_t>(g, 1);
   if (g < 1 || (bc >= kSymmetricGroup && g < kSymmetricGroup)) return 0;
 #ifdef ALARA_HAVE_AVX512_PATH
-  // Orbits smaller than the square's 8 fill only part of a block of 8 channels (padded
-  // with zeros); against the batch-1 kernels' 16-pixel AVX-512 lanes that pays only from
-  // 8 channels for a parallel beam (its orbits of 2 views with odd view counts: 4
-  // channels, 91 ms against 60 ms per view; float32, 362 x 362, 1001 views, one thread)
-  // and from 4 for a fan beam (984 views, orbits of 4: 119 ms against 165 ms per view;
-  // 997 views, orbits of 2: 247 ms against 168 ms per view).
+  // A parallel beam's orbits smaller than the square's 8 fill only part of a block of 8
+  // channels (padded with zeros); against the batch-1 kernel's 16-pixel AVX-512 rows that
+  // pays only from 8 channels (its orbits of 2 views with odd view counts: 4 channels,
+  // 91 ms against 60 ms per view; float32, 362 x 362, 1001 views, one thread).  (Fan
+  // beams' 2 .. 4 channels run unpadded through the AVX-512 lanes.)
   const int64_t channels = (orb.half_turn ? 2 : 1) * static_cast<int64_t>(orb.group.size()) * std::min(bc, g);
-  if (elem == 4 && channels < (orb.half_turn ? kChannelBlock : 4) && avx512::enabled()) return 0;
+  if (elem == 4 && orb.half_turn && channels < kChannelBlock && avx512::enabled()) return 0;
 #endif
   return g;
 }

@@ -35,12 +35,14 @@ WIDTHS = ["avx2", pytest.param("auto", marks=pytest.mark.skipif(
 
 
 @pytest.mark.parametrize("simd", WIDTHS)
-@pytest.mark.parametrize("batch", [1, 5])
+@pytest.mark.parametrize("batch", [1, 2, 3, 4, 5])
 @pytest.mark.parametrize("name", list(CLASSES))
 def test_batch_one_kernels_match_the_oracle(name, batch, simd, monkeypatch):
-    """A batch of 5 runs image by image through the batch-1 kernels where those are
-    the faster (projection_cpu.cpp, whole_from); the 48-pixel rows are 3 blocks of 16, the
-    non-square grid's 30-pixel rows a block of 16 and a masked one."""
+    """Fan beams: 2 to 4 images run together through the AVX-512 lanes that share each
+    pixel's taps between channels (so do the 2 channels of the prime view count's orbits
+    of 2 views, at batch 1), 5 as a padded block of 8 channels; parallel beams: up to 5
+    images one at a time through the batch-1 rows.  The 48-pixel rows are 3 blocks of 16,
+    the non-square grid's 30-pixel rows a block of 16 and a masked one."""
     monkeypatch.setenv("ALARA_SIMD", simd)
     g, x, y, fp, bp = _case(name, batch)  # (cached across the parametrisations)
     p = GeometryParams.of(g)
