@@ -257,22 +257,31 @@ ALARA_AVX512 inline void fan_bp_lanes_multi_t(float* acc, int jlo, int jhi, cons
   static_assert(C >= 2 && C <= 4, "2 to 4 channels");
   if (kT > 0) T = kT;
   // output vector k of a block, element e: float 16 k + e of the block's 16 C floats,
-  // i.e. pixel lane (16 k + e) / C of channel (16 k + e) % C
-  __m512i idx_a[C], idx_b[C];
-  __mmask16 from_b[C];
-  for (int k = 0; k < C; ++k) {
-    alignas(64) int32_t ia_[16], ib_[16];
-    unsigned mb = 0;
-    for (int e = 0; e < 16; ++e) {
-      const int g = 16 * k + e, lane = g / C, ch = g % C;
-      ia_[e] = lane + (ch == 1 ? 16 : 0);
-      ib_[e] = lane + (ch == 3 ? 16 : 0);
-      if (ch >= 2) mb |= 1u << e;
+  // i.e. pixel lane (16 k + e) / C of channel (16 k + e) % C (tables built once)
+  struct Interleave {
+    alignas(64) int32_t a[C][16];
+    alignas(64) int32_t b[C][16];
+    __mmask16 from_b[C];
+    Interleave() {
+      for (int k = 0; k < C; ++k) {
+        unsigned mb = 0;
+        for (int e = 0; e < 16; ++e) {
+          const int g = 16 * k + e, lane = g / C, ch = g % C;
+          a[k][e] = lane + (ch == 1 ? 16 : 0);
+          b[k][e] = lane + (ch == 3 ? 16 : 0);
+          if (ch >= 2) mb |= 1u << e;
+        }
+        from_b[k] = static_cast<__mmask16>(mb);
+      }
     }
-    idx_a[k] = _mm512_load_si512(ia_);
-    idx_b[k] = _mm512_load_si512(ib_);
-    from_b[k] = static_cast<__mmask16>(mb);
+  };
+  static const Interleave il;
+  __m512i idx_a[C], idx_b[C];
+  for (int k = 0; k < C; ++k) {
+    idx_a[k] = _mm512_load_si512(il.a[k]);
+    idx_b[k] = _mm512_load_si512(il.b[k]);
   }
+  const __mmask16* from_b = il.from_b;
   const __m512i lanes_i = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   const __m512 lanes = _mm512_cvtepi32_ps(lanes_i);
   const __m512i lanes_fix = _mm512_slli_epi32(lanes_i, S);
