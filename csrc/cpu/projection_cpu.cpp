@@ -2,6 +2,18 @@
 // which check the arguments, build the geometry once and pick a path for the batch: the
 // symmetric paths (symmetric_paths.h), batch groups (batching.h) or the per-view kernels
 // (kernels.h), all inside one parallel region per call (parallel.h).
+
+// GCC 12's -W(maybe-)uninitialized flags the AVX-512 intrinsics' own headers (their
+// _mm512_undefined_* placeholders, GCC bug 105593) hundreds of times per build: silenced
+// for those headers' lines only (included first, before anything else includes them).
+#if defined(__GNUC__) && !defined(__clang__) && (defined(__x86_64__) || defined(__i386__))
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+#pragma GCC diagnostic pop
+#endif
+
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
