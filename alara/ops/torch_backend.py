@@ -371,7 +371,8 @@ def _backproject_parallel(y: torch.Tensor, p: GeometryParams, angles: torch.Tens
         kappa, f, x = (t[: v1 - v0] for t in bufs)
         along_j = cj * fj + off
         torch.add(along_j, ci * fi, out=kappa)
-        torch.add(along_j.mul_(3 * to_x).add_(c0), ci * (3 * to_x) * fi, out=x)  # 3 to_x kappa' + const
+        # x = 3 to_x kappa' + const, then the fraction's terms
+        torch.add(along_j.mul_(3 * to_x).add_(c0), ci * (3 * to_x) * fi, out=x)
         torch.frac(kappa, out=f)
         x.addcmul_(f, b1)
         x.addcmul_(torch.maximum(f, k1, out=kappa), a2)

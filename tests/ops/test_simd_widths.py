@@ -66,7 +66,8 @@ def test_widths_agree_on_odd_sizes(name, shape, n_views, monkeypatch):
     lo, hi = g0.grid.min_pt, g0.grid.max_pt
     grid = ImageGrid(shape, lo, hi)
     if isinstance(g0, ParallelBeam):
-        g = ParallelBeam(grid, g0.angles[:n_views], g0.n_bins, g0.bin_spacing, bin_offset=g0.bin_offset)
+        g = ParallelBeam(grid, g0.angles[:n_views], g0.n_bins, g0.bin_spacing,
+                         bin_offset=g0.bin_offset)
     else:
         g = FanBeam(grid, g0.angles[:n_views], g0.n_bins, g0.bin_spacing, src_radius=g0.src_radius,
                     det_radius=g0.det_radius, detector=g0.detector, bin_offset=g0.bin_offset)
