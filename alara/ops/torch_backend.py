@@ -340,10 +340,22 @@ def _backproject_parallel(y: torch.Tensor, p: GeometryParams, angles: torch.Tens
     o1, o2 = knots[:, 1], knots[:, 2]
     s1, s2, s3 = 1 / o1, 1 / (o2 - o1), 1 / (1 - o2)
     # grid_sample's x coordinate (align_corners=True) of table index u is u * 2/(L-1) - 1;
-    # fold that scale into the warp slopes so u is never formed on its own.
+    # fold that scale into the warp slopes so u is never formed on its own.  With
+    # kappa' = kappa + pad = m' + f (f: kappa's fraction) the warp through (0, 0), (o1, 1),
+    # (o2, 2), (1, 3) is
+    #   x = to_x (3 m' + s1 f + (s2 - s1) relu(f - o1) + (s3 - s2) relu(f - o2)) - 1
+    #     = 3 to_x kappa' + (s1 - 3) to_x f + (s2 - s1) to_x max(f, o1)
+    #       + (s3 - s2) to_x max(f, o2) + const,
+    # const = -to_x ((s2 - s1) o1 + (s3 - s2) o2) - 1: fast elementwise passes only (a
+    # remainder, or floor and subtract, cost 5x or 2x torch.frac).  kappa' is not clamped:
+    # below 0 (where frac is negative) and beyond the table's end (G vanishes from pad >
+    # half bins off the detector) x lies off the table, where grid_sample's zero padding
+    # continues G.
     to_x = 2 / (length - 1)
+    const = -to_x * ((s2 - s1) * o1 + (s3 - s2) * o2) - 1
     per_view = [t.to(device, dtype).reshape(-1, 1, 1) for t in
-                (coef_i, coef_j, offset, o1, o2, s1 * to_x, (s2 - s1) * to_x, (s3 - s2) * to_x)]
+                (coef_i, coef_j, offset + pad, o1, o2, (s1 - 3) * to_x, (s2 - s1) * to_x,
+                 (s3 - s2) * to_x, const)]
     fi = torch.arange(p.n0, dtype=dtype, device=device).reshape(1, -1, 1)
     fj = torch.arange(p.n1, dtype=dtype, device=device).reshape(1, 1, -1)
     # One table row per view as its own batch entry of height 1: then the grid's y
@@ -352,19 +364,21 @@ def _backproject_parallel(y: torch.Tensor, p: GeometryParams, angles: torch.Tens
     out = y.new_zeros(bc, p.n0, p.n1)
     chunk = max(1, _CHUNK_ELEMENTS // (p.n0 * p.n1))
     grid_buf = y.new_zeros(chunk, p.n0, p.n1, 2)
+    bufs = [y.new_empty(chunk, p.n0, p.n1) for _ in range(3)]
     for v0 in range(0, n_views, chunk):
         v1 = min(v0 + chunk, n_views)
-        ci, cj, off, k1, k2, a1, a2, a3 = (t[v0:v1] for t in per_view)
-        kappa = torch.add(cj * fj + off, ci * fi).clamp_(-pad, n_bins + pad - 1)
-        m = torch.floor(kappa)
-        f = kappa.sub_(m)
-        # x = to_x (3 (m + pad) + warp(f)) - 1, warp piecewise linear through
-        # (0, 0), (o1, 1), (o2, 2), (1, 3): a sum of ramps
-        r1 = torch.sub(f, k1).clamp_(min=0)
-        r2 = torch.sub(f, k2).clamp_(min=0)
-        x = f.mul_(a1).addcmul_(r1, a2).addcmul_(r2, a3).add_(m, alpha=3 * to_x)
+        ci, cj, off, k1, k2, b1, a2, a3, c0 = (t[v0:v1] for t in per_view)
+        kappa, f, x = (t[: v1 - v0] for t in bufs)
+        along_j = cj * fj + off
+        torch.add(along_j, ci * fi, out=kappa)
+        # x = 3 to_x kappa' + const, then the fraction's terms
+        torch.add(along_j.mul_(3 * to_x).add_(c0), ci * (3 * to_x) * fi, out=x)
+        torch.frac(kappa, out=f)
+        x.addcmul_(f, b1)
+        x.addcmul_(torch.maximum(f, k1, out=kappa), a2)
         grid = grid_buf[: v1 - v0]
-        torch.add(x, 3 * pad * to_x - 1, out=grid[..., 0])
+        x.addcmul_(torch.maximum(f, k2, out=kappa), a3)
+        grid[..., 0].copy_(x)
         samples = F.grid_sample(rows[v0:v1], grid, mode="bilinear", padding_mode="zeros",
                                 align_corners=True)
         out += samples.sum(0)

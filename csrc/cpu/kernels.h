@@ -21,6 +21,7 @@
 #include "../ops.h"
 #include "parallel.h"
 #include "simd_avx2.h"
+#include "simd_avx512.h"
 
 namespace alara {
 // (Only projection_cpu.cpp includes this: one translation unit, where the templates
@@ -159,6 +160,9 @@ void project_kernel(const Geometry& g, const std::vector<double>& cs,
 #ifdef ALARA_HAVE_AVX2_PATH
   const bool use_avx2 = avx2::supported();
 #endif
+#ifdef ALARA_HAVE_AVX512_PATH
+  const bool use_avx512 = use_avx2 && avx512::enabled();
+#endif
   for_each_chunk(n_rays, 256, [&](int64_t r0, int64_t r1) {
     scalar_t acc[kChannelBlock];
     for (int64_t r = r0; r < r1; ++r) {
@@ -182,6 +186,12 @@ void project_kernel(const Geometry& g, const std::vector<double>& cs,
       if constexpr (std::is_same_v<scalar_t, float>) {
         if (use_avx2) {
           if (bc == 1) {
+#ifdef ALARA_HAVE_AVX512_PATH
+            if (use_avx512) {
+              o[0] = w * avx512::ray_sum1(img + kPad, stride, jp.alpha, jp.beta, p0, p1);
+              continue;
+            }
+#endif
             o[0] = w * avx2::ray_sum1(img + kPad, stride, jp.alpha, jp.beta, p0, p1);
             continue;
           }
@@ -236,6 +246,9 @@ void backproject_parallel(const Geometry& g, const std::vector<double>& cs,
 #ifdef ALARA_HAVE_AVX2_PATH
   const bool use_avx2 = avx2::supported();
 #endif
+#ifdef ALARA_HAVE_AVX512_PATH
+  const bool use_avx512 = avx512::enabled();
+#endif
   // Rows per task: the task's accumulators stay in the L2 cache while every view streams
   // over them (the view's bins and sinogram row stay in L1); at most 16 rows, so that
   // there are enough tasks to balance between threads when one of them is slowed down.
@@ -271,10 +284,16 @@ void backproject_parallel(const Geometry& g, const std::vector<double>& cs,
                                   scratch_w.data(), scratch_k.data());
             continue;
           }
-          if (y_padded != nullptr && avx2::bp_row_fits(dL, da, n_taps)) {
+          const float* yp = y_padded == nullptr ? nullptr : y_padded + v * (K + 2 * avx2::kBinPad) + avx2::kBinPad;
+#ifdef ALARA_HAVE_AVX512_PATH
+          if (yp != nullptr && use_avx512 && avx512::bp_row_fits(dL, da, n_taps)) {
+            avx512::bp_row(acc_row, n1, yp, K, L0, dL, da, n_taps, w0);
+            continue;
+          }
+#endif
+          if (yp != nullptr && avx2::bp_row_fits(dL, da, n_taps)) {
             j_start = n1 & ~7;
-            avx2::bp_row(acc_row, j_start, y_padded + v * (K + 2 * avx2::kBinPad) + avx2::kBinPad,
-                         K, L0, dL, da, n_taps, w0);
+            avx2::bp_row(acc_row, j_start, yp, K, L0, dL, da, n_taps, w0);
           }
         }
 #endif
@@ -411,20 +430,37 @@ struct FanScratch {
 };
 
 // One segment's rays onto one plane (float; bc channels, channels-last) through the AVX2
-// lanes; false where the rays are too dense for them (the generic path runs instead).
+// lanes (`wide`: the AVX-512 lanes, simd_avx512.h); false where the rays are too dense for
+// them (the generic path runs instead).
 bool fan_bp_plane_avx2(float* row, int64_t bc, const FanPlane& fp, const double* al,
                        const double* be, int n, double plane, int n_other, FanScratch& scratch,
-                       const float* c) {
+                       const float* c, bool wide, const float* c_cm = nullptr, int64_t cm_stride = 0) {
   if (fp.ia >= fp.ib) return true;  // no ray of the segment reaches the plane's pixels
   const int S = fan_fixed_shift(n_other);
   int32_t* table = scratch.table.data();
+#ifdef ALARA_HAVE_AVX512_PATH
+  const int64_t spacing = wide ? avx512::fan_plane_table(table, al, be, n, fp.rising, plane, fp.ia, fp.ib, S)
+                               : avx2::fan_plane_table(table, al, be, n, fp.rising, plane, fp.ia, fp.ib, S);
+#else
   const int64_t spacing = avx2::fan_plane_table(table, al, be, n, fp.rising, plane, fp.ia, fp.ib, S);
+#endif
   if (spacing <= 0) return false;
   const int64_t T = ((int64_t{2} << S) - 1) / spacing + 1;  // rays in an open interval of 2 pixels
   if (T > kMaxFanTaps) return false;
   const int jlo = std::max(0, table[fp.ia] >> S);
   const int jhi = std::min(n_other - 1, (table[fp.ib - 1] >> S) + 1);
   if (jlo > jhi) return true;
+#ifdef ALARA_HAVE_AVX512_PATH
+  if (bc == 1 && wide) {
+    avx512::fan_bp_lanes(row, jlo, jhi, table, c, fp.ia, fp.ib, S, static_cast<int>(T), fp.map);
+    return true;
+  }
+  if (c_cm != nullptr) {  // 2 .. 4 channels, channel-major values
+    avx512::fan_bp_lanes_multi(row, static_cast<int>(bc), jlo, jhi, table, c_cm, cm_stride, fp.ia, fp.ib,
+                               S, static_cast<int>(T), fp.map);
+    return true;
+  }
+#endif
   if (bc == 1)
     avx2::fan_bp_lanes(row, jlo, jhi, table, c, fp.ia, fp.ib, S, static_cast<int>(T), fp.map);
   else
@@ -490,6 +526,30 @@ void backproject_fan(const Geometry& g, const std::vector<double>& cs,
   }
 #ifdef ALARA_HAVE_AVX2_PATH
   const bool use_avx2 = std::is_same_v<scalar_t, float> && !DW && avx2::supported();
+#ifdef ALARA_HAVE_AVX512_PATH
+  const bool use_avx512 = use_avx2 && avx512::enabled();
+#else
+  const bool use_avx512 = false;
+#endif
+#endif
+  // 2 .. 4 channels through the AVX-512 lanes (a small orbit's or batch's channels share
+  // each pixel's taps): the values channel-major, as the lanes' windows load them.
+  const int64_t cm_stride = n_views * K + kMaxFanTaps + 64;
+  std::vector<float> cw_cm, cw_rev_cm;
+#ifdef ALARA_HAVE_AVX512_PATH
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (use_avx512 && bc >= 2 && bc <= avx512::kMaxMultiChannels) {
+      cw_cm.assign(bc * cm_stride, 0.0f);
+      cw_rev_cm.assign(bc * cm_stride, 0.0f);
+      for_each_chunk(n_views * K, 4096, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r)
+          for (int64_t ch = 0; ch < bc; ++ch) {
+            cw_cm[ch * cm_stride + r] = cw[r * bc + ch];
+            cw_rev_cm[ch * cm_stride + r] = cw_rev[r * bc + ch];
+          }
+      });
+    }
+  }
 #endif
   constexpr int kPlanes = 4;  // planes per task
   for (int f = 0; f < 2; ++f) {
@@ -516,8 +576,11 @@ void backproject_fan(const Geometry& g, const std::vector<double>& cs,
           if constexpr (std::is_same_v<scalar_t, float>) {
             if (use_avx2) {
               const FanPlane fp = fan_plane(g, cs[seg.view], sn[seg.view], xd, pp, seg.k0, seg.k1, n_other);
+              const float* c_cm = cw_cm.empty() ? nullptr
+                                  : (fp.rising ? cw_cm : cw_rev_cm).data() + base + seg.k0;
               if (fp.ok && fan_bp_plane_avx2(row, bc, fp, al, be, n, pp, n_other, scratch,
-                                             (fp.rising ? cw : cw_rev).data() + (base + seg.k0) * bc))
+                                             (fp.rising ? cw : cw_rev).data() + (base + seg.k0) * bc,
+                                             use_avx512, c_cm, cm_stride))
                 continue;
             }
           }

@@ -2,6 +2,18 @@
 // which check the arguments, build the geometry once and pick a path for the batch: the
 // symmetric paths (symmetric_paths.h), batch groups (batching.h) or the per-view kernels
 // (kernels.h), all inside one parallel region per call (parallel.h).
+
+// GCC 12's -W(maybe-)uninitialized flags the AVX-512 intrinsics' own headers (their
+// _mm512_undefined_* placeholders, GCC bug 105593) hundreds of times per build: silenced
+// for those headers' lines only (included first, before anything else includes them).
+#if defined(__GNUC__) && !defined(__clang__) && (defined(__x86_64__) || defined(__i386__))
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+#pragma GCC diagnostic pop
+#endif
+
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -37,15 +49,23 @@ at::Tensor project_impl(const at::Tensor& image, const at::Tensor& angles, const
   // parallel beam's 4 channels of a quarter of the views cost as much as batch 1); from 8
   // images on the per-view kernel fills them with the images, and a batch's last 1-7
   // images come back here through batch_groups.
+  // Below `whole_from` images, one at a time through the batch-1 kernels.  The batch-1
+  // fan-beam AVX-512 rays (16 planes per step, simd_avx512.h) beat a masked block of 8
+  // channels up to 5 images (float32, 362 x 362, 997 views, one thread, ms per image: 70
+  // at batch 1, 83 for 4 channels, 41 for 8).
+  int64_t whole_from = 4;
+#ifdef ALARA_HAVE_AVX512_PATH
+  if (image.scalar_type() == at::kFloat && avx512::enabled()) whole_from = 6;
+#endif
   if (symmetric && kind != PARALLEL && B * C > 0 && B * C <= kSymmetricFpImages && symmetry_enabled()) {
     const ViewOrbits orbits = find_view_orbits(g, cpu_doubles(angles));
-    if (orbits.useful() && symmetric_fp_pays(orbits, B * C, n0, n1)) {
+    if (orbits.useful() && symmetric_fp_pays(orbits, B * C, n0, n1, whole_from)) {
       return project_symmetric(image, angles, orbits, [&](const at::Tensor& x, const at::Tensor& a) {
         return project_impl(x, a, call, false);
       });
     }
   }
-  const auto groups = batch_groups(B * C, 4, kChannelBlock, false);
+  const auto groups = batch_groups(B * C, whole_from, kChannelBlock, false);
   if (!groups.empty()) {
     return in_groups(image, groups, [&](const at::Tensor& x) {
       return project_impl(x, angles, call, symmetric && x.size(0) <= kSymmetricFpImages);
@@ -100,8 +120,19 @@ at::Tensor backproject_impl(const at::Tensor& sino, const at::Tensor& angles, co
     }
   }
   // Fan beams: from 3 channels on, sharing each pixel's tap search between the channels
-  // beats the batch-1 AVX2 lanes.
-  const int64_t whole_from = kind == PARALLEL ? 4 : 2;
+  // beats the batch-1 AVX2 lanes.  The batch-1 AVX-512 rows (simd_avx512.h) are faster:
+  // per image, float32, one thread, 362 x 362, parallel beam, 1000 views, ms per image at
+  // 1 / 4 / 5 / 6 images, the channels padded to a block of 8: 65 / 99 / 69 / 62.  Fan
+  // beams: 2 .. 4 channels run unpadded through the AVX-512 lanes, which share each
+  // pixel's taps between them (avx512::fan_bp_lanes_multi).
+  int64_t whole_from = kind == PARALLEL ? 4 : 2;
+  bool fan_lanes_multi = false;  // fan beams, 2 .. 4 channels: the AVX-512 lanes take them as they are
+#ifdef ALARA_HAVE_AVX512_PATH
+  if (sino.scalar_type() == at::kFloat && avx512::enabled()) {
+    whole_from = kind == PARALLEL ? 6 : 2;
+    fan_lanes_multi = kind != PARALLEL && !distance_weight;
+  }
+#endif
   const auto groups = batch_groups(B * C, whole_from, INT64_MAX, kind == PARALLEL);
   if (!groups.empty()) {
     return in_groups(sino, groups, [&](const at::Tensor& s) {
@@ -110,7 +141,8 @@ at::Tensor backproject_impl(const at::Tensor& sino, const at::Tensor& angles, co
   }
   const int64_t bc = B * C;
   if (bc == 0) return at::zeros({B, C, rows, n1}, sino.options());
-  if (sino.scalar_type() == at::kFloat && bc > 1 && bc % kChannelBlock != 0) {
+  const bool multi = fan_lanes_multi && bc >= 2 && bc <= 4;
+  if (sino.scalar_type() == at::kFloat && bc > 1 && bc % kChannelBlock != 0 && !multi) {
     // A masked last block of channels costs more than a full one (AVX2 masked stores):
     // pad the batch with zero images to whole blocks (single-thread CPU time per image
     // relative to batch 1: parallel beam 12 images 0.68 masked, 0.37 padded; fan beam 3

@@ -86,11 +86,25 @@ int64_t symmetric_bp_group(const ViewOrbits& orb, int64_t bc, int64_t n0, int64_
                               kSymmetricBpBytes / std::max<int64_t>(per_image, 1)});
   if (symmetry_mode() == SymmetryMode::kForce) return std::max<int64_t>(g, 1);
   if (g < 1 || (bc >= kSymmetricGroup && g < kSymmetricGroup)) return 0;
+#ifdef ALARA_HAVE_AVX512_PATH
+  // A parallel beam's orbits smaller than the square's 8 fill only part of a block of 8
+  // channels (padded with zeros); against the batch-1 kernel's 16-pixel AVX-512 rows that
+  // pays only from 8 channels (its orbits of 2 views with odd view counts: 4 channels,
+  // 91 ms against 60 ms per view; float32, 362 x 362, 1001 views, one thread).  (Fan
+  // beams' 2 .. 4 channels run unpadded through the AVX-512 lanes.)
+  const int64_t channels = (orb.half_turn ? 2 : 1) * static_cast<int64_t>(orb.group.size()) * std::min(bc, g);
+  if (elem == 4 && orb.half_turn && channels < kChannelBlock && avx512::enabled()) return 0;
+#endif
   return g;
 }
 
-bool symmetric_fp_pays(const ViewOrbits& orb, int64_t bc, int64_t n0, int64_t n1) {
+// fp_whole_from: channels from which project_impl runs a batch whole (channels-last)
+// rather than image by image; below it the orbits' channels would run one at a time and
+// the orbits only add the images' copies (orbits of 2 views, one image: odd fan view
+// counts).
+bool symmetric_fp_pays(const ViewOrbits& orb, int64_t bc, int64_t n0, int64_t n1, int64_t fp_whole_from) {
   if (symmetry_mode() == SymmetryMode::kForce) return true;
+  if (static_cast<int64_t>(orb.group.size()) * bc < fp_whole_from) return false;
   return bc <= kSymmetricFpImages && static_cast<int64_t>(orb.rep.size()) >= kOrbitsPerImage * bc &&
          static_cast<int64_t>(orb.group.size()) * bc * n0 * n1 <= kSymmetricFpPixels;
 }

@@ -93,6 +93,10 @@ def test_symmetry_pays_at_batch_one(monkeypatch, kind, op):
     each view onto itself; csrc/cpu/symmetry.h).  At full size that costs 0.33 (fan fp),
     0.22 (fan bp) and 0.46 (parallel bp) of the per-view time; here it must at least pay
     clearly.  Batches then cost no more per image than that."""
+    # The symmetric paths run the 8-lane (AVX2) channel kernels: compared with the per-view
+    # kernels of the same width.  (The 16-pixel AVX-512 rows of the parallel beam's batch 1
+    # come within 10% of the orbits at full size; tests/ops/test_simd_widths.py.)
+    monkeypatch.setenv("ALARA_SIMD", "avx2")
     g = GEOMETRIES[kind]
     shape = g.grid.shape if op == "fp" else g.sinogram_shape
     fn = (lambda t: ops.project(t, g, "native")) if op == "fp" else \

@@ -1,0 +1,96 @@
+"""The float32 batch-1 kernels at both vector widths (csrc/cpu/simd_avx512.h): the 16-lane
+AVX-512 rows and fan-beam lanes, and the 8-lane AVX2 ones (``ALARA_SIMD=avx2``), against
+the per-view pure-torch oracle on the geometry classes without the square's symmetries
+(tests/ops/test_geometry_classes.py), on grids whose rows are no multiple of 16 or 8 (the
+masked last block), with view counts no multiple of 8, and at the small batches that run
+image by image through the batch-1 kernels."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from alara.ops import backend
+from alara.ops.raymath import GeometryParams
+
+if backend.native_module() is None:
+    pytest.skip("needs alara._C", allow_module_level=True)
+
+from alara.ops import native  # noqa: E402
+
+from .test_geometry_classes import (  # noqa: E402
+    CLASSES, _case, _oracle_backproject, _oracle_project, _rel)
+
+
+def _has_avx512() -> bool:
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return all(f in flags for f in ("avx512f", "avx512vl", "avx512bw", "avx512dq"))
+
+
+WIDTHS = ["avx2", pytest.param("auto", marks=pytest.mark.skipif(
+    not _has_avx512(), reason="the CPU has no AVX-512 (auto is AVX2 there)"))]
+
+
+@pytest.mark.parametrize("simd", WIDTHS)
+@pytest.mark.parametrize("batch", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("name", list(CLASSES))
+def test_batch_one_kernels_match_the_oracle(name, batch, simd, monkeypatch):
+    """Fan beams: 2 to 4 images run together through the AVX-512 lanes that share each
+    pixel's taps between channels (so do the 2 channels of the prime view count's orbits
+    of 2 views, at batch 1), 5 as a padded block of 8 channels; parallel beams: up to 5
+    images one at a time through the batch-1 rows.  The 48-pixel rows are 3 blocks of 16,
+    the non-square grid's 30-pixel rows a block of 16 and a masked one."""
+    monkeypatch.setenv("ALARA_SIMD", simd)
+    g, x, y, fp, bp = _case(name, batch)  # (cached across the parametrisations)
+    p = GeometryParams.of(g)
+    assert _rel(native.project(x.float(), p, g.angles), fp) < 2e-5
+    assert _rel(native.backproject(y.float(), p, g.angles), bp) < 2e-5
+    # float64 takes neither SIMD path: exact
+    assert _rel(native.backproject(y, p, g.angles), bp) < 1e-10
+
+
+@pytest.mark.skipif(not _has_avx512(), reason="the CPU has no AVX-512")
+@pytest.mark.parametrize("name", list(CLASSES))
+@pytest.mark.parametrize("shape", [(37, 53), (53, 21)])
+@pytest.mark.parametrize("n_views", [13, 61])
+def test_widths_agree_on_odd_sizes(name, shape, n_views, monkeypatch):
+    """The two widths on grids of odd sizes (the masked last block of 16, and rows shorter
+    than a block; rays over planes no multiple of 16) and odd view counts, float32 at
+    batch 1: the same sums to rounding."""
+    from alara.geometry import FanBeam, ImageGrid, ParallelBeam
+
+    g0 = CLASSES[name]()
+    lo, hi = g0.grid.min_pt, g0.grid.max_pt
+    grid = ImageGrid(shape, lo, hi)
+    if isinstance(g0, ParallelBeam):
+        g = ParallelBeam(grid, g0.angles[:n_views], g0.n_bins, g0.bin_spacing,
+                         bin_offset=g0.bin_offset)
+    else:
+        g = FanBeam(grid, g0.angles[:n_views], g0.n_bins, g0.bin_spacing, src_radius=g0.src_radius,
+                    det_radius=g0.det_radius, detector=g0.detector, bin_offset=g0.bin_offset)
+    p = GeometryParams.of(g)
+    gen = torch.Generator().manual_seed(n_views)
+    x = torch.rand((1, 1) + g.grid.shape, generator=gen)
+    y = torch.rand((1, 1) + g.sinogram_shape, generator=gen)
+    fp, bp = _oracle_project(x.double(), g), _oracle_backproject(y.double(), g)
+    out = {}
+    for simd in ("avx2", "auto"):
+        monkeypatch.setenv("ALARA_SIMD", simd)
+        out[simd] = native.project(x, p, g.angles), native.backproject(y, p, g.angles)
+        assert _rel(out[simd][0], fp) < 2e-5, simd
+        assert _rel(out[simd][1], bp) < 2e-5, simd
+    for a, b in zip(out["auto"], out["avx2"]):
+        assert _rel(a, b) < 2e-5
+
+
+def test_simd_setting_is_checked(monkeypatch):
+    monkeypatch.setenv("ALARA_SIMD", "sse9")
+    g = CLASSES["parallel-off-centre"]()
+    y = torch.rand((1, 1) + g.sinogram_shape)
+    if not _has_avx512():
+        pytest.skip("the setting is read only where AVX-512 is there to choose")
+    with pytest.raises(RuntimeError, match="ALARA_SIMD"):
+        native.backproject(y, GeometryParams.of(g), g.angles)
