@@ -1013,6 +1013,8 @@ def _run_one(rc: RunConfig, spec: ExperimentSpec, out: Path, progress: bool, t_s
     runs = [("learned", spec.policy_init, learned_pipe, learned_obj)]
     for row in spec.ablation:
         if row not in ABLATION_STARTS:  # not a training of its own (the refit)
+            if spec.policy_refit:
+                _log(f"ablation row {row!r} is the default itself (policy_refit = true): skipped")
             continue
         if ABLATION_STARTS[row] == spec.policy_init:
             _log(f"ablation row {row!r} is the default's own start (policy_init = {spec.policy_init!r}): skipped")

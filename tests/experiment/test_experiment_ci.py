@@ -34,9 +34,8 @@ def test_report_files_and_keys(run):
                 "dose_units", "tuning", "bootstrap"):
         assert key in m, key
     assert set(m["policies"]) == {"fixed", "tcm", "aec", "size", "aec_adapted", "aec_joint", "learned_joint",
-                                  "learned_shared",
-                                  "learned_tilted",
-                                  "learned_refit", "learned_fit", "learned_warm_start"}
+                                  "learned_shared", "learned_tilted", "learned_hinge", "learned_fit",
+                                  "learned_warm_start"}
     for p in m["policies"].values():
         assert p["validation_share"] >= 0.85          # the guarantee holds (about) where it was set
         assert 0 < p["test"]["relative_dose"]["mean"] < 50
@@ -78,7 +77,7 @@ def test_report_files_and_keys(run):
     # control and an interval around it; the warm-start row was trained in its own folder
     # with its own reconstructor (and its own oracle); the paper row is the default itself.
     rows = {r["arm"]: r for r in m["ablation"]}
-    assert set(rows) == {"learned_joint", "learned_shared", "learned_tilted", "learned_refit", "learned_fit",
+    assert set(rows) == {"learned_joint", "learned_shared", "learned_tilted", "learned_hinge", "learned_fit",
                          "learned_warm_start"}
     for r in rows.values():
         assert r["vs_aec_ci95"][0] <= r["vs_aec"] <= r["vs_aec_ci95"][1]
@@ -86,14 +85,15 @@ def test_report_files_and_keys(run):
     assert rows["learned_warm_start"]["training_seconds"] > rows["learned_fit"]["training_seconds"] > 0
     assert m["policies"]["learned_warm_start"]["reconstructor"] == "warm_start" and "warm_start" in m["oracle"]
     assert (out / "learned_warm_start" / "policy_fit.pt").is_file() and not (out / "learned_paper").exists()
-    # The refit row: a copy of End2end-ALARA's policy refitted after its joint training
-    # (saved with the step it followed), scored with the same joint reconstructor; it
-    # costs End2end-ALARA's training plus the refit.
+    # The refit (the default): End2end-ALARA's policy refitted after its joint training
+    # (saved with the step it followed); the hinge's own policy is the row learned_hinge,
+    # with the same joint reconstructor, and it costs the training without the refit.
     refit = torch.load(out / "learned" / "policy_refit.pt", weights_only=True)
     assert refit["after_step"] == 10 and refit["policy"]
-    assert m["policies"]["learned_refit"]["reconstructor"] == "joint"
-    assert 0 < rows["learned_joint"]["training_seconds"] < rows["learned_refit"]["training_seconds"]
-    assert m["policies"]["learned_refit"]["calibration_factor"] != m["policies"]["learned_joint"]["calibration_factor"]
+    assert m["policies"]["learned_hinge"]["reconstructor"] == "joint"
+    assert "refitted" in m["policies"]["learned_joint"]["label"]
+    assert 0 < rows["learned_hinge"]["training_seconds"] < rows["learned_joint"]["training_seconds"]
+    assert m["policies"]["learned_hinge"]["calibration_factor"] != m["policies"]["learned_joint"]["calibration_factor"]
     # The calibrated oracle of each reconstructor: thresholds from 4 draws of a stream
     # nobody scores, one factor set on validation, scored on the test split's own draws.
     for o in (m["oracle"], m["oracle"]["joint"]):
@@ -142,25 +142,22 @@ def test_second_run_reuses_every_stage(run, capsys):
     assert after["headline"] == json.loads(before)["headline"]
 
 
-def test_policy_refit_makes_the_refit_end2end_alara(tmp_path):
-    """With [experiment] policy_refit, End2end-ALARA's own policy is the refitted one (the
-    guard and the tilt follow it) and the hinge's policy is the row learned_hinge, with the
-    same joint reconstructor; no separate refit row."""
+def test_refit_as_an_ablation_row(tmp_path):
+    """With policy_refit off, the refit is the ablation row learned_refit (a refitted copy,
+    End2end-ALARA's own policy left as the hinge trained it); a rerun reuses every stage."""
     folder = tmp_path
     out = folder / "run"
     args = ["experiment", str(CONFIG), "--out", str(out), "-q", "--set", f"experiment.data_cache=\"{folder / 'cache'}\"",
-            "--set", "experiment.policy_refit=true", "--set", "experiment.ablation=[]",
+            "--set", "experiment.policy_refit=false", "--set", 'experiment.ablation=["refit"]',
             "--set", 'experiment.baselines=["fixed", "aec"]']
     assert main(args) == 0
     m = json.loads((out / "metrics.json").read_text())
-    assert set(m["policies"]) == {"fixed", "aec", "learned_joint", "learned_shared", "learned_tilted", "learned_hinge"}
-    joint, hinge = m["policies"]["learned_joint"], m["policies"]["learned_hinge"]
-    assert "refitted" in joint["label"] and hinge["reconstructor"] == "joint"
-    assert joint["calibration_factor"] != hinge["calibration_factor"]
+    assert set(m["policies"]) == {"fixed", "aec", "learned_joint", "learned_shared", "learned_tilted", "learned_refit"}
+    joint, refit = m["policies"]["learned_joint"], m["policies"]["learned_refit"]
+    assert "refitted" not in joint["label"] and refit["reconstructor"] == "joint"
+    assert joint["calibration_factor"] != refit["calibration_factor"]
     rows = {r["arm"]: r for r in m["ablation"]}
-    assert rows["learned_joint"]["training_seconds"] > rows["learned_hinge"]["training_seconds"] > 0
-    # The refitted weights are End2end-ALARA's: a rerun reloads them and reuses every stage.
-    saved = torch.load(out / "learned" / "policy_refit.pt", weights_only=True)
-    assert saved["after_step"] == 10
+    assert rows["learned_refit"]["training_seconds"] > rows["learned_joint"]["training_seconds"] > 0
+    assert torch.load(out / "learned" / "policy_refit.pt", weights_only=True)["after_step"] == 10
     assert main(args) == 0
     assert json.loads((out / "metrics.json").read_text())["headline"] == m["headline"]
