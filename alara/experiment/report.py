@@ -373,11 +373,16 @@ def headline_lines(m: dict[str, Any]) -> list[str]:
 # ------------------------------------------------------------------------------- figures
 
 
-def _fig_dose_vs_size(out: Path, ev: EvaluationRecord, labels: dict[str, str]) -> str:
+def _arm_legend(a: str) -> str:
+    """An arm's name in a figure legend (report.md's labels are too long for one)."""
+    return a + (" (End2end-ALARA)" if a == HEADLINE_ARM else "")
+
+
+def _fig_dose_vs_size(out: Path, ev: EvaluationRecord) -> str:
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for a, e in ev.arms.items():
-        ax.scatter(ev.wed_cm, e.dose, s=12, label=labels[a], alpha=0.75)
+    fig, ax = plt.subplots(figsize=(8.5, 4.2))
+    for k, (a, e) in enumerate(ev.arms.items()):
+        ax.scatter(ev.wed_cm, e.dose, s=12, label=_arm_legend(a), alpha=0.75, marker="os^"[k // 10 % 3])
     o = ev.oracle.get("shared")
     if o:
         t = np.array([np.nan if v is None else v for v in o["thresholds"]], dtype=float)
@@ -386,7 +391,8 @@ def _fig_dose_vs_size(out: Path, ev: EvaluationRecord, labels: dict[str, str]) -
     ax.set_ylabel("relative dose (1 = LoDoPaB's)")
     ax.set_yscale("log")
     ax.set_title("Dose per test image at the guarantee")
-    ax.legend(fontsize=6)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.tight_layout()
     return _save(fig, out / "figures" / "dose_vs_size.png")
 
 
@@ -407,20 +413,22 @@ def _fig_quality(out: Path, ev: EvaluationRecord) -> str:
     return _save(fig, out / "figures" / "quality_hist.png")
 
 
-def _fig_curves(out: Path, calib: CalibrationRecord, ev: EvaluationRecord, labels: dict[str, str]) -> str:
+def _fig_curves(out: Path, calib: CalibrationRecord, ev: EvaluationRecord) -> str:
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for a, c in calib.arms.items():
+    fig, ax = plt.subplots(figsize=(8.5, 4.2))
+    for k, (a, c) in enumerate(calib.arms.items()):
         if c.curve:
-            ax.plot([d for _, d in c.curve], [100 * s for s, _ in c.curve], marker="o", ms=3, label=labels[a])
+            ax.plot([d for _, d in c.curve], [100 * s for s, _ in c.curve], marker="o", ms=3,
+                    ls=("-", "--", ":")[k // 10 % 3], label=_arm_legend(a))
     o = ev.oracle.get("shared", {}).get("curve")
     if o:
-        ax.plot([d for _, d in o], [100 * s for s, _ in o], "k--", label="per-image oracle (test split, shared)")
+        ax.plot([d for _, d in o], [100 * s for s, _ in o], "k--", label="per-image oracle (test, shared)")
     ax.set_xscale("log")
     ax.set_xlabel("mean relative dose (validation, conformal factor of each share)")
     ax.set_ylabel("guaranteed share of images reaching q (%)")
     ax.set_title("Guarantee against dose")
-    ax.legend(fontsize=6)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.tight_layout()
     return _save(fig, out / "figures" / "guarantee_curves.png")
 
 
@@ -482,11 +490,10 @@ def write_report(out: Path, *, rc: Any, spec: Any, calib: CalibrationRecord, eva
                  geometry: Any, data_root: Path, timings: dict, wall_seconds: float) -> dict[str, Any]:
     """Write metrics.json, the figures and report.md; returns the metrics."""
     m = _metrics(rc, spec, calib, evaluation, geometry, timings, wall_seconds, data_root)
-    labels = {a: c.arm.label for a, c in calib.arms.items()}
     m["figures"] = {
-        "dose_vs_size": _fig_dose_vs_size(out, evaluation, labels),
+        "dose_vs_size": _fig_dose_vs_size(out, evaluation),
         "quality": _fig_quality(out, evaluation),
-        "curves": _fig_curves(out, calib, evaluation, labels),
+        "curves": _fig_curves(out, calib, evaluation),
         "dose_ratios": _fig_bootstrap(out, evaluation),
         "examples": _fig_examples(out, evaluation),
         "angular": _fig_angular(out, evaluation, geometry),
