@@ -511,6 +511,26 @@ ALARA_AVX2 inline void fan_bp_channels(float* acc, int64_t bc, int jlo, int jhi,
   }
 }
 
+// fan_plane_table's scalar part, the same at every vector width: the positions [i, ib)
+// one at a time (what the vector loop left), then the 32 sentinels.
+inline void fan_plane_table_tail(int32_t* P, const double* alpha, const double* beta, int n, bool rising,
+                                 double plane, int i, int ib, int S) {
+  const double sc = static_cast<double>(1 << S), li = static_cast<double>(1 << 29);
+  for (; i < ib; ++i) {
+    const int k = rising ? i : n - 1 - i;
+    double pos = (alpha[k] + beta[k] * plane) * sc;
+    pos = pos < -li ? -li : (pos > li ? li : pos);
+    P[i] = static_cast<int32_t>(__builtin_nearbyint(pos));
+  }
+  for (i = ib; i < ib + 32; ++i) P[i] = 1 << 29;
+}
+
+// The smaller of ``spacing`` and the spacings P[k + 1] - P[k] for k in [i, ib - 1).
+inline int64_t min_spacing_from(const int32_t* P, int i, int ib, int64_t spacing) {
+  for (; i + 1 < ib; ++i) spacing = P[i + 1] - P[i] < spacing ? P[i + 1] - P[i] : spacing;
+  return spacing;
+}
+
 // The table of fan_bp_lanes for the n rays of a segment on one plane: positions
 // P_i = alpha[k] + beta[k] * plane for i in [ia, ib) (k = i if rising, else n - 1 - i, so
 // that positions increase), times 2^S, clamped to +-2^29, then 32 sentinels (2^29).
@@ -534,14 +554,7 @@ ALARA_AVX2 inline int64_t fan_plane_table(int32_t* P, const double* alpha, const
     pos = _mm256_min_pd(_mm256_max_pd(_mm256_mul_pd(pos, scale), nlim), lim);
     _mm_storeu_si128(reinterpret_cast<__m128i*>(P + i), _mm256_cvtpd_epi32(pos));
   }
-  const double sc = static_cast<double>(1 << S), li = static_cast<double>(1 << 29);
-  for (; i < ib; ++i) {
-    const int k = rising ? i : n - 1 - i;
-    double pos = (alpha[k] + beta[k] * plane) * sc;
-    pos = pos < -li ? -li : (pos > li ? li : pos);
-    P[i] = static_cast<int32_t>(__builtin_nearbyint(pos));
-  }
-  for (i = ib; i < ib + 32; ++i) P[i] = 1 << 29;
+  fan_plane_table_tail(P, alpha, beta, n, rising, plane, i, ib, S);
   __m256i vmin = _mm256_set1_epi32(1 << 30);
   i = ia;
   for (; i + 9 <= ib; i += 8)
@@ -552,8 +565,7 @@ ALARA_AVX2 inline int64_t fan_plane_table(int32_t* P, const double* alpha, const
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(lanes_min), vmin);
   int64_t spacing = 1 << 30;
   for (int l = 0; l < 8; ++l) spacing = lanes_min[l] < spacing ? lanes_min[l] : spacing;
-  for (; i + 1 < ib; ++i) spacing = P[i + 1] - P[i] < spacing ? P[i + 1] - P[i] : spacing;
-  return spacing;
+  return min_spacing_from(P, i, ib, spacing);
 }
 
 #undef ALARA_AVX2

@@ -409,21 +409,12 @@ ALARA_AVX512 inline int64_t fan_plane_table(int32_t* P, const double* alpha, con
     pos = _mm512_min_pd(_mm512_max_pd(_mm512_mul_pd(pos, scale), nlim), lim);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(P + i), _mm512_cvtpd_epi32(pos));
   }
-  const double sc = static_cast<double>(1 << S), li = static_cast<double>(1 << 29);
-  for (; i < ib; ++i) {
-    const int k = rising ? i : n - 1 - i;
-    double pos = (alpha[k] + beta[k] * plane) * sc;
-    pos = pos < -li ? -li : (pos > li ? li : pos);
-    P[i] = static_cast<int32_t>(__builtin_nearbyint(pos));
-  }
-  for (i = ib; i < ib + 32; ++i) P[i] = 1 << 29;
+  avx2::fan_plane_table_tail(P, alpha, beta, n, rising, plane, i, ib, S);
   __m512i vmin = _mm512_set1_epi32(1 << 30);
   i = ia;
   for (; i + 17 <= ib; i += 16)
     vmin = _mm512_min_epi32(vmin, _mm512_sub_epi32(_mm512_loadu_si512(P + i + 1), _mm512_loadu_si512(P + i)));
-  int64_t spacing = _mm512_reduce_min_epi32(vmin);
-  for (; i + 1 < ib; ++i) spacing = P[i + 1] - P[i] < spacing ? P[i + 1] - P[i] : spacing;
-  return spacing;
+  return avx2::min_spacing_from(P, i, ib, _mm512_reduce_min_epi32(vmin));
 }
 
 // avx2::ray_sum1 with 8 planes per 64-bit gather (each element the pixel pair (q, q + 1)
