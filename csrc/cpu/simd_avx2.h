@@ -29,6 +29,20 @@ ALARA_AVX2 inline float hsum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
+// ray_sum1's scalar part, the same at every vector width: planes p..p1 one at a time,
+// added to acc.
+inline float ray_sum1_tail(const float* base, int64_t stride, double alpha, double beta, int p, int p1,
+                           float acc) {
+  for (; p <= p1; ++p) {
+    const double pos = alpha + beta * p;
+    const double fl = __builtin_floor(pos);
+    const float f = static_cast<float>(pos - fl);
+    const float* a = base + p * stride + static_cast<int>(fl);
+    acc += (1.0f - f) * a[0] + f * a[1];
+  }
+  return acc;
+}
+
 // Forward projection of one ray, one channel: planes [p0, p1] of img (row stride
 // `stride`, rows already offset by the padding), four planes per 64-bit gather: each
 // gathered element is the pixel pair (q, q + 1) of one plane.
@@ -63,14 +77,7 @@ ALARA_AVX2 inline float ray_sum1(const float* base, int64_t stride, double alpha
     acc1 = _mm256_fmadd_ps(w1, _mm256_castsi256_ps(g1), acc1);
   }
   float acc = hsum(_mm256_add_ps(acc0, acc1));
-  for (; p <= p1; ++p) {
-    const double pos = alpha + beta * p;
-    const double fl = __builtin_floor(pos);
-    const float f = static_cast<float>(pos - fl);
-    const float* a = base + p * stride + static_cast<int>(fl);
-    acc += (1.0f - f) * a[0] + f * a[1];
-  }
-  return acc;
+  return ray_sum1_tail(base, stride, alpha, beta, p, p1, acc);
 }
 
 // Lane mask of the first n (1..8) lanes, for the last, partial block of channels.

@@ -454,14 +454,7 @@ ALARA_AVX512 inline float ray_sum1(const float* base, int64_t stride, double alp
     acc1 = _mm512_fmadd_ps(w1, _mm512_castsi512_ps(g1), acc1);
   }
   float acc = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
-  for (; p <= p1; ++p) {
-    const double pos = alpha + beta * p;
-    const double fl = __builtin_floor(pos);
-    const float f = static_cast<float>(pos - fl);
-    const float* a = base + p * stride + static_cast<int>(fl);
-    acc += (1.0f - f) * a[0] + f * a[1];
-  }
-  return acc;
+  return avx2::ray_sum1_tail(base, stride, alpha, beta, p, p1, acc);
 }
 
 #undef ALARA_AVX512
