@@ -26,6 +26,7 @@ folders, and the top-level report adds each seed's ratios and their spread.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -217,8 +218,6 @@ REFIT_FILE = "policy_refit.pt"
 
 def _frozen(policy: Any) -> Any:
     """A copy of ``policy`` in eval mode with no gradients: an arm that stays as it is."""
-    import copy
-
     frozen = copy.deepcopy(policy).eval()
     for p in frozen.parameters():
         p.requires_grad_(False)
@@ -277,8 +276,6 @@ def _refit(run_dir: Path, spec: ExperimentSpec, rc: RunConfig, shared: Pipeline,
     training split's threshold doses measured with its own joint reconstructor (saved in
     ``run_dir`` with the training step it followed).  Returns the refitted copy, frozen;
     End2end-ALARA's own policy is left as the hinge trained it."""
-    import copy
-
     refit = Pipeline(pipe.prior, copy.deepcopy(pipe.dose_policy), pipe.simulator, pipe.reconstructor)
     flat = flat_shape(len(train), geometry.n_views)
     _fit_once(run_dir, REFIT_FILE, "refit", refit, shared.simulator, train,
@@ -359,8 +356,13 @@ class Responses:
     """Dose responses of one split, one per (metric, reconstructor, view profile): a flat
     profile is shared by every arm that spends one dose on every view."""
 
-    def __init__(self, split: Split, geometry: Any, spec: ExperimentSpec, progress: bool) -> None:
+    def __init__(self, split: Split, geometry: Any, spec: ExperimentSpec, progress: bool, *, seed_offset: int = 0,
+                 realisations: Optional[int] = None) -> None:
+        """``seed_offset`` and ``realisations`` (default ``spec.realisations``) select
+        another noise stream and draw count than the split's own (the calibrated oracle's)."""
         self.split, self.geometry, self.spec, self.progress = split, geometry, spec, progress
+        self.seed = split.seed + seed_offset
+        self.realisations = spec.realisations if realisations is None else realisations
         self._cache: list[tuple[tuple[str, str], torch.Tensor, Response]] = []
         self.summary: dict[str, Any] = {}
 
@@ -374,7 +376,7 @@ class Responses:
         bar = tqdm(desc=f"alara experiment: {self.split.name} response ({label})", unit="pass",
                    disable=not self.progress, leave=False)
         r = measure_response(pipeline, metric, q, self.split.x, self.split.index, self.geometry, shape,
-                             seed=self.split.seed, realisations=sp.realisations, start=sp.dose_search,
+                             seed=self.seed, realisations=self.realisations, start=sp.dose_search,
                              limits=sp.dose_limits, step=sp.search_step, refine=sp.refine,
                              truth=self.split.truth, progress=bar)
         bar.close()
@@ -800,8 +802,8 @@ def _match_mean(r: Response, level: np.ndarray, target: float, hib: bool) -> Opt
 ORACLE_SEED_OFFSET = 7919
 
 
-def _calibrated_oracle(pipe: Pipeline, metric: Any, q: float, spec: ExperimentSpec, val: Split, test: Split,
-                       geometry: Any, test_thresholds: np.ndarray, progress: bool) -> dict[str, Any]:
+def _calibrated_oracle(recon: str, pipe: Pipeline, metric: Any, q: float, spec: ExperimentSpec, resp_val: Responses,
+                       test: Split, geometry: Any, test_thresholds: np.ndarray) -> dict[str, Any]:
     """The calibrated per-image oracle of ``pipe``'s reconstructor: it knows each image's
     threshold dose averaged over ``oracle_realisations`` noise draws of a stream nobody
     scores (the patient's anatomy, not the coming scan's noise), sets one dose factor on
@@ -810,20 +812,17 @@ def _calibrated_oracle(pipe: Pipeline, metric: Any, q: float, spec: ExperimentSp
     policy that picks a dose per patient before the scan; the plain oracle also knows the
     draw and drops the hardest images."""
     realisations = spec.oracle_realisations
+    val = resp_val.split
 
-    def thresholds(split: Split, seed: int, r: int) -> np.ndarray:
-        bar = tqdm(desc=f"alara experiment: calibrated oracle ({split.name}, {r} draws)", unit="pass",
-                   disable=not progress, leave=False)
-        t = measure_response(pipe, metric, q, split.x, split.index, geometry, flat_shape(len(split), geometry.n_views),
-                             seed=seed, realisations=r, start=spec.dose_search, limits=spec.dose_limits,
-                             step=spec.search_step, refine=spec.refine, truth=split.truth, progress=bar).thresholds
-        bar.close()
-        return t
+    def known(split: Split) -> np.ndarray:
+        resp = Responses(split, geometry, spec, resp_val.progress, seed_offset=ORACLE_SEED_OFFSET,
+                         realisations=realisations)
+        return resp.get(metric, q, recon, pipe, flat_shape(len(split), geometry.n_views), "calibrated oracle").thresholds
 
-    known_val = thresholds(val, val.seed + ORACLE_SEED_OFFSET, realisations)
-    scored_val = thresholds(val, val.seed, spec.realisations)  # the draws every arm was calibrated on
-    factor = stats.conformal_factor(scored_val / known_val, spec.share)
-    known_test = thresholds(test, test.seed + ORACLE_SEED_OFFSET, realisations)
+    # The draws every arm was calibrated on (already measured where an arm used them).
+    scored_val = resp_val.get(metric, q, recon, pipe, flat_shape(len(val), geometry.n_views), "flat").thresholds
+    factor = stats.conformal_factor(scored_val / known(val), spec.share)
+    known_test = known(test)
     if not (math.isfinite(factor) and np.isfinite(known_test).all()):
         return {"realisations": realisations, "dose": None, "unreachable": "an image's threshold is on a search limit"}
     from alara.experiment.response import quality_at_doses
@@ -841,7 +840,7 @@ def _calibrated_oracle(pipe: Pipeline, metric: Any, q: float, spec: ExperimentSp
 
 def _evaluate(arms: list[Arm], calib: CalibrationRecord, metric: Any, spec: ExperimentSpec, test: Split,
               geometry: Any, out: Path, resp: Responses, also: dict[str, tuple[Any, float]],
-              recons: dict[str, Pipeline], val: Split) -> EvaluationRecord:
+              recons: dict[str, Pipeline], resp_val: Responses) -> EvaluationRecord:
     """Every arm scored once on test at its calibrated factor; the oracle; the bootstrap."""
     x, index, pid = test.x, test.index, test.pid
     name = calib.metric
@@ -898,8 +897,8 @@ def _evaluate(arms: list[Arm], calib: CalibrationRecord, metric: Any, spec: Expe
                          "clamped_high": r.clamped_high, "thresholds": finite_or_none(r.thresholds),
                          "curve": [(s, d) for s, d in curve if math.isfinite(d)]}
         if spec.oracle_realisations:
-            oracle[recon]["calibrated"] = _calibrated_oracle(pipe, metric, calib.q, spec, val, test, geometry,
-                                                             r.thresholds, resp.progress)
+            oracle[recon]["calibrated"] = _calibrated_oracle(recon, pipe, metric, calib.q, spec, resp_val, test,
+                                                             geometry, r.thresholds)
     boot, variants = {}, {}
     if HEADLINE_ARM in doses:
         boot = stats.bootstrap_ratios(doses, HEADLINE_ARM, np.asarray(calib.patient_ids), pid, calib.share,
@@ -1088,7 +1087,7 @@ def _run_one(rc: RunConfig, spec: ExperimentSpec, out: Path, progress: bool, t_s
             recons[row] = pipe
     evaluation = _stage(out / "evaluation.json", key,
                         lambda: _evaluate(arms, calib, metric, spec, test, geometry, out,
-                                          Responses(test, geometry, spec, progress), also, recons, val),
+                                          Responses(test, geometry, spec, progress), also, recons, resp_val),
                         EvaluationRecord.from_json)
     timings["evaluation"] = time.perf_counter() - t
     timings["training_runs"] = {d: _wall_seconds(out / d) for d in ("shared_reconstructor", "learned", AEC_ADAPTED,
