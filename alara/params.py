@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import types
 import typing
 from typing import Any, Literal, Mapping, Optional, Union
@@ -171,7 +172,9 @@ def make_config(config_cls: type, params: Mapping[str, Any], *, file: Optional[s
         return config_cls(**kwargs)
     except (ValueError, TypeError) as exc:  # range checks in the Config's __post_init__
         msg = str(exc)
-        key = next((k for k in kwargs if msg.startswith(k) or f"{k} " in msg or f"'{k}'" in msg), None)
+        # The longest key the message names: "realisations" is inside "oracle_realisations".
+        named = [k for k in kwargs if re.match(rf"{re.escape(k)}\b", msg) or re.search(rf"(?<![\w]){re.escape(k)}[ ']", msg)]
+        key = max(named, key=len, default=None)
         raise ConfigError(msg, key=key, **where) from None
 
 

@@ -212,3 +212,27 @@ def test_defaults_fill_missing_sections_only_when_asked(tmp_path):
                                                             "iq_metric": "ssim"}  # the file wins
     with pytest.raises(ConfigError, match=r"\[simulator\] key 'name': unknown simulator 'nope'"):
         load_components(path, kinds=["simulator"], defaults={"simulator": "nope"})
+
+
+def test_a_post_init_error_names_the_longest_key_it_mentions():
+    """A key that is part of another's name ("realisations" in "oracle_realisations") does
+    not take the blame for the longer one's error."""
+    from alara.params import make_config
+
+    @dataclass(frozen=True)
+    class Spec:
+        realisations: int = 2
+        oracle_realisations: int = 4
+
+        def __post_init__(self) -> None:
+            if self.oracle_realisations < 0:
+                raise ValueError(f"oracle_realisations must be >= 0, got {self.oracle_realisations}")
+            if self.realisations < 1:
+                raise ValueError(f"realisations must be >= 1, got {self.realisations}")
+
+    with pytest.raises(ConfigError) as info:
+        make_config(Spec, {"oracle_realisations": -1}, file="exp.toml", section="experiment", table="")
+    assert info.value.key == "oracle_realisations"
+    with pytest.raises(ConfigError) as info:
+        make_config(Spec, {"realisations": 0}, file="exp.toml", section="experiment", table="")
+    assert info.value.key == "realisations"
