@@ -231,8 +231,8 @@ def test_a_post_init_error_names_the_longest_key_it_mentions():
                 raise ValueError(f"realisations must be >= 1, got {self.realisations}")
 
     with pytest.raises(ConfigError) as info:
-        make_config(Spec, {"oracle_realisations": -1}, file="exp.toml", section="experiment", table="")
+        make_config(Spec, {"realisations": 2, "oracle_realisations": -1}, file="exp.toml", section="experiment", table="")
     assert info.value.key == "oracle_realisations"
     with pytest.raises(ConfigError) as info:
-        make_config(Spec, {"realisations": 0}, file="exp.toml", section="experiment", table="")
+        make_config(Spec, {"realisations": 0, "oracle_realisations": 4}, file="exp.toml", section="experiment", table="")
     assert info.value.key == "realisations"
