@@ -352,7 +352,8 @@ void fan_bp_row_generic(scalar_t* acc, int n, int64_t bc, const double* P, const
 // the same way along the family's axis.
 struct FanSegment {
   int64_t view;
-  int k0, k1;  // bins [k0, k1)
+  int k0, k1;          // bins [k0, k1)
+  bool split = false;  // its rays have split lines (avx512::SplitLines)
 };
 
 // A segment's rays on one plane of a fan-beam view, for the AVX2 lanes: the lane map
@@ -369,6 +370,9 @@ struct FanPlane {
 
 // Safety margin (in bins) of the lane map's float arithmetic: its error is ~1e-4 bins.
 constexpr double kLaneMargin = 0.05;
+// Relative error bound of the AVX-512 lane map's ratio, the reciprocal estimate without a
+// Newton step (vrcp14ps: 2^-14), doubled for the product's rounding.
+constexpr double kLaneRatioError = 1.0 / 8192.0;
 
 FanPlane fan_plane(const Geometry& g, double c, double sn, bool xd, double plane, int k0,
                    int k1, int n_other) {
@@ -397,9 +401,18 @@ FanPlane fan_plane(const Geometry& g, double c, double sn, bool xd, double plane
   fp.ia = std::clamp(count(-1.5) - 2, 0, n);
   fp.ib = std::clamp(count(n_other + 0.5) + 2, 0, n);
 #ifdef ALARA_HAVE_AVX2_PATH
-  // the curved map's polynomial atan moves kappa by up to a * kAtanPolyError bins
+  // the curved map's polynomial atan moves kappa by up to a * kAtanPolyError bins; the
+  // ratio's relative error e moves it by up to a |r| e (flat) or a e |r| / (1 + r^2) <=
+  // a e |r| (curved), |r| largest at an end of the plane (u / e is monotone along it)
   const bool poly = curved && a * avx2::kAtanPolyError < 0.25;
-  const double margin = kLaneMargin + (poly ? a * avx2::kAtanPolyError : 0.0);
+  const double r_max = std::max(std::fabs((u0 - 1.5 * du) / (e0 - 1.5 * de)),
+                                std::fabs((u0 + (n_other + 0.5) * du) / (e0 + (n_other + 0.5) * de)));
+  const double margin = kLaneMargin + (poly ? a * avx2::kAtanPolyError : 0.0) + a * r_max * kLaneRatioError;
+  // the map must stay at most one ray short: beyond half a bin, take the generic path
+  if (margin > 0.5) {
+    fp.ok = false;
+    return fp;
+  }
   fp.map = avx2::FanLaneMap{static_cast<float>(u0), static_cast<float>(du), static_cast<float>(e0),
                             static_cast<float>(de), static_cast<float>(sigma * a),
                             static_cast<float>(sigma * b0 + tau - margin), curved, poly};
@@ -429,18 +442,28 @@ struct FanScratch {
         idx(bc > 1 ? kMaxFanTaps * (n_other + 8) : 0), stride(n_other + 8) {}
 };
 
+#ifdef ALARA_HAVE_AVX512_PATH
+using SplitLinesPtr = const avx512::SplitLines*;
+#else
+using SplitLinesPtr = const void*;  // (never set without the AVX-512 path)
+#endif
+
 // One segment's rays onto one plane (float; bc channels, channels-last) through the AVX2
 // lanes (`wide`: the AVX-512 lanes, simd_avx512.h); false where the rays are too dense for
 // them (the generic path runs instead).
 bool fan_bp_plane_avx2(float* row, int64_t bc, const FanPlane& fp, const double* al,
                        const double* be, int n, double plane, int n_other, FanScratch& scratch,
-                       const float* c, bool wide, const float* c_cm = nullptr, int64_t cm_stride = 0) {
+                       const float* c, bool wide, const float* c_cm = nullptr, int64_t cm_stride = 0,
+                       SplitLinesPtr split = nullptr) {
   if (fp.ia >= fp.ib) return true;  // no ray of the segment reaches the plane's pixels
   const int S = fan_fixed_shift(n_other);
   int32_t* table = scratch.table.data();
 #ifdef ALARA_HAVE_AVX512_PATH
-  const int64_t spacing = wide ? avx512::fan_plane_table(table, al, be, n, fp.rising, plane, fp.ia, fp.ib, S)
-                               : avx2::fan_plane_table(table, al, be, n, fp.rising, plane, fp.ia, fp.ib, S);
+  const int64_t spacing =
+      split != nullptr ? avx512::fan_plane_table_split(table, *split, n,
+                                                       fp.rising, static_cast<int>(plane), fp.ia, fp.ib)
+      : wide ? avx512::fan_plane_table(table, al, be, n, fp.rising, plane, fp.ia, fp.ib, S)
+             : avx2::fan_plane_table(table, al, be, n, fp.rising, plane, fp.ia, fp.ib, S);
 #else
   const int64_t spacing = avx2::fan_plane_table(table, al, be, n, fp.rising, plane, fp.ia, fp.ib, S);
 #endif
@@ -511,19 +534,6 @@ void backproject_fan(const Geometry& g, const std::vector<double>& cs,
       for (int64_t ch = 0; ch < bc; ++ch) cw[r * bc + ch] = w * y[r * bc + ch];
     }
   });
-  std::vector<FanSegment> segments[2];  // per family, in view order
-  std::vector<scalar_t> cw_rev(cw.size());  // cw with every segment's bins reversed (padded)
-  for (int64_t v = 0; v < n_views; ++v) {
-    int k0 = 0;
-    for (int k = 1; k <= K; ++k) {
-      if (k == K || code[v * K + k] != code[v * K + k0]) {
-        segments[code[v * K + k0] >> 1].push_back(FanSegment{v, k0, k});
-        for (int i = k0; i < k; ++i)
-          std::copy_n(cw.data() + (v * K + k0 + k - 1 - i) * bc, bc, cw_rev.data() + (v * K + i) * bc);
-        k0 = k;
-      }
-    }
-  }
 #ifdef ALARA_HAVE_AVX2_PATH
   const bool use_avx2 = std::is_same_v<scalar_t, float> && !DW && avx2::supported();
 #ifdef ALARA_HAVE_AVX512_PATH
@@ -532,6 +542,52 @@ void backproject_fan(const Geometry& g, const std::vector<double>& cs,
   const bool use_avx512 = false;
 #endif
 #endif
+#ifdef ALARA_HAVE_AVX512_PATH
+  // The AVX-512 position tables come from split lines (avx512::SplitLines) where every ray
+  // of a segment stays within +-2^30 units on every plane (so the 32-bit sums cannot
+  // overflow); other segments keep the double tables.
+  std::vector<int32_t> split_ai, split_bi;
+  std::vector<float> split_af, split_bf;
+  std::vector<uint8_t> split_fits;
+  if (use_avx512) {
+    const int64_t m = n_views * K + 16;  // (the tables' masked loads stay inside)
+    split_ai.assign(m, 0), split_bi.assign(m, 0), split_af.assign(m, 0.f), split_bf.assign(m, 0.f);
+    split_fits.assign(m, 0);
+    for_each_chunk(n_views * K, 4096, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const bool xd = (code[r] >> 1) == 0;
+        const int n_planes = xd ? g.n0 : g.n1, n_other = xd ? g.n1 : g.n0;
+        const double sc = static_cast<double>(1 << fan_fixed_shift(n_other)), lim = static_cast<double>(1 << 30);
+        const double A = alpha[r] * sc, B = beta[r] * sc;
+        if (!(std::fabs(A) <= lim && std::fabs(A + B * (n_planes - 1)) <= lim)) continue;
+        const double ai = std::nearbyint(A), bi = std::nearbyint(B);
+        split_ai[r] = static_cast<int32_t>(ai);
+        split_bi[r] = static_cast<int32_t>(bi);
+        split_af[r] = static_cast<float>(A - ai);
+        split_bf[r] = static_cast<float>(B - bi);
+        split_fits[r] = 1;
+      }
+    });
+  }
+#endif
+  std::vector<FanSegment> segments[2];  // per family, in view order
+  std::vector<scalar_t> cw_rev(cw.size());  // cw with every segment's bins reversed (padded)
+  for (int64_t v = 0; v < n_views; ++v) {
+    int k0 = 0;
+    for (int k = 1; k <= K; ++k) {
+      if (k == K || code[v * K + k] != code[v * K + k0]) {
+        bool split = false;
+#ifdef ALARA_HAVE_AVX512_PATH
+        if (use_avx512)
+          split = std::all_of(split_fits.begin() + v * K + k0, split_fits.begin() + v * K + k, [](uint8_t f) { return f != 0; });
+#endif
+        segments[code[v * K + k0] >> 1].push_back(FanSegment{v, k0, k, split});
+        for (int i = k0; i < k; ++i)
+          std::copy_n(cw.data() + (v * K + k0 + k - 1 - i) * bc, bc, cw_rev.data() + (v * K + i) * bc);
+        k0 = k;
+      }
+    }
+  }
   // 2 .. 4 channels through the AVX-512 lanes (a small orbit's or batch's channels share
   // each pixel's taps): the values channel-major, as the lanes' windows load them.
   const int64_t cm_stride = n_views * K + kMaxFanTaps + 64;
@@ -578,9 +634,15 @@ void backproject_fan(const Geometry& g, const std::vector<double>& cs,
               const FanPlane fp = fan_plane(g, cs[seg.view], sn[seg.view], xd, pp, seg.k0, seg.k1, n_other);
               const float* c_cm = cw_cm.empty() ? nullptr
                                   : (fp.rising ? cw_cm : cw_rev_cm).data() + base + seg.k0;
+              SplitLinesPtr split = nullptr;
+#ifdef ALARA_HAVE_AVX512_PATH
+              const avx512::SplitLines lines{split_ai.data() + base + seg.k0, split_bi.data() + base + seg.k0,
+                                             split_af.data() + base + seg.k0, split_bf.data() + base + seg.k0};
+              if (seg.split) split = &lines;
+#endif
               if (fp.ok && fan_bp_plane_avx2(row, bc, fp, al, be, n, pp, n_other, scratch,
                                              (fp.rising ? cw : cw_rev).data() + (base + seg.k0) * bc,
-                                             use_avx512, c_cm, cm_stride))
+                                             use_avx512, c_cm, cm_stride, split))
                 continue;
             }
           }

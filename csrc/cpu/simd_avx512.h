@@ -150,8 +150,8 @@ ALARA_AVX512 __attribute__((always_inline)) inline __m512 atan_poly_ps(__m512 x)
 // avx2::fan_bp_lanes_t (one channel) for 16 pixels per block: the rays of 16 lanes
 // usually lie in a window of 32 table entries, one two-register permute per tap each for
 // the positions and the values; otherwise they are gathered.  The lane map's ratio uses
-// the reciprocal estimate with one Newton step (relative error ~1e-7, far inside the map's
-// margin) instead of a division.
+// the reciprocal estimate (relative error 2^-14, which fan_plane adds to the map's margin)
+// instead of a division.
 template <bool kCurved, int kT>
 ALARA_AVX512 inline void fan_bp_lanes_t(float* acc, int jlo, int jhi, const int32_t* P, const float* c,
                                         int ia, int ib, int S, int T, const avx2::FanLaneMap& m) {
@@ -166,13 +166,11 @@ ALARA_AVX512 inline void fan_bp_lanes_t(float* acc, int jlo, int jhi, const int3
   const __m512i one_i = _mm512_set1_epi32(1);
   const __m512i unit = _mm512_set1_epi32(1 << S);
   const __m512 inv_scale = _mm512_set1_ps(1.0f / static_cast<float>(1 << S));
-  const __m512 one = _mm512_set1_ps(1.0f), two = _mm512_set1_ps(2.0f), zero = _mm512_setzero_ps();
+  const __m512 one = _mm512_set1_ps(1.0f), zero = _mm512_setzero_ps();
   for (int j0 = jlo; j0 <= jhi; j0 += 16) {
     const __m512 t = _mm512_add_ps(_mm512_set1_ps(static_cast<float>(j0 - 1)), lanes);
     const __m512 num = _mm512_fmadd_ps(t, du, u0), den = _mm512_fmadd_ps(t, de, e0);
-    __m512 rcp = _mm512_rcp14_ps(den);
-    rcp = _mm512_mul_ps(rcp, _mm512_fnmadd_ps(den, rcp, two));
-    __m512 r = _mm512_mul_ps(num, rcp);
+    __m512 r = _mm512_mul_ps(num, _mm512_rcp14_ps(den));  // (the map's margin covers rcp14's error)
     if (kCurved) {
       const __mmask16 beyond = _mm512_cmp_ps_mask(_mm512_abs_ps(r), one, _CMP_GT_OQ);
       r = m.poly && beyond == 0 ? atan_poly_ps(r) : atan_ps(r);
@@ -192,19 +190,19 @@ ALARA_AVX512 inline void fan_bp_lanes_t(float* acc, int jlo, int jhi, const int3
     s = _mm512_fmadd_ps(w, cc, s);                                                          \
   }
     if (f15 - f0 + 1 + T <= 32) {
-      const __m512i plo = _mm512_loadu_si512(P + f0), phi = _mm512_loadu_si512(P + f0 + 16);
-      const __m512 clo = _mm512_loadu_ps(c + f0), chi = _mm512_loadu_ps(c + f0 + 16);
       __m512i rel = _mm512_sub_epi32(first, _mm512_set1_epi32(f0));
       {  // the lane map's margin: step over the first ray if it lies at or left of j - 1
-        const __m512i p = _mm512_permutex2var_epi32(plo, rel, phi);
+        const __m512i p = _mm512_permutex2var_epi32(_mm512_loadu_si512(P + f0), rel, _mm512_loadu_si512(P + f0 + 16));
         rel = _mm512_mask_add_epi32(rel, _mm512_cmpgt_epi32_mask(thr1, p), rel, one_i);
       }
+      // tap k reads the windows loaded k entries further on (loads are cheap; the index
+      // stays put, one vector instruction less per tap)
 #pragma GCC unroll 8
       for (int k = 0; k < (kT > 0 ? kT : T); ++k) {
-        const __m512i p = _mm512_permutex2var_epi32(plo, rel, phi);
-        const __m512 cc = _mm512_permutex2var_ps(clo, rel, chi);
+        const __m512i p = _mm512_permutex2var_epi32(_mm512_loadu_si512(P + f0 + k), rel,
+                                                    _mm512_loadu_si512(P + f0 + k + 16));
+        const __m512 cc = _mm512_permutex2var_ps(_mm512_loadu_ps(c + f0 + k), rel, _mm512_loadu_ps(c + f0 + k + 16));
         ALARA_TAP512(p, cc)
-        rel = _mm512_add_epi32(rel, one_i);
       }
     } else {
       __m512i idx = first;
@@ -292,13 +290,11 @@ ALARA_AVX512 inline void fan_bp_lanes_multi_t(float* acc, int jlo, int jhi, cons
   const __m512i one_i = _mm512_set1_epi32(1);
   const __m512i unit = _mm512_set1_epi32(1 << S);
   const __m512 inv_scale = _mm512_set1_ps(1.0f / static_cast<float>(1 << S));
-  const __m512 one = _mm512_set1_ps(1.0f), two = _mm512_set1_ps(2.0f), zero = _mm512_setzero_ps();
+  const __m512 one = _mm512_set1_ps(1.0f), zero = _mm512_setzero_ps();
   for (int j0 = jlo; j0 <= jhi; j0 += 16) {
     const __m512 t = _mm512_add_ps(_mm512_set1_ps(static_cast<float>(j0 - 1)), lanes);
     const __m512 num = _mm512_fmadd_ps(t, du, u0), den = _mm512_fmadd_ps(t, de, e0);
-    __m512 rcp = _mm512_rcp14_ps(den);
-    rcp = _mm512_mul_ps(rcp, _mm512_fnmadd_ps(den, rcp, two));
-    __m512 r = _mm512_mul_ps(num, rcp);
+    __m512 r = _mm512_mul_ps(num, _mm512_rcp14_ps(den));  // (the map's margin covers rcp14's error)
     if (kCurved) {
       const __mmask16 beyond = _mm512_cmp_ps_mask(_mm512_abs_ps(r), one, _CMP_GT_OQ);
       r = m.poly && beyond == 0 ? atan_poly_ps(r) : atan_ps(r);
@@ -312,25 +308,21 @@ ALARA_AVX512 inline void fan_bp_lanes_multi_t(float* acc, int jlo, int jhi, cons
     const int f15 = _mm_extract_epi32(_mm512_extracti32x4_epi32(first, 3), 3);
     __m512 s[4] = {zero, zero, zero, zero};
     if (f15 - f0 + 1 + T <= 32) {
-      const __m512i plo = _mm512_loadu_si512(P + f0), phi = _mm512_loadu_si512(P + f0 + 16);
-      __m512 clo[C], chi[C];
-      for (int ch = 0; ch < C; ++ch) {
-        clo[ch] = _mm512_loadu_ps(c + ch * c_stride + f0);
-        chi[ch] = _mm512_loadu_ps(c + ch * c_stride + f0 + 16);
-      }
       __m512i rel = _mm512_sub_epi32(first, _mm512_set1_epi32(f0));
       {
-        const __m512i p = _mm512_permutex2var_epi32(plo, rel, phi);
+        const __m512i p = _mm512_permutex2var_epi32(_mm512_loadu_si512(P + f0), rel, _mm512_loadu_si512(P + f0 + 16));
         rel = _mm512_mask_add_epi32(rel, _mm512_cmpgt_epi32_mask(thr1, p), rel, one_i);
       }
 #pragma GCC unroll 8
-      for (int k = 0; k < (kT > 0 ? kT : T); ++k) {
-        const __m512i p = _mm512_permutex2var_epi32(plo, rel, phi);
+      for (int k = 0; k < (kT > 0 ? kT : T); ++k) {  // (windows k entries on, as in fan_bp_lanes_t)
+        const __m512i p = _mm512_permutex2var_epi32(_mm512_loadu_si512(P + f0 + k), rel,
+                                                    _mm512_loadu_si512(P + f0 + k + 16));
         const __m512 dist = _mm512_abs_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(p, jfix)));
         const __m512 w = _mm512_max_ps(zero, _mm512_fnmadd_ps(dist, inv_scale, one));
-        for (int ch = 0; ch < C; ++ch)
-          s[ch] = _mm512_fmadd_ps(w, _mm512_permutex2var_ps(clo[ch], rel, chi[ch]), s[ch]);
-        rel = _mm512_add_epi32(rel, one_i);
+        for (int ch = 0; ch < C; ++ch) {
+          const float* cc = c + ch * c_stride + f0 + k;
+          s[ch] = _mm512_fmadd_ps(w, _mm512_permutex2var_ps(_mm512_loadu_ps(cc), rel, _mm512_loadu_ps(cc + 16)), s[ch]);
+        }
       }
     } else {
       __m512i idx = first;
@@ -352,8 +344,10 @@ ALARA_AVX512 inline void fan_bp_lanes_multi_t(float* acc, int jlo, int jhi, cons
       if (left <= 0) break;
       const __mmask16 msk = left >= 16 ? __mmask16(0xffff) : __mmask16((1u << left) - 1);
       const __m512 va_ = _mm512_permutex2var_ps(s[0], idx_a[k], s[1]);
-      const __m512 vb_ = _mm512_permutex2var_ps(s[2], idx_b[k], s[C == 4 ? 3 : 2]);
-      const __m512 v = _mm512_mask_blend_ps(from_b[k], va_, vb_);
+      // (two channels fill every float from s[0] and s[1])
+      const __m512 v = C == 2 ? va_
+                              : _mm512_mask_blend_ps(from_b[k], va_,
+                                                     _mm512_permutex2var_ps(s[2], idx_b[k], s[C == 4 ? 3 : 2]));
       _mm512_mask_storeu_ps(a + 16 * k, msk, _mm512_add_ps(_mm512_maskz_loadu_ps(msk, a + 16 * k), v));
     }
   }
@@ -389,6 +383,20 @@ ALARA_AVX512 inline void fan_bp_lanes_multi(float* acc, int bc, int jlo, int jhi
 // Channel counts that fan_bp_lanes_multi takes.
 constexpr int kMaxMultiChannels = 4;
 
+// The smallest spacing P[k + 1] - P[k], k in [ia, ib - 1) (1 << 30 if none).
+ALARA_AVX512 inline int64_t min_spacing(const int32_t* P, int ia, int ib) {
+  __m512i vmin = _mm512_set1_epi32(1 << 30);
+  int i = ia;
+  for (; i + 17 <= ib; i += 16)
+    vmin = _mm512_min_epi32(vmin, _mm512_sub_epi32(_mm512_loadu_si512(P + i + 1), _mm512_loadu_si512(P + i)));
+  if (i + 1 < ib) {  // the last ib - 1 - i spacings, masked
+    const __mmask16 m = static_cast<__mmask16>((1u << (ib - 1 - i)) - 1);
+    vmin = _mm512_mask_min_epi32(vmin, m, vmin, _mm512_sub_epi32(_mm512_maskz_loadu_epi32(m, P + i + 1),
+                                                                 _mm512_maskz_loadu_epi32(m, P + i)));
+  }
+  return _mm512_reduce_min_epi32(vmin);
+}
+
 // avx2::fan_plane_table, 8 positions per step (the same values: positions times 2^S in
 // double, clamped to +-2^29, rounded to int32 under the default rounding mode).
 ALARA_AVX512 inline int64_t fan_plane_table(int32_t* P, const double* alpha, const double* beta,
@@ -410,11 +418,62 @@ ALARA_AVX512 inline int64_t fan_plane_table(int32_t* P, const double* alpha, con
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(P + i), _mm512_cvtpd_epi32(pos));
   }
   avx2::fan_plane_table_tail(P, alpha, beta, n, rising, plane, i, ib, S);
-  __m512i vmin = _mm512_set1_epi32(1 << 30);
-  i = ia;
-  for (; i + 17 <= ib; i += 16)
-    vmin = _mm512_min_epi32(vmin, _mm512_sub_epi32(_mm512_loadu_si512(P + i + 1), _mm512_loadu_si512(P + i)));
-  return avx2::min_spacing_from(P, i, ib, _mm512_reduce_min_epi32(vmin));
+  return min_spacing(P, ia, ib);
+}
+
+// A segment's rays for fan_plane_table_split: each ray's line alpha + beta p times 2^S as
+// A + B p, split into the nearest integers and float remainders, A = ai + af and
+// B = bi + bf (|af|, |bf| <= 1/2).  Then A + B p = (ai + bi p) + (af + bf p): the first
+// part is exact in int32 (the caller checks the range), the second is at most p / 2 + 1/2
+// in size, so float keeps it to ~1e-5 units (of 2^-S pixel) and its rounding to the
+// nearest integer is the double table's to within one unit.
+struct SplitLines {
+  const int32_t* ai;
+  const int32_t* bi;
+  const float* af;
+  const float* bf;
+};
+
+// fan_plane_table from SplitLines, 16 positions per step in 32-bit lanes instead of 8 in
+// double (plane < 2^24); the positions are not clamped, the caller guarantees them within
+// +-2^30.
+ALARA_AVX512 inline int64_t fan_plane_table_split(int32_t* P, const SplitLines& L, int n, bool rising,
+                                                  int plane, int ia, int ib) {
+  const __m512i vp = _mm512_set1_epi32(plane);
+  const __m512 vpf = _mm512_set1_ps(static_cast<float>(plane));
+  // (local copies: the stores to P could otherwise alias L's fields, reloaded every step)
+  const int32_t* __restrict__ ai = L.ai;
+  const int32_t* __restrict__ bi = L.bi;
+  const float* __restrict__ af = L.af;
+  const float* __restrict__ bf = L.bf;
+  const __m512i rev = _mm512_setr_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+  // (a macro, not a lambda: a lambda would not inherit the AVX-512 target)
+#define ALARA_LINES(k, m)                                                                                    \
+  _mm512_add_epi32(_mm512_add_epi32(_mm512_maskz_loadu_epi32(m, ai + (k)),                                  \
+                                    _mm512_mullo_epi32(_mm512_maskz_loadu_epi32(m, bi + (k)), vp)),         \
+                   _mm512_cvtps_epi32(_mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, bf + (k)), vpf,              \
+                                                      _mm512_maskz_loadu_ps(m, af + (k)))))
+  int i = ia;
+  for (; i + 16 <= ib; i += 16) {
+    if (rising)
+      _mm512_storeu_si512(P + i, ALARA_LINES(i, 0xffff));
+    else  // positions i .. i + 15 are the lines n - 1 - i down to n - 16 - i
+      _mm512_storeu_si512(P + i, _mm512_permutexvar_epi32(rev, ALARA_LINES(n - 16 - i, 0xffff)));
+  }
+  if (i < ib) {  // the last m positions, masked
+    const int m = ib - i;
+    const __mmask16 mask = static_cast<__mmask16>((1u << m) - 1);
+    if (rising)
+      _mm512_mask_storeu_epi32(P + i, mask, ALARA_LINES(i, mask));
+    else  // lines n - ib .. n - 1 - i in lanes 0 .. m - 1: lane m - 1 - j goes to i + j
+      _mm512_mask_storeu_epi32(P + i, mask, _mm512_permutexvar_epi32(_mm512_sub_epi32(rev, _mm512_set1_epi32(16 - m)),
+                                                                     ALARA_LINES(n - ib, mask)));
+  }
+#undef ALARA_LINES
+  const __m512i sentinel = _mm512_set1_epi32(1 << 29);
+  _mm512_storeu_si512(P + ib, sentinel);
+  _mm512_storeu_si512(P + ib + 16, sentinel);
+  return min_spacing(P, ia, ib);
 }
 
 // avx2::ray_sum1 with 8 planes per 64-bit gather (each element the pixel pair (q, q + 1)

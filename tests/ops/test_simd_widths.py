@@ -7,6 +7,8 @@ image by image through the batch-1 kernels."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -94,3 +96,30 @@ def test_simd_setting_is_checked(monkeypatch):
         pytest.skip("the setting is read only where AVX-512 is there to choose")
     with pytest.raises(RuntimeError, match="ALARA_SIMD"):
         native.backproject(y, GeometryParams.of(g), g.angles)
+
+
+@pytest.mark.skipif(not _has_avx512(), reason="the CPU has no AVX-512")
+def test_fan_segments_beyond_the_split_tables_range():
+    """The AVX-512 fan BP builds its per-plane positions from each ray's line split into
+    32-bit integer and float parts, where every ray of a segment stays within +-2^30 units
+    (2^-S pixel) on every plane, and from the double lines elsewhere.  On a long, thin grid
+    (400 x 9 pixels: S = 23 for the x-dominant family) many x-dominant lines pass hundreds
+    of pixels off the grid's 9 rows at some plane, beyond that range, and others do not:
+    one call takes both tables, and must match the oracle."""
+    from alara.geometry import FanBeam, ImageGrid
+    from alara.ops import raymath
+
+    grid = ImageGrid((400, 9), (-0.2, -0.0045), (0.2, 0.0045))
+    src = 0.3
+    half = math.tan(math.asin(grid.radius / src))
+    angles = torch.linspace(0, 2 * math.pi, 25, dtype=torch.float64)[:-1]
+    g = FanBeam(grid, angles, 67, 2.04 * half / 67, src_radius=src, det_radius=src)
+    p = GeometryParams.of(g)
+    rays = raymath.ray_table(p, g.angles, torch.float64)
+    ends = torch.stack([rays.alpha, rays.alpha + rays.beta * (p.n0 - 1)]).abs().amax(0) * 2.0 ** 23
+    fits = ends <= 2.0 ** 30
+    assert bool((rays.xdom & fits).any()) and bool((rays.xdom & ~fits).any())  # both tables run
+    gen = torch.Generator().manual_seed(5)
+    y = torch.rand((1, 1) + g.sinogram_shape, generator=gen, dtype=torch.float64)
+    bp = _oracle_backproject(y, g)
+    assert _rel(native.backproject(y.float(), p, g.angles), bp) < 2e-5
