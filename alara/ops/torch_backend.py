@@ -339,10 +339,13 @@ def _backproject_parallel(y: torch.Tensor, p: GeometryParams, angles: torch.Tens
     # s2, s1 on its three pieces, so with g = clamp(f, o, 1 - o) grid_sample's x coordinate
     # (align_corners=True) of table index u = 3 m' + warp(f) is
     #   x = to_x u - 1 = 3 to_x kappa' + (s1 - 3) to_x f + (s2 - s1) to_x g + const,
-    # const = -(s2 - s1) to_x o - 1: four fast elementwise passes after kappa' (a remainder,
-    # or floor and subtract, cost 5x or 2x torch.frac).  kappa' is not clamped: below 0
-    # (where frac is negative) and beyond the table's end (G vanishes from pad > half bins
-    # off the detector) x lies off the table, where grid_sample's zero padding continues G.
+    # const = -(s2 - s1) to_x o - 1: fast elementwise passes only (a remainder, or floor
+    # and subtract, cost 5x or 2x torch.frac).  kappa' is not clamped: below 0 (where frac
+    # is negative) and beyond the table's end (G vanishes from pad > half bins off the
+    # detector) x lies off the table, where grid_sample's zero padding continues G.
+    # One view per pass: its constants are then Python scalars, and a clamp to scalar
+    # bounds or an add with alpha is one fast pass (a clamp to per-view tensor bounds is
+    # about 10x slower, and the pair of maxima it would need costs two passes).
     to_x = 2 / (length - 1)
     o = knots[:, 1]
     s1, s2 = 1 / o, 1 / (1 - 2 * o)
