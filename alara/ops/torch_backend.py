@@ -317,109 +317,109 @@ def _backproject_parallel(y: torch.Tensor, p: GeometryParams, angles: torch.Tens
     ``(i, j)``'s centre sits at the fractional bin ``kappa = P i + Q j + R`` and bin ``k``
     gets the weight ``w max(0, 1 - |a| |k - kappa|)``, so the view contributes
     ``G(kappa) = w sum_k y_k max(0, 1 - |a| |k - kappa|)``: a piecewise-linear function
-    whose kinks lie at the integers and at ``+-1/|a|`` from them, i.e. at most at the
-    offsets ``{0, o1, o2}`` of every unit interval.  Tabulating ``G`` at those three
-    offsets and warping ``kappa`` piecewise-linearly so that they fall on consecutive
-    integers makes one linear interpolation (``grid_sample``) reproduce ``G`` exactly.
+    whose kinks lie at the integers and at ``+-1/|a|`` from them, i.e. at most at three
+    offsets per unit interval, placed symmetrically (:func:`_knot_offsets`).  Tabulating
+    ``G`` at those offsets and warping ``kappa`` piecewise-linearly so that they fall on
+    consecutive integers makes one linear interpolation (``grid_sample``) reproduce ``G``
+    exactly.
     """
     b, c, n_views, n_bins = y.shape
     bc = b * c
     dtype, device = y.dtype, y.device
     xdom, alpha0, beta, weight, slope = raymath.parallel_view_params(p, angles)
     inv = 1 / slope
-    # kappa = (j - beta i - alpha0) / a for x-dominant views, i <-> j for y-dominant ones.
-    coef_i = torch.where(xdom, -beta * inv, inv)
-    coef_j = torch.where(xdom, inv, -beta * inv)
-    offset = -alpha0 * inv
     half = inv.abs()  # half-width of the triangle in bins
-    knots = _knot_offsets(half)  # [V, 3]: 0, o1, o2
+    knots, phase = _knot_offsets(half)  # [V, 3]: 0, o, 1 - o; [V]
     pad = int(math.ceil(half.max().item())) + 1  # G vanishes beyond pad bins off the detector
-    table = _knot_table(y.reshape(bc, n_views, n_bins), knots, half, weight, pad)  # [bc, V, L]
-    length = table.shape[-1]
-    # Warp slopes on the three pieces [0, o1), [o1, o2), [o2, 1) of every unit interval.
-    o1, o2 = knots[:, 1], knots[:, 2]
-    s1, s2, s3 = 1 / o1, 1 / (o2 - o1), 1 / (1 - o2)
-    # grid_sample's x coordinate (align_corners=True) of table index u is u * 2/(L-1) - 1;
-    # fold that scale into the warp slopes so u is never formed on its own.  With
-    # kappa' = kappa + pad = m' + f (f: kappa's fraction) the warp through (0, 0), (o1, 1),
-    # (o2, 2), (1, 3) is
-    #   x = to_x (3 m' + s1 f + (s2 - s1) relu(f - o1) + (s3 - s2) relu(f - o2)) - 1
-    #     = 3 to_x kappa' + (s1 - 3) to_x f + (s2 - s1) to_x max(f, o1)
-    #       + (s3 - s2) to_x max(f, o2) + const,
-    # const = -to_x ((s2 - s1) o1 + (s3 - s2) o2) - 1: fast elementwise passes only (a
-    # remainder, or floor and subtract, cost 5x or 2x torch.frac).  kappa' is not clamped:
-    # below 0 (where frac is negative) and beyond the table's end (G vanishes from pad >
-    # half bins off the detector) x lies off the table, where grid_sample's zero padding
-    # continues G.
+    rows = _knot_table(y.reshape(bc, n_views, n_bins), knots, phase, half, weight, pad)
+    length = rows.shape[-1]
+    # kappa' = kappa + pad - phase = m' + f (f: its fraction) is the table's coordinate in
+    # unit intervals; kappa = (j - beta i - alpha0) / a for x-dominant views, i <-> j for
+    # y-dominant ones.  The warp through (0, 0), (o, 1), (1 - o, 2), (1, 3) has slopes s1,
+    # s2, s1 on its three pieces, so with g = clamp(f, o, 1 - o) grid_sample's x coordinate
+    # (align_corners=True) of table index u = 3 m' + warp(f) is
+    #   x = to_x u - 1 = 3 to_x kappa' + (s1 - 3) to_x f + (s2 - s1) to_x g + const,
+    # const = -(s2 - s1) to_x o - 1: fast elementwise passes only (a remainder, or floor
+    # and subtract, cost 5x or 2x torch.frac).  kappa' is not clamped: below 0 (where frac
+    # is negative) and beyond the table's end (G vanishes from pad > half bins off the
+    # detector) x lies off the table, where grid_sample's zero padding continues G.
+    # One view per pass: its constants are then Python scalars, and a clamp to scalar
+    # bounds or an add with alpha is one fast pass (a clamp to per-view tensor bounds is
+    # about 10x slower, and the pair of maxima it would need costs two passes).
     to_x = 2 / (length - 1)
-    const = -to_x * ((s2 - s1) * o1 + (s3 - s2) * o2) - 1
-    per_view = [t.to(device, dtype).reshape(-1, 1, 1) for t in
-                (coef_i, coef_j, offset + pad, o1, o2, (s1 - 3) * to_x, (s2 - s1) * to_x,
-                 (s3 - s2) * to_x, const)]
-    fi = torch.arange(p.n0, dtype=dtype, device=device).reshape(1, -1, 1)
-    fj = torch.arange(p.n1, dtype=dtype, device=device).reshape(1, 1, -1)
-    # One table row per view as its own batch entry of height 1: then the grid's y
-    # coordinate is irrelevant (always row 0) and is written once, not per chunk.
-    rows = table.permute(1, 0, 2).reshape(n_views, bc, 1, length).contiguous()
+    o = knots[:, 1]
+    s1, s2 = 1 / o, 1 / (1 - 2 * o)
+    coef_f = ((s1 - 3) * to_x).tolist()
+    coef_g = ((s2 - s1) * to_x).tolist()
+    lo, hi = o.tolist(), (1 - o).tolist()
+    # The affine parts, per view a row and a column (float64, then rounded once).
+    coef_i = torch.where(xdom, -beta * inv, inv).reshape(-1, 1, 1)
+    coef_j = torch.where(xdom, inv, -beta * inv).reshape(-1, 1, 1)
+    offset = (-alpha0 * inv + pad - phase).reshape(-1, 1, 1)
+    const = (-(s2 - s1) * to_x * o - 1).reshape(-1, 1, 1)
+    fi = torch.arange(p.n0, dtype=torch.float64).reshape(1, -1, 1)
+    fj = torch.arange(p.n1, dtype=torch.float64).reshape(1, 1, -1)
+    k_i, k_j = coef_i * fi, coef_j * fj + offset
+    x_i, x_j = k_i * (3 * to_x), k_j * (3 * to_x) + const
+    k_i, k_j, x_i, x_j = (t.to(device, dtype) for t in (k_i, k_j, x_i, x_j))
     out = y.new_zeros(bc, p.n0, p.n1)
-    chunk = max(1, _CHUNK_ELEMENTS // (p.n0 * p.n1))
-    grid_buf = y.new_zeros(chunk, p.n0, p.n1, 2)
-    bufs = [y.new_empty(chunk, p.n0, p.n1) for _ in range(3)]
-    for v0 in range(0, n_views, chunk):
-        v1 = min(v0 + chunk, n_views)
-        ci, cj, off, k1, k2, b1, a2, a3, c0 = (t[v0:v1] for t in per_view)
-        kappa, f, x = (t[: v1 - v0] for t in bufs)
-        along_j = cj * fj + off
-        torch.add(along_j, ci * fi, out=kappa)
-        # x = 3 to_x kappa' + const, then the fraction's terms
-        torch.add(along_j.mul_(3 * to_x).add_(c0), ci * (3 * to_x) * fi, out=x)
-        torch.frac(kappa, out=f)
-        x.addcmul_(f, b1)
-        x.addcmul_(torch.maximum(f, k1, out=kappa), a2)
-        grid = grid_buf[: v1 - v0]
-        x.addcmul_(torch.maximum(f, k2, out=kappa), a3)
-        grid[..., 0].copy_(x)
-        samples = F.grid_sample(rows[v0:v1], grid, mode="bilinear", padding_mode="zeros",
-                                align_corners=True)
-        out += samples.sum(0)
+    f = y.new_empty(p.n0, p.n1)
+    x = y.new_empty(1, p.n0, p.n1)
+    # With one table row (height 1, align_corners=True) grid_sample ignores the grid's y
+    # coordinate, so a stride-0 copy of x serves as the whole grid.
+    grid = x.unsqueeze(-1).expand(-1, -1, -1, 2)
+    for v in range(n_views):
+        torch.add(k_j[v], k_i[v], out=f)
+        torch.add(x_j[v], x_i[v], out=x[0])
+        torch.frac(f, out=f)
+        x.add_(f, alpha=coef_f[v])
+        x.add_(f.clamp_(lo[v], hi[v]), alpha=coef_g[v])
+        out += F.grid_sample(rows[v:v + 1], grid, mode="bilinear", padding_mode="zeros",
+                             align_corners=True)[0]
     return out.reshape(b, c, p.n0, p.n1)
 
 
-def _knot_offsets(half: torch.Tensor) -> torch.Tensor:
-    """Sorted kink offsets ``[0, o1, o2]`` in ``[0, 1)`` of ``G`` for each view (float64).
+def _knot_offsets(half: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per view the knot offsets ``[0, o, 1 - o]`` (float64, ``0 < o < 1/2``) and a
+    ``phase``: the points ``m + phase + offset`` (all integers ``m``) include every kink of
+    ``G``.
 
-    Coincident kinks (integer or half-integer ``half``) are replaced by extra points where
-    ``G`` is linear anyway, which keeps every warp piece non-empty.
+    The kinks lie at ``0`` and ``+-half`` (mod 1), a set symmetric about 0, so with
+    ``phase = 0`` the offsets are symmetric too (the warp's outer pieces then share a
+    slope).  Coincident kinks take extra points where ``G`` is linear anyway: at integer
+    ``half`` the offsets ``1/3, 2/3``; at half-integer ``half`` (kinks at 0 and 1/2 only)
+    ``phase = -1/4`` and ``o = 1/4``, i.e. points at ``-1/4, 0, 1/2``.
     """
     frac = half - torch.floor(half)
-    o1 = torch.minimum(frac, 1 - frac)
-    o2 = torch.maximum(frac, 1 - frac)
+    o = torch.minimum(frac, 1 - frac)
     tiny = 1e-9
-    o1, o2 = torch.where(o1 < tiny, 1 / 3, o1), torch.where(o1 < tiny, 2 / 3, o2)
-    o2 = torch.where(o2 - o1 < tiny, (o1 + 1) / 2, o2)
-    return torch.stack([torch.zeros_like(o1), o1, o2], dim=1)
+    o = torch.where(o < tiny, 1 / 3, o)
+    mid = 0.5 - o < tiny
+    o = torch.where(mid, 0.25, o)
+    phase = torch.where(mid, -0.25, 0.0)
+    return torch.stack([torch.zeros_like(o), o, 1 - o], dim=1), phase
 
 
-def _knot_table(y: torch.Tensor, knots: torch.Tensor, half: torch.Tensor, weight: torch.Tensor,
-                pad: int) -> torch.Tensor:
-    """``G`` at ``m + knot`` for ``m = -pad .. n_bins + pad`` (interleaved), ``[bc, V, L]``."""
+def _knot_table(y: torch.Tensor, knots: torch.Tensor, phase: torch.Tensor, half: torch.Tensor,
+                weight: torch.Tensor, pad: int) -> torch.Tensor:
+    """``G`` at ``m + phase + knot`` for ``m = -pad .. n_bins + pad`` (interleaved), as
+    grid_sample inputs ``[V, bc, 1, L]``.
+
+    The taps ``k = m + d`` and their weights ``w max(0, 1 - |k - m - phase - knot| / half)``
+    depend on ``m`` only through ``k``, so the table is ``2 pad + 1`` shifted multiply-adds
+    of the padded projections, ``|d| <= pad``.
+    """
     bc, n_views, n_bins = y.shape
-    m = torch.arange(-pad, n_bins + pad + 1, dtype=torch.float64)
-    pos = (m.reshape(1, -1, 1) + knots.reshape(n_views, 1, 3)).reshape(n_views, -1)  # [V, L]
-    length = pos.shape[1]
-    table = torch.zeros(bc, n_views, length, dtype=y.dtype, device=y.device)
-    a = (1 / half).reshape(-1, 1)
-    first = torch.ceil(pos - half.reshape(-1, 1))
-    n_taps = int(math.ceil(2 * half.max().item())) + 1
-    ypad = torch.nn.functional.pad(y, (pad + n_taps, pad + n_taps + 2))
-    rows = (torch.arange(n_views) * ypad.shape[-1]).reshape(-1, 1)
-    flat = ypad.reshape(bc, -1)
-    for t in range(n_taps):
-        k = first + t
-        w = (1 - a * (k - pos).abs()).clamp(min=0) * weight.reshape(-1, 1)
-        idx = (k.long() + pad + n_taps + rows).reshape(-1).to(y.device)
-        table += w.to(y.device, y.dtype) * flat[:, idx].reshape(bc, n_views, length)
-    return table
+    d = torch.arange(-pad, pad + 1, dtype=torch.float64)
+    pos = phase.reshape(-1, 1, 1) + knots.reshape(n_views, 3, 1)
+    w = (1 - (d - pos).abs() / half.reshape(-1, 1, 1)).clamp(min=0) * weight.reshape(-1, 1, 1)
+    w = w.to(y.device, y.dtype).permute(2, 0, 1).reshape(2 * pad + 1, n_views, 1, 1, 3)
+    ypad = F.pad(y.transpose(0, 1), (2 * pad, 2 * pad + 1)).unsqueeze(-1)  # [V, bc, ., 1]
+    n_m = n_bins + 2 * pad + 1
+    table = y.new_zeros(n_views, bc, n_m, 3)
+    for s in range(2 * pad + 1):
+        table.addcmul_(ypad[:, :, s:s + n_m], w[s])
+    return table.reshape(n_views, bc, 1, 3 * n_m)
 
 
 def _pixel_centres(p: GeometryParams, dtype: torch.dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
