@@ -392,21 +392,22 @@ FanPlane fan_plane(const Geometry& g, double c, double sn, bool xd, double plane
   const double sigma = fp.rising ? 1.0 : -1.0, tau = fp.rising ? 1.0 - k0 : static_cast<double>(k1);
   const int n = k1 - k0;
   const bool curved = g.kind == FAN_CURVED;
-  // rays (in increasing position order) at or left of position t: floor(sigma kappa(t) + tau)
-  auto count = [&](double t) {
-    const double r = (u0 + t * du) / (e0 + t * de);
+  // rays (in increasing position order) at or left of position t: floor(sigma kappa(t) + tau),
+  // kappa a function of r(t) = u(t) / e(t)
+  auto count = [&](double r) {
     const double kappa = a * (curved ? std::atan(r) : r) + b0;
     return static_cast<int>(std::min(std::max(std::floor(sigma * kappa + tau), -4.0), n + 4.0));
   };
-  fp.ia = std::clamp(count(-1.5) - 2, 0, n);
-  fp.ib = std::clamp(count(n_other + 0.5) + 2, 0, n);
+  const double r_lo = (u0 - 1.5 * du) / (e0 - 1.5 * de);
+  const double r_hi = (u0 + (n_other + 0.5) * du) / (e0 + (n_other + 0.5) * de);
+  fp.ia = std::clamp(count(r_lo) - 2, 0, n);
+  fp.ib = std::clamp(count(r_hi) + 2, 0, n);
 #ifdef ALARA_HAVE_AVX2_PATH
   // the curved map's polynomial atan moves kappa by up to a * kAtanPolyError bins; the
   // ratio's relative error e moves it by up to a |r| e (flat) or a e |r| / (1 + r^2) <=
   // a e |r| (curved), |r| largest at an end of the plane (u / e is monotone along it)
   const bool poly = curved && a * avx2::kAtanPolyError < 0.25;
-  const double r_max = std::max(std::fabs((u0 - 1.5 * du) / (e0 - 1.5 * de)),
-                                std::fabs((u0 + (n_other + 0.5) * du) / (e0 + (n_other + 0.5) * de)));
+  const double r_max = std::max(std::fabs(r_lo), std::fabs(r_hi));
   const double margin = kLaneMargin + (poly ? a * avx2::kAtanPolyError : 0.0) + a * r_max * kLaneRatioError;
   // the map must stay at most one ray short: beyond half a bin, take the generic path
   if (margin > 0.5) {

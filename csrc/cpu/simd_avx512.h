@@ -147,6 +147,45 @@ ALARA_AVX512 __attribute__((always_inline)) inline __m512 atan_poly_ps(__m512 x)
   return _mm512_mul_ps(p, x);
 }
 
+// The lane map of fan_bp_lanes_t and fan_bp_lanes_multi_t (see avx2::FanLaneMap), 16
+// pixels per block: its constants broadcast once per plane.
+struct FanLanes16 {
+  __m512 lanes, u0, du, e0, de, va, vb, one;
+  __m512i lanes_fix, via, vib, unit_minus_one;
+  int S;
+  bool poly;
+
+  ALARA_AVX512 FanLanes16(int ia, int ib, int S_, const avx2::FanLaneMap& m) : S(S_), poly(m.poly) {
+    const __m512i lanes_i = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    lanes = _mm512_cvtepi32_ps(lanes_i);
+    lanes_fix = _mm512_slli_epi32(lanes_i, S);
+    u0 = _mm512_set1_ps(m.u0), du = _mm512_set1_ps(m.du);
+    e0 = _mm512_set1_ps(m.e0), de = _mm512_set1_ps(m.de);
+    va = _mm512_set1_ps(m.a), vb = _mm512_set1_ps(m.b);
+    via = _mm512_set1_epi32(ia), vib = _mm512_set1_epi32(ib);
+    unit_minus_one = _mm512_set1_epi32((1 << S) - 1);
+    one = _mm512_set1_ps(1.0f);
+  }
+
+  // For the pixels j = j0 .. j0 + 15: each lane's first ray right of j - 1 (at most one
+  // short), clamped to [ia, ib]; jfix = j 2^S and thr1 = (j - 1) 2^S + 1.
+  template <bool kCurved>
+  ALARA_AVX512 __attribute__((always_inline)) inline __m512i first(int j0, __m512i& jfix, __m512i& thr1) const {
+    const __m512 t = _mm512_add_ps(_mm512_set1_ps(static_cast<float>(j0 - 1)), lanes);
+    const __m512 num = _mm512_fmadd_ps(t, du, u0), den = _mm512_fmadd_ps(t, de, e0);
+    __m512 r = _mm512_mul_ps(num, _mm512_rcp14_ps(den));  // (the map's margin covers rcp14's error)
+    if (kCurved) {
+      const __mmask16 beyond = _mm512_cmp_ps_mask(_mm512_abs_ps(r), one, _CMP_GT_OQ);
+      r = poly && beyond == 0 ? atan_poly_ps(r) : atan_ps(r);
+    }
+    const __m512i count = _mm512_cvttps_epi32(
+        _mm512_roundscale_ps(_mm512_fmadd_ps(r, va, vb), _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC));
+    jfix = _mm512_add_epi32(_mm512_set1_epi32(j0 << S), lanes_fix);
+    thr1 = _mm512_sub_epi32(jfix, unit_minus_one);
+    return _mm512_min_epi32(_mm512_max_epi32(count, via), vib);
+  }
+};
+
 // avx2::fan_bp_lanes_t (one channel) for 16 pixels per block: the rays of 16 lanes
 // usually lie in a window of 32 table entries, one two-register permute per tap each for
 // the positions and the values; otherwise they are gathered.  The lane map's ratio uses
@@ -156,30 +195,13 @@ template <bool kCurved, int kT>
 ALARA_AVX512 inline void fan_bp_lanes_t(float* acc, int jlo, int jhi, const int32_t* P, const float* c,
                                         int ia, int ib, int S, int T, const avx2::FanLaneMap& m) {
   if (kT > 0) T = kT;
-  const __m512i lanes_i = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  const __m512 lanes = _mm512_cvtepi32_ps(lanes_i);
-  const __m512i lanes_fix = _mm512_slli_epi32(lanes_i, S);
-  const __m512 u0 = _mm512_set1_ps(m.u0), du = _mm512_set1_ps(m.du);
-  const __m512 e0 = _mm512_set1_ps(m.e0), de = _mm512_set1_ps(m.de);
-  const __m512 va = _mm512_set1_ps(m.a), vb = _mm512_set1_ps(m.b);
-  const __m512i via = _mm512_set1_epi32(ia), vib = _mm512_set1_epi32(ib);
+  const FanLanes16 map(ia, ib, S, m);
   const __m512i one_i = _mm512_set1_epi32(1);
-  const __m512i unit = _mm512_set1_epi32(1 << S);
   const __m512 inv_scale = _mm512_set1_ps(1.0f / static_cast<float>(1 << S));
   const __m512 one = _mm512_set1_ps(1.0f), zero = _mm512_setzero_ps();
   for (int j0 = jlo; j0 <= jhi; j0 += 16) {
-    const __m512 t = _mm512_add_ps(_mm512_set1_ps(static_cast<float>(j0 - 1)), lanes);
-    const __m512 num = _mm512_fmadd_ps(t, du, u0), den = _mm512_fmadd_ps(t, de, e0);
-    __m512 r = _mm512_mul_ps(num, _mm512_rcp14_ps(den));  // (the map's margin covers rcp14's error)
-    if (kCurved) {
-      const __mmask16 beyond = _mm512_cmp_ps_mask(_mm512_abs_ps(r), one, _CMP_GT_OQ);
-      r = m.poly && beyond == 0 ? atan_poly_ps(r) : atan_ps(r);
-    }
-    const __m512i count = _mm512_cvttps_epi32(
-        _mm512_roundscale_ps(_mm512_fmadd_ps(r, va, vb), _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC));
-    const __m512i first = _mm512_min_epi32(_mm512_max_epi32(count, via), vib);
-    const __m512i jfix = _mm512_add_epi32(_mm512_set1_epi32(j0 << S), lanes_fix);
-    const __m512i thr1 = _mm512_sub_epi32(_mm512_add_epi32(jfix, one_i), unit);  // (j-1) 2^S + 1
+    __m512i jfix, thr1;
+    const __m512i first = map.first<kCurved>(j0, jfix, thr1);
     const int f0 = _mm_cvtsi128_si32(_mm512_castsi512_si128(first));
     const int f15 = _mm_extract_epi32(_mm512_extracti32x4_epi32(first, 3), 3);
     __m512 s = zero;
@@ -280,30 +302,13 @@ ALARA_AVX512 inline void fan_bp_lanes_multi_t(float* acc, int jlo, int jhi, cons
     idx_b[k] = _mm512_load_si512(il.b[k]);
   }
   const __mmask16* from_b = il.from_b;
-  const __m512i lanes_i = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  const __m512 lanes = _mm512_cvtepi32_ps(lanes_i);
-  const __m512i lanes_fix = _mm512_slli_epi32(lanes_i, S);
-  const __m512 u0 = _mm512_set1_ps(m.u0), du = _mm512_set1_ps(m.du);
-  const __m512 e0 = _mm512_set1_ps(m.e0), de = _mm512_set1_ps(m.de);
-  const __m512 va = _mm512_set1_ps(m.a), vb = _mm512_set1_ps(m.b);
-  const __m512i via = _mm512_set1_epi32(ia), vib = _mm512_set1_epi32(ib);
+  const FanLanes16 map(ia, ib, S, m);
   const __m512i one_i = _mm512_set1_epi32(1);
-  const __m512i unit = _mm512_set1_epi32(1 << S);
   const __m512 inv_scale = _mm512_set1_ps(1.0f / static_cast<float>(1 << S));
   const __m512 one = _mm512_set1_ps(1.0f), zero = _mm512_setzero_ps();
   for (int j0 = jlo; j0 <= jhi; j0 += 16) {
-    const __m512 t = _mm512_add_ps(_mm512_set1_ps(static_cast<float>(j0 - 1)), lanes);
-    const __m512 num = _mm512_fmadd_ps(t, du, u0), den = _mm512_fmadd_ps(t, de, e0);
-    __m512 r = _mm512_mul_ps(num, _mm512_rcp14_ps(den));  // (the map's margin covers rcp14's error)
-    if (kCurved) {
-      const __mmask16 beyond = _mm512_cmp_ps_mask(_mm512_abs_ps(r), one, _CMP_GT_OQ);
-      r = m.poly && beyond == 0 ? atan_poly_ps(r) : atan_ps(r);
-    }
-    const __m512i count = _mm512_cvttps_epi32(
-        _mm512_roundscale_ps(_mm512_fmadd_ps(r, va, vb), _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC));
-    const __m512i first = _mm512_min_epi32(_mm512_max_epi32(count, via), vib);
-    const __m512i jfix = _mm512_add_epi32(_mm512_set1_epi32(j0 << S), lanes_fix);
-    const __m512i thr1 = _mm512_sub_epi32(_mm512_add_epi32(jfix, one_i), unit);
+    __m512i jfix, thr1;
+    const __m512i first = map.first<kCurved>(j0, jfix, thr1);
     const int f0 = _mm_cvtsi128_si32(_mm512_castsi512_si128(first));
     const int f15 = _mm_extract_epi32(_mm512_extracti32x4_epi32(first, 3), 3);
     __m512 s[4] = {zero, zero, zero, zero};
