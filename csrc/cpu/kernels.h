@@ -373,6 +373,8 @@ constexpr double kLaneMargin = 0.05;
 // Relative error bound of the AVX-512 lane map's ratio, the reciprocal estimate without a
 // Newton step (vrcp14ps: 2^-14), doubled for the product's rounding.
 constexpr double kLaneRatioError = 1.0 / 8192.0;
+// The most margin (bins) spent on that error before the lanes take a Newton step instead.
+constexpr double kLaneRatioMargin = 0.1;
 
 FanPlane fan_plane(const Geometry& g, double c, double sn, bool xd, double plane, int k0,
                    int k1, int n_other) {
@@ -407,8 +409,11 @@ FanPlane fan_plane(const Geometry& g, double c, double sn, bool xd, double plane
   // ratio's relative error e moves it by up to a |r| e (flat) or a e |r| / (1 + r^2) <=
   // a e |r| (curved), |r| largest at an end of the plane (u / e is monotone along it)
   const bool poly = curved && a * avx2::kAtanPolyError < 0.25;
-  const double r_max = std::max(std::fabs(r_lo), std::fabs(r_hi));
-  const double margin = kLaneMargin + (poly ? a * avx2::kAtanPolyError : 0.0) + a * r_max * kLaneRatioError;
+  // (a long detector, many bins per unit of r: the AVX-512 lanes take a Newton step, and
+  // the ratio is then exact to ~1e-7, inside kLaneMargin)
+  const double ratio_error = a * std::max(std::fabs(r_lo), std::fabs(r_hi)) * kLaneRatioError;
+  const bool newton = ratio_error > kLaneRatioMargin;
+  const double margin = kLaneMargin + (poly ? a * avx2::kAtanPolyError : 0.0) + (newton ? 0.0 : ratio_error);
   // the map must stay at most one ray short: beyond half a bin, take the generic path
   if (margin > 0.5) {
     fp.ok = false;
@@ -416,7 +421,7 @@ FanPlane fan_plane(const Geometry& g, double c, double sn, bool xd, double plane
   }
   fp.map = avx2::FanLaneMap{static_cast<float>(u0), static_cast<float>(du), static_cast<float>(e0),
                             static_cast<float>(de), static_cast<float>(sigma * a),
-                            static_cast<float>(sigma * b0 + tau - margin), curved, poly};
+                            static_cast<float>(sigma * b0 + tau - margin), curved, poly, newton};
 #endif
   return fp;
 }

@@ -370,10 +370,11 @@ ALARA_AVX2 __attribute__((always_inline)) inline __m256 atan_poly_ps(__m256 x) {
 // position <= t number a * r(t) + b rounded down, r = u / e for a flat detector and
 // atan(u / e) for a curved one (b includes a safety margin that makes the count at most
 // one too small; the kernel corrects it from the table; with atan_poly_ps' error, if
-// `poly`, where |u / e| <= 1).
+// `poly`, where |u / e| <= 1).  `newton`: the AVX-512 lanes refine their reciprocal
+// estimate by a Newton step (where its error would need more margin than it is worth).
 struct FanLaneMap {
   float u0, du, e0, de, a, b;
-  bool curved, poly;
+  bool curved, poly, newton;
 };
 
 // Fan-beam backprojection of one segment's rays onto the pixels [jlo, jhi] of one plane.

@@ -150,12 +150,13 @@ ALARA_AVX512 __attribute__((always_inline)) inline __m512 atan_poly_ps(__m512 x)
 // The lane map of fan_bp_lanes_t and fan_bp_lanes_multi_t (see avx2::FanLaneMap), 16
 // pixels per block: its constants broadcast once per plane.
 struct FanLanes16 {
-  __m512 lanes, u0, du, e0, de, va, vb, one;
+  __m512 lanes, u0, du, e0, de, va, vb, one, two;
   __m512i lanes_fix, via, vib, unit_minus_one;
   int S;
-  bool poly;
+  bool poly, newton;
 
-  ALARA_AVX512 FanLanes16(int ia, int ib, int S_, const avx2::FanLaneMap& m) : S(S_), poly(m.poly) {
+  ALARA_AVX512 FanLanes16(int ia, int ib, int S_, const avx2::FanLaneMap& m)
+      : S(S_), poly(m.poly), newton(m.newton) {
     const __m512i lanes_i = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     lanes = _mm512_cvtepi32_ps(lanes_i);
     lanes_fix = _mm512_slli_epi32(lanes_i, S);
@@ -165,6 +166,7 @@ struct FanLanes16 {
     via = _mm512_set1_epi32(ia), vib = _mm512_set1_epi32(ib);
     unit_minus_one = _mm512_set1_epi32((1 << S) - 1);
     one = _mm512_set1_ps(1.0f);
+    two = _mm512_set1_ps(2.0f);
   }
 
   // For the pixels j = j0 .. j0 + 15: each lane's first ray right of j - 1 (at most one
@@ -173,7 +175,9 @@ struct FanLanes16 {
   ALARA_AVX512 __attribute__((always_inline)) inline __m512i first(int j0, __m512i& jfix, __m512i& thr1) const {
     const __m512 t = _mm512_add_ps(_mm512_set1_ps(static_cast<float>(j0 - 1)), lanes);
     const __m512 num = _mm512_fmadd_ps(t, du, u0), den = _mm512_fmadd_ps(t, de, e0);
-    __m512 r = _mm512_mul_ps(num, _mm512_rcp14_ps(den));  // (the map's margin covers rcp14's error)
+    __m512 rcp = _mm512_rcp14_ps(den);  // (the map's margin covers its error, unless `newton`)
+    if (newton) rcp = _mm512_mul_ps(rcp, _mm512_fnmadd_ps(den, rcp, two));
+    __m512 r = _mm512_mul_ps(num, rcp);
     if (kCurved) {
       const __mmask16 beyond = _mm512_cmp_ps_mask(_mm512_abs_ps(r), one, _CMP_GT_OQ);
       r = poly && beyond == 0 ? atan_poly_ps(r) : atan_ps(r);
@@ -189,8 +193,8 @@ struct FanLanes16 {
 // avx2::fan_bp_lanes_t (one channel) for 16 pixels per block: the rays of 16 lanes
 // usually lie in a window of 32 table entries, one two-register permute per tap each for
 // the positions and the values; otherwise they are gathered.  The lane map's ratio uses
-// the reciprocal estimate (relative error 2^-14, which fan_plane adds to the map's margin)
-// instead of a division.
+// the reciprocal estimate (relative error 2^-14, which fan_plane adds to the map's margin;
+// where that would take much of it, with one Newton step) instead of a division.
 template <bool kCurved, int kT>
 ALARA_AVX512 inline void fan_bp_lanes_t(float* acc, int jlo, int jhi, const int32_t* P, const float* c,
                                         int ia, int ib, int S, int T, const avx2::FanLaneMap& m) {
