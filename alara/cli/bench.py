@@ -468,26 +468,48 @@ def _run(args: argparse.Namespace) -> int:
             raise ValueError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     dtype = {"float32": torch.float32, "float64": torch.float64}[args.dtype]
+    load_kind = args.load_kind or ("torch" if args.sharing else "busy")
+    if args.sharing:
+        if args.device != "cpu":
+            raise ValueError("--sharing measures the CPU operators; drop --device cuda")
+        impls &= {"native", "torch"}  # (the peers' CPU projectors use one thread)
+        if not impls:
+            raise ValueError("--sharing times alara's operators: give --impl native and/or torch")
+        args.load = max(args.load, 1)
+    if args.repeats < 1:
+        raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
     meta = machine_info(args.device)
     meta["command"] = "alara bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "alara bench"
     meta["load processes added"] = args.load
-    meta["load kind"] = (f"{args.load_kind}" + (f" ({args.load_threads} threads each)"
-                                                if args.load_kind == "torch" else ""))
+    meta["load kind"] = (f"{load_kind}" + (f" ({args.load_threads} threads each)"
+                                           if load_kind == "torch" else ""))
     print(f"alara bench on {meta['cpu']} ({meta['threads']} threads), load average "
           f"{meta['load average (1, 5, 15 min)']}, {args.device}, {args.dtype}", flush=True)
-    with BusyLoad(args.load, args.load_kind, args.load_threads):
-        results = run(geometries, batches, ops_, dtype, args.device, args.rounds, impls,
-                      log=lambda s: print(s, flush=True))
-    print()
-    print(format_table(results, args.device))
+    record: dict = {"machine": meta, "dtype": args.dtype, "device": args.device}
+    if args.sharing:
+        from alara.cli.bench_sharing import format_sharing, measure_sharing
+
+        threads = torch.get_num_threads()
+        rows = measure_sharing(run, lambda: BusyLoad(args.load, load_kind, args.load_threads),
+                               geometries, batches, ops_, dtype, args.rounds, impls, threads,
+                               args.repeats, log=lambda s: print(s, flush=True))
+        print()
+        print(format_sharing(rows, threads))
+        record["sharing"] = [dict(asdict(r), worst_ratio=r.worst_ratio, median_ratio=r.median_ratio)
+                             for r in rows]
+    else:
+        with BusyLoad(args.load, load_kind, args.load_threads):
+            results = run(geometries, batches, ops_, dtype, args.device, args.rounds, impls,
+                          log=lambda s: print(s, flush=True))
+        print()
+        print(format_table(results, args.device))
+        record["results"] = [asdict(r) for r in results]
     if args.json:
         from alara.atomic import atomic_file
 
         meta["load average after"] = os.getloadavg() if hasattr(os, "getloadavg") else None
         with atomic_file(args.json) as tmp:
-            tmp.write_text(json.dumps({"machine": meta, "dtype": args.dtype, "device": args.device,
-                                       "results": [asdict(r) for r in results]}, indent=1,
-                                      default=str))
+            tmp.write_text(json.dumps(record, indent=1, default=str))
         print(f"\nwrote {args.json}")
     return 0
 
@@ -520,11 +542,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--load", type=whole(0), default=0, metavar="N",
                    help="run N processes at work meanwhile, to measure a shared machine "
                         "(their kind: --load-kind)")
-    p.add_argument("--load-kind", choices=LOAD_KINDS, default="busy",
+    p.add_argument("--load-kind", choices=LOAD_KINDS, default=None,
                    help="busy: a Python loop spinning on one core; torch: another PyTorch "
                         "process doing tensor work on --load-threads threads (what a second "
-                        "job, DataLoader workers or a test suite do) (default busy)")
+                        "job, DataLoader workers or a test suite do) (default busy; torch "
+                        "with --sharing)")
     p.add_argument("--load-threads", type=whole(1), default=2, metavar="T",
                    help="threads of each torch load process (default 2)")
+    p.add_argument("--sharing", action="store_true",
+                   help="measure a shared machine: alara's operators on --threads threads "
+                        "alone, then beside --load processes (at least 1; --load-kind torch "
+                        "by default) on --threads threads and on 1 thread, --repeats times in "
+                        "alternation; prints the worst loaded call over the worst on 1 thread "
+                        "(target <= 1.1) and the median loaded over alone (target <= 2.2)")
+    p.add_argument("--repeats", type=int, default=2, metavar="R",
+                   help="alternations of the three settings of --sharing (default 2)")
     p.add_argument("--json", metavar="OUT", help="also write every timing to this JSON file")
     p.set_defaults(func=_run)

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from alara.cli import bench, main
 
@@ -139,3 +140,57 @@ def test_bench_under_torch_load_on_a_new_geometry_class(tmp_path, capsys):
     (row,) = data["results"]
     assert row["geometry"] == "fan-short" and len(row["rounds_ms"]) == 2
     assert f"| fan-short | bp | 1 | alara-{impl} |" in capsys.readouterr().out
+
+
+def test_sharing_ratios_and_their_verdicts():
+    from alara.cli.bench_sharing import SharingRow, format_sharing
+
+    row = SharingRow("fan", "bp", 1, "alara-native", quiet=[10.0, 12.0, 30.0],
+                     loaded=[22.0, 24.0, 26.0], loaded_one_thread=[40.0, 20.0, 21.0])
+    assert row.worst_ratio == pytest.approx(26.0 / 40.0)  # slowest against slowest
+    assert row.median_ratio == pytest.approx(24.0 / 12.0)  # median against median
+    slow = SharingRow("fan", "fp", 1, "alara-native", quiet=[10.0], loaded=[25.0],
+                      loaded_one_thread=[20.0])
+    table = format_sharing([row, slow], 2)
+    lines = table.splitlines()
+    assert "worst 2 threads loaded / worst 1 thread loaded (<= 1.1)" in lines[0]
+    assert lines[2].endswith("| 0.65 met | 2.00 met |")
+    assert lines[3].endswith("| 1.25 **missed** | 2.50 **missed** |")
+
+
+def test_sharing_measures_three_settings_in_alternation(tmp_path, capsys):
+    from alara.ops import native_available
+
+    out = tmp_path / "s.json"
+    impl = "native" if native_available() else "torch"
+    before = torch_threads()
+    try:
+        assert main(["bench", "--sharing", "--geometry", "fan-short", "--op", "bp", "--batch", "1",
+                     "--impl", f"{impl},astra", "--rounds", "2", "--repeats", "2", "--threads",
+                     "2", "--json", str(out)]) == 0
+        assert torch_threads() == 2  # restored after the 1-thread setting
+    finally:
+        torch.set_num_threads(before)
+    data = json.loads(out.read_text())
+    assert data["machine"]["load kind"] == "torch (2 threads each)"  # the default under --sharing
+    assert data["machine"]["load processes added"] == 1
+    (row,) = data["sharing"]  # the peer is left out: its projectors use one thread
+    assert row["impl"] == f"alara-{impl}"
+    for phase in ("quiet", "loaded", "loaded_one_thread"):
+        assert len(row[phase]) == 4  # 2 rounds x 2 repeats
+    assert row["worst_ratio"] == pytest.approx(max(row["loaded"]) / max(row["loaded_one_thread"]))
+    printed = capsys.readouterr().out
+    assert "repeat 2/2, loaded one thread" in printed
+    assert f"| fan-short | bp | 1 | alara-{impl} |" in printed
+
+
+def torch_threads() -> int:
+    return torch.get_num_threads()
+
+
+def test_sharing_needs_several_threads_and_alara(capsys):
+    assert main(["bench", "--sharing", "--threads", "1", "--geometry", "fan", "--batch", "1"]) == 1
+    assert "--threads 2 or more" in capsys.readouterr().err
+    assert main(["bench", "--sharing", "--impl", "astra", "--threads", "2"]) == 1
+    assert "--impl native" in capsys.readouterr().err
+    assert main(["bench", "--sharing", "--repeats", "0", "--threads", "2"]) == 1
