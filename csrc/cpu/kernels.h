@@ -528,18 +528,6 @@ void backproject_fan(const Geometry& g, const std::vector<double>& cs,
   // ray weight * sinogram value, padded: the AVX2 lanes read up to kMaxFanTaps + 34 rays
   // past a segment's end
   std::vector<scalar_t> cw((n_views * K + kMaxFanTaps + 64) * bc + 16);
-  for_each_chunk(n_views * K, 4096, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      const int64_t v = r / K;
-      const Ray ray = make_ray(g, cs[v], sn[v], g.s0 + g.ds * static_cast<int>(r - v * K));
-      const Joseph j = joseph(g, ray);
-      alpha[r] = j.alpha;
-      beta[r] = j.beta;
-      code[r] = static_cast<uint8_t>((j.xdom ? 0 : 2) + ((j.xdom ? ray.vx : ray.vy) < 0 ? 1 : 0));
-      const scalar_t w = static_cast<scalar_t>(j.weight);
-      for (int64_t ch = 0; ch < bc; ++ch) cw[r * bc + ch] = w * y[r * bc + ch];
-    }
-  });
 #ifdef ALARA_HAVE_AVX2_PATH
   const bool use_avx2 = std::is_same_v<scalar_t, float> && !DW && avx2::supported();
 #ifdef ALARA_HAVE_AVX512_PATH
@@ -559,23 +547,35 @@ void backproject_fan(const Geometry& g, const std::vector<double>& cs,
     const int64_t m = n_views * K + 16;  // (the tables' masked loads stay inside)
     split_ai.assign(m, 0), split_bi.assign(m, 0), split_af.assign(m, 0.f), split_bf.assign(m, 0.f);
     split_fits.assign(m, 0);
-    for_each_chunk(n_views * K, 4096, [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r) {
-        const bool xd = (code[r] >> 1) == 0;
-        const int n_planes = xd ? g.n0 : g.n1, n_other = xd ? g.n1 : g.n0;
-        const double sc = static_cast<double>(1 << fan_fixed_shift(n_other)), lim = static_cast<double>(1 << 30);
-        const double A = alpha[r] * sc, B = beta[r] * sc;
-        if (!(std::fabs(A) <= lim && std::fabs(A + B * (n_planes - 1)) <= lim)) continue;
-        const double ai = std::nearbyint(A), bi = std::nearbyint(B);
-        split_ai[r] = static_cast<int32_t>(ai);
-        split_bi[r] = static_cast<int32_t>(bi);
-        split_af[r] = static_cast<float>(A - ai);
-        split_bf[r] = static_cast<float>(B - bi);
-        split_fits[r] = 1;
-      }
-    });
   }
 #endif
+  // (the split lines in the same task set: every set ends in a join, which beside another
+  // process can wait a time slice for a descheduled thread)
+  for_each_chunk(n_views * K, 4096, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t v = r / K;
+      const Ray ray = make_ray(g, cs[v], sn[v], g.s0 + g.ds * static_cast<int>(r - v * K));
+      const Joseph j = joseph(g, ray);
+      alpha[r] = j.alpha;
+      beta[r] = j.beta;
+      code[r] = static_cast<uint8_t>((j.xdom ? 0 : 2) + ((j.xdom ? ray.vx : ray.vy) < 0 ? 1 : 0));
+      const scalar_t w = static_cast<scalar_t>(j.weight);
+      for (int64_t ch = 0; ch < bc; ++ch) cw[r * bc + ch] = w * y[r * bc + ch];
+#ifdef ALARA_HAVE_AVX512_PATH
+      if (!use_avx512) continue;
+      const int n_planes = j.xdom ? g.n0 : g.n1, n_other = j.xdom ? g.n1 : g.n0;
+      const double sc = static_cast<double>(1 << fan_fixed_shift(n_other)), lim = static_cast<double>(1 << 30);
+      const double A = j.alpha * sc, B = j.beta * sc;
+      if (!(std::fabs(A) <= lim && std::fabs(A + B * (n_planes - 1)) <= lim)) continue;
+      const double ai = std::nearbyint(A), bi = std::nearbyint(B);
+      split_ai[r] = static_cast<int32_t>(ai);
+      split_bi[r] = static_cast<int32_t>(bi);
+      split_af[r] = static_cast<float>(A - ai);
+      split_bf[r] = static_cast<float>(B - bi);
+      split_fits[r] = 1;
+#endif
+    }
+  });
   std::vector<FanSegment> segments[2];  // per family, in view order
   std::vector<scalar_t> cw_rev(cw.size());  // cw with every segment's bins reversed (padded)
   for (int64_t v = 0; v < n_views; ++v) {
@@ -614,67 +614,70 @@ void backproject_fan(const Geometry& g, const std::vector<double>& cs,
   }
 #endif
   constexpr int kPlanes = 4;  // planes per task
-  for (int f = 0; f < 2; ++f) {
+  // Both families' planes in one task set (one join at its end, as above).
+  const int64_t tasks_x = (g.n0 + kPlanes - 1) / kPlanes, tasks_y = (g.n1 + kPlanes - 1) / kPlanes;
+  for_each_task(tasks_x + tasks_y, [&](int64_t task) {
+    const int f = task < tasks_x ? 0 : 1;
     const bool xd = f == 0;
     const int n_planes = xd ? g.n0 : g.n1, n_other = xd ? g.n1 : g.n0;
     scalar_t* acc = xd ? acc_x : acc_y;
     const double pd = xd ? g.dx : g.dy, od = xd ? g.dy : g.dx;
     const double pmin = xd ? g.x0 : g.y0, omin = xd ? g.y0 : g.x0;
-    for_each_chunk(n_planes, kPlanes, [&](int64_t pb, int64_t pe) {
-      std::fill(acc + pb * n_other * bc, acc + pe * n_other * bc, scalar_t(0));  // (as above)
-      std::vector<double> P(2 * K + 16), dw(DW ? n_other : 0);
+    const int64_t pb = (xd ? task : task - tasks_x) * kPlanes;
+    const int64_t pe = std::min<int64_t>(n_planes, pb + kPlanes);
+    std::fill(acc + pb * n_other * bc, acc + pe * n_other * bc, scalar_t(0));  // (as above)
+    std::vector<double> P(2 * K + 16), dw(DW ? n_other : 0);
 #ifdef ALARA_HAVE_AVX2_PATH
-      FanScratch scratch(K, n_other, use_avx2 ? bc : 1);
+    FanScratch scratch(K, n_other, use_avx2 ? bc : 1);
 #endif
-      for (const FanSegment& seg : segments[f]) {
-        const int64_t base = seg.view * K;
-        const int n = seg.k1 - seg.k0;
-        const double* al = alpha.data() + base + seg.k0;
-        const double* be = beta.data() + base + seg.k0;
-        for (int64_t p = pb; p < pe; ++p) {
-          const double pp = static_cast<double>(p);
-          scalar_t* row = acc + p * n_other * bc;
+    for (const FanSegment& seg : segments[f]) {
+      const int64_t base = seg.view * K;
+      const int n = seg.k1 - seg.k0;
+      const double* al = alpha.data() + base + seg.k0;
+      const double* be = beta.data() + base + seg.k0;
+      for (int64_t p = pb; p < pe; ++p) {
+        const double pp = static_cast<double>(p);
+        scalar_t* row = acc + p * n_other * bc;
 #ifdef ALARA_HAVE_AVX2_PATH
-          if constexpr (std::is_same_v<scalar_t, float>) {
-            if (use_avx2) {
-              const FanPlane fp = fan_plane(g, cs[seg.view], sn[seg.view], xd, pp, seg.k0, seg.k1, n_other);
-              const float* c_cm = cw_cm.empty() ? nullptr
-                                  : (fp.rising ? cw_cm : cw_rev_cm).data() + base + seg.k0;
-              SplitLinesPtr split = nullptr;
+        if constexpr (std::is_same_v<scalar_t, float>) {
+          if (use_avx2) {
+            const FanPlane fp = fan_plane(g, cs[seg.view], sn[seg.view], xd, pp, seg.k0, seg.k1, n_other);
+            const float* c_cm = cw_cm.empty() ? nullptr
+                                : (fp.rising ? cw_cm : cw_rev_cm).data() + base + seg.k0;
+            SplitLinesPtr split = nullptr;
 #ifdef ALARA_HAVE_AVX512_PATH
-              const avx512::SplitLines lines{split_ai.data() + base + seg.k0, split_bi.data() + base + seg.k0,
-                                             split_af.data() + base + seg.k0, split_bf.data() + base + seg.k0};
-              if (seg.split) split = &lines;
+            const avx512::SplitLines lines{split_ai.data() + base + seg.k0, split_bi.data() + base + seg.k0,
+                                           split_af.data() + base + seg.k0, split_bf.data() + base + seg.k0};
+            if (seg.split) split = &lines;
 #endif
-              if (fp.ok && fan_bp_plane_avx2(row, bc, fp, al, be, n, pp, n_other, scratch,
-                                             (fp.rising ? cw : cw_rev).data() + (base + seg.k0) * bc,
-                                             use_avx512, c_cm, cm_stride, split))
-                continue;
-            }
+            if (fp.ok && fan_bp_plane_avx2(row, bc, fp, al, be, n, pp, n_other, scratch,
+                                           (fp.rising ? cw : cw_rev).data() + (base + seg.k0) * bc,
+                                           use_avx512, c_cm, cm_stride, split))
+              continue;
           }
-#endif
-          // positions in increasing order (they are monotone along a segment)
-          const bool rising = al[n - 1] + be[n - 1] * pp >= al[0] + be[0] * pp;
-          double* Pd = P.data();
-          if (rising) {
-            for (int i = 0; i < n; ++i) Pd[i] = al[i] + be[i] * pp;
-          } else {
-            for (int i = 0; i < n; ++i) Pd[i] = al[n - 1 - i] + be[n - 1 - i] * pp;
-          }
-          const scalar_t* ci = (rising ? cw : cw_rev).data() + (base + seg.k0) * bc;
-          if constexpr (DW) {
-            const double pc = pmin + (p + 0.5) * pd;
-            const double c_ = cs[seg.view], s_ = sn[seg.view];
-            for (int j = 0; j < n_other; ++j) {
-              const double oc = omin + (j + 0.5) * od;
-              dw[j] = xd ? distance_weight(g, c_, s_, pc, oc) : distance_weight(g, c_, s_, oc, pc);
-            }
-          }
-          fan_bp_row_generic(row, n_other, bc, P.data(), ci, n, DW ? dw.data() : nullptr);
         }
+#endif
+        // positions in increasing order (they are monotone along a segment)
+        const bool rising = al[n - 1] + be[n - 1] * pp >= al[0] + be[0] * pp;
+        double* Pd = P.data();
+        if (rising) {
+          for (int i = 0; i < n; ++i) Pd[i] = al[i] + be[i] * pp;
+        } else {
+          for (int i = 0; i < n; ++i) Pd[i] = al[n - 1 - i] + be[n - 1 - i] * pp;
+        }
+        const scalar_t* ci = (rising ? cw : cw_rev).data() + (base + seg.k0) * bc;
+        if constexpr (DW) {
+          const double pc = pmin + (p + 0.5) * pd;
+          const double c_ = cs[seg.view], s_ = sn[seg.view];
+          for (int j = 0; j < n_other; ++j) {
+            const double oc = omin + (j + 0.5) * od;
+            dw[j] = xd ? distance_weight(g, c_, s_, pc, oc) : distance_weight(g, c_, s_, oc, pc);
+          }
+        }
+        fan_bp_row_generic(row, n_other, bc, P.data(), ci, n, DW ? dw.data() : nullptr);
       }
-    });
-  }
+    }
+  });
 }
 
 }  // namespace
