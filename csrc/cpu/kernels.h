@@ -448,19 +448,13 @@ struct FanScratch {
         idx(bc > 1 ? kMaxFanTaps * (n_other + 8) : 0), stride(n_other + 8) {}
 };
 
-#ifdef ALARA_HAVE_AVX512_PATH
-using SplitLinesPtr = const avx512::SplitLines*;
-#else
-using SplitLinesPtr = const void*;  // (never set without the AVX-512 path)
-#endif
-
 // One segment's rays onto one plane (float; bc channels, channels-last) through the AVX2
 // lanes (`wide`: the AVX-512 lanes, simd_avx512.h); false where the rays are too dense for
 // them (the generic path runs instead).
 bool fan_bp_plane_avx2(float* row, int64_t bc, const FanPlane& fp, const double* al,
                        const double* be, int n, double plane, int n_other, FanScratch& scratch,
                        const float* c, bool wide, const float* c_cm = nullptr, int64_t cm_stride = 0,
-                       SplitLinesPtr split = nullptr) {
+                       const avx512::SplitLines* split = nullptr) {
   if (fp.ia >= fp.ib) return true;  // no ray of the segment reaches the plane's pixels
   const int S = fan_fixed_shift(n_other);
   int32_t* table = scratch.table.data();
@@ -644,12 +638,10 @@ void backproject_fan(const Geometry& g, const std::vector<double>& cs,
             const FanPlane fp = fan_plane(g, cs[seg.view], sn[seg.view], xd, pp, seg.k0, seg.k1, n_other);
             const float* c_cm = cw_cm.empty() ? nullptr
                                 : (fp.rising ? cw_cm : cw_rev_cm).data() + base + seg.k0;
-            SplitLinesPtr split = nullptr;
-#ifdef ALARA_HAVE_AVX512_PATH
+            // (the AVX-512 path's code exists wherever the AVX2 path's does: simd_avx512.h)
             const avx512::SplitLines lines{split_ai.data() + base + seg.k0, split_bi.data() + base + seg.k0,
                                            split_af.data() + base + seg.k0, split_bf.data() + base + seg.k0};
-            if (seg.split) split = &lines;
-#endif
+            const avx512::SplitLines* split = seg.split ? &lines : nullptr;
             if (fp.ok && fan_bp_plane_avx2(row, bc, fp, al, be, n, pp, n_other, scratch,
                                            (fp.rising ? cw : cw_rev).data() + (base + seg.k0) * bc,
                                            use_avx512, c_cm, cm_stride, split))

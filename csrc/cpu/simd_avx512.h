@@ -150,10 +150,17 @@ ALARA_AVX512 __attribute__((always_inline)) inline __m512 atan_poly_ps(__m512 x)
 // The lane map of fan_bp_lanes_t and fan_bp_lanes_multi_t (see avx2::FanLaneMap), 16
 // pixels per block: its constants broadcast once per plane.
 struct FanLanes16 {
-  __m512 lanes, u0, du, e0, de, va, vb, one, two;
-  __m512i lanes_fix, via, vib, unit_minus_one;
+  __m512 lanes, u0, du, e0, de, va, vb, one, two, zero, inv_scale;
+  __m512i lanes_fix, via, vib, unit_minus_one, one_i;
   int S;
   bool poly, newton;
+
+  // One block of 16 pixels: each lane's first ray (see first()), j 2^S, (j - 1) 2^S + 1,
+  // and the first rays of lanes 0 and 15.
+  struct Block {
+    __m512i first, jfix, thr1;
+    int f0, f15;
+  };
 
   ALARA_AVX512 FanLanes16(int ia, int ib, int S_, const avx2::FanLaneMap& m)
       : S(S_), poly(m.poly), newton(m.newton) {
@@ -167,6 +174,9 @@ struct FanLanes16 {
     unit_minus_one = _mm512_set1_epi32((1 << S) - 1);
     one = _mm512_set1_ps(1.0f);
     two = _mm512_set1_ps(2.0f);
+    zero = _mm512_setzero_ps();
+    inv_scale = _mm512_set1_ps(1.0f / static_cast<float>(1 << S));
+    one_i = _mm512_set1_epi32(1);
   }
 
   // For the pixels j = j0 .. j0 + 15: each lane's first ray right of j - 1 (at most one
@@ -188,6 +198,40 @@ struct FanLanes16 {
     thr1 = _mm512_sub_epi32(jfix, unit_minus_one);
     return _mm512_min_epi32(_mm512_max_epi32(count, via), vib);
   }
+
+  template <bool kCurved>
+  ALARA_AVX512 __attribute__((always_inline)) inline Block block(int j0) const {
+    Block b;
+    b.first = first<kCurved>(j0, b.jfix, b.thr1);
+    b.f0 = _mm_cvtsi128_si32(_mm512_castsi512_si128(b.first));
+    b.f15 = _mm_extract_epi32(_mm512_extracti32x4_epi32(b.first, 3), 3);
+    return b;
+  }
+
+  // Whether every lane's T taps lie in the window of 32 table entries from f0.
+  ALARA_AVX512 __attribute__((always_inline)) inline bool fits(const Block& b, int T) const {
+    return b.f15 - b.f0 + 1 + T <= 32;
+  }
+
+  // Each lane's first tap relative to f0, past the map's margin: one step over the first
+  // ray if it lies at or left of j - 1 (a window read; see fits()).
+  ALARA_AVX512 __attribute__((always_inline)) inline __m512i window_start(const Block& b, const int32_t* P) const {
+    const __m512i rel = _mm512_sub_epi32(b.first, _mm512_set1_epi32(b.f0));
+    const __m512i p = _mm512_permutex2var_epi32(_mm512_loadu_si512(P + b.f0), rel, _mm512_loadu_si512(P + b.f0 + 16));
+    return _mm512_mask_add_epi32(rel, _mm512_cmpgt_epi32_mask(b.thr1, p), rel, one_i);
+  }
+
+  // The same as a ray index (a gather; where the taps do not fit the window).
+  ALARA_AVX512 __attribute__((always_inline)) inline __m512i gather_start(const Block& b, const int32_t* P) const {
+    return _mm512_mask_add_epi32(b.first, _mm512_cmpgt_epi32_mask(b.thr1, _mm512_i32gather_epi32(b.first, P, 4)),
+                                 b.first, one_i);
+  }
+
+  // The taps' weights max(0, 1 - |P - j|) from positions p (times 2^S).
+  ALARA_AVX512 __attribute__((always_inline)) inline __m512 weight(__m512i p, const Block& b) const {
+    const __m512 dist = _mm512_abs_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(p, b.jfix)));
+    return _mm512_max_ps(zero, _mm512_fnmadd_ps(dist, inv_scale, one));
+  }
 };
 
 // avx2::fan_bp_lanes_t (one channel) for 16 pixels per block: the rays of 16 lanes
@@ -200,48 +244,27 @@ ALARA_AVX512 inline void fan_bp_lanes_t(float* acc, int jlo, int jhi, const int3
                                         int ia, int ib, int S, int T, const avx2::FanLaneMap& m) {
   if (kT > 0) T = kT;
   const FanLanes16 map(ia, ib, S, m);
-  const __m512i one_i = _mm512_set1_epi32(1);
-  const __m512 inv_scale = _mm512_set1_ps(1.0f / static_cast<float>(1 << S));
-  const __m512 one = _mm512_set1_ps(1.0f), zero = _mm512_setzero_ps();
   for (int j0 = jlo; j0 <= jhi; j0 += 16) {
-    __m512i jfix, thr1;
-    const __m512i first = map.first<kCurved>(j0, jfix, thr1);
-    const int f0 = _mm_cvtsi128_si32(_mm512_castsi512_si128(first));
-    const int f15 = _mm_extract_epi32(_mm512_extracti32x4_epi32(first, 3), 3);
-    __m512 s = zero;
-#define ALARA_TAP512(p, cc)                                                                 \
-  {                                                                                         \
-    const __m512 dist = _mm512_abs_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(p, jfix)));       \
-    const __m512 w = _mm512_max_ps(zero, _mm512_fnmadd_ps(dist, inv_scale, one));           \
-    s = _mm512_fmadd_ps(w, cc, s);                                                          \
-  }
-    if (f15 - f0 + 1 + T <= 32) {
-      __m512i rel = _mm512_sub_epi32(first, _mm512_set1_epi32(f0));
-      {  // the lane map's margin: step over the first ray if it lies at or left of j - 1
-        const __m512i p = _mm512_permutex2var_epi32(_mm512_loadu_si512(P + f0), rel, _mm512_loadu_si512(P + f0 + 16));
-        rel = _mm512_mask_add_epi32(rel, _mm512_cmpgt_epi32_mask(thr1, p), rel, one_i);
-      }
+    const FanLanes16::Block b = map.block<kCurved>(j0);
+    __m512 s = map.zero;
+    if (map.fits(b, T)) {
+      const __m512i rel = map.window_start(b, P);
       // tap k reads the windows loaded k entries further on (loads are cheap; the index
       // stays put, one vector instruction less per tap)
 #pragma GCC unroll 8
       for (int k = 0; k < (kT > 0 ? kT : T); ++k) {
-        const __m512i p = _mm512_permutex2var_epi32(_mm512_loadu_si512(P + f0 + k), rel,
-                                                    _mm512_loadu_si512(P + f0 + k + 16));
-        const __m512 cc = _mm512_permutex2var_ps(_mm512_loadu_ps(c + f0 + k), rel, _mm512_loadu_ps(c + f0 + k + 16));
-        ALARA_TAP512(p, cc)
+        const __m512i p = _mm512_permutex2var_epi32(_mm512_loadu_si512(P + b.f0 + k), rel,
+                                                    _mm512_loadu_si512(P + b.f0 + k + 16));
+        const __m512 cc = _mm512_permutex2var_ps(_mm512_loadu_ps(c + b.f0 + k), rel, _mm512_loadu_ps(c + b.f0 + k + 16));
+        s = _mm512_fmadd_ps(map.weight(p, b), cc, s);
       }
     } else {
-      __m512i idx = first;
-      idx = _mm512_mask_add_epi32(idx, _mm512_cmpgt_epi32_mask(thr1, _mm512_i32gather_epi32(idx, P, 4)),
-                                  idx, one_i);
+      __m512i idx = map.gather_start(b, P);
       for (int k = 0; k < (kT > 0 ? kT : T); ++k) {
-        const __m512i p = _mm512_i32gather_epi32(idx, P, 4);
-        const __m512 cc = _mm512_i32gather_ps(idx, c, 4);
-        ALARA_TAP512(p, cc)
-        idx = _mm512_add_epi32(idx, one_i);
+        s = _mm512_fmadd_ps(map.weight(_mm512_i32gather_epi32(idx, P, 4), b), _mm512_i32gather_ps(idx, c, 4), s);
+        idx = _mm512_add_epi32(idx, map.one_i);
       }
     }
-#undef ALARA_TAP512
     const __mmask16 msk = jhi + 1 - j0 >= 16 ? __mmask16(0xffff) : __mmask16((1u << (jhi + 1 - j0)) - 1);
     _mm512_mask_storeu_ps(acc + j0, msk, _mm512_add_ps(_mm512_maskz_loadu_ps(msk, acc + j0), s));
   }
@@ -307,43 +330,27 @@ ALARA_AVX512 inline void fan_bp_lanes_multi_t(float* acc, int jlo, int jhi, cons
   }
   const __mmask16* from_b = il.from_b;
   const FanLanes16 map(ia, ib, S, m);
-  const __m512i one_i = _mm512_set1_epi32(1);
-  const __m512 inv_scale = _mm512_set1_ps(1.0f / static_cast<float>(1 << S));
-  const __m512 one = _mm512_set1_ps(1.0f), zero = _mm512_setzero_ps();
   for (int j0 = jlo; j0 <= jhi; j0 += 16) {
-    __m512i jfix, thr1;
-    const __m512i first = map.first<kCurved>(j0, jfix, thr1);
-    const int f0 = _mm_cvtsi128_si32(_mm512_castsi512_si128(first));
-    const int f15 = _mm_extract_epi32(_mm512_extracti32x4_epi32(first, 3), 3);
-    __m512 s[4] = {zero, zero, zero, zero};
-    if (f15 - f0 + 1 + T <= 32) {
-      __m512i rel = _mm512_sub_epi32(first, _mm512_set1_epi32(f0));
-      {
-        const __m512i p = _mm512_permutex2var_epi32(_mm512_loadu_si512(P + f0), rel, _mm512_loadu_si512(P + f0 + 16));
-        rel = _mm512_mask_add_epi32(rel, _mm512_cmpgt_epi32_mask(thr1, p), rel, one_i);
-      }
+    const FanLanes16::Block b = map.block<kCurved>(j0);
+    __m512 s[4] = {map.zero, map.zero, map.zero, map.zero};
+    if (map.fits(b, T)) {
+      const __m512i rel = map.window_start(b, P);
 #pragma GCC unroll 8
       for (int k = 0; k < (kT > 0 ? kT : T); ++k) {  // (windows k entries on, as in fan_bp_lanes_t)
-        const __m512i p = _mm512_permutex2var_epi32(_mm512_loadu_si512(P + f0 + k), rel,
-                                                    _mm512_loadu_si512(P + f0 + k + 16));
-        const __m512 dist = _mm512_abs_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(p, jfix)));
-        const __m512 w = _mm512_max_ps(zero, _mm512_fnmadd_ps(dist, inv_scale, one));
+        const __m512 w = map.weight(_mm512_permutex2var_epi32(_mm512_loadu_si512(P + b.f0 + k), rel,
+                                                              _mm512_loadu_si512(P + b.f0 + k + 16)), b);
         for (int ch = 0; ch < C; ++ch) {
-          const float* cc = c + ch * c_stride + f0 + k;
+          const float* cc = c + ch * c_stride + b.f0 + k;
           s[ch] = _mm512_fmadd_ps(w, _mm512_permutex2var_ps(_mm512_loadu_ps(cc), rel, _mm512_loadu_ps(cc + 16)), s[ch]);
         }
       }
     } else {
-      __m512i idx = first;
-      idx = _mm512_mask_add_epi32(idx, _mm512_cmpgt_epi32_mask(thr1, _mm512_i32gather_epi32(idx, P, 4)),
-                                  idx, one_i);
+      __m512i idx = map.gather_start(b, P);
       for (int k = 0; k < (kT > 0 ? kT : T); ++k) {
-        const __m512i p = _mm512_i32gather_epi32(idx, P, 4);
-        const __m512 dist = _mm512_abs_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(p, jfix)));
-        const __m512 w = _mm512_max_ps(zero, _mm512_fnmadd_ps(dist, inv_scale, one));
+        const __m512 w = map.weight(_mm512_i32gather_epi32(idx, P, 4), b);
         for (int ch = 0; ch < C; ++ch)
           s[ch] = _mm512_fmadd_ps(w, _mm512_i32gather_ps(idx, c + ch * c_stride, 4), s[ch]);
-        idx = _mm512_add_epi32(idx, one_i);
+        idx = _mm512_add_epi32(idx, map.one_i);
       }
     }
     const int valid = (jhi + 1 - j0 >= 16 ? 16 : jhi + 1 - j0) * C;  // floats of the block
