@@ -443,9 +443,10 @@ struct FanScratch {
   std::vector<float> wt;       // tap weights, kMaxFanTaps x stride (channels only)
   std::vector<int32_t> idx;    // tap rays, likewise
   int stride;
+  int S;  // fan_fixed_shift(n_other)
   FanScratch(int K, int n_other, int64_t bc)
       : table(K + 64), wt(bc > 1 ? kMaxFanTaps * (n_other + 8) : 0),
-        idx(bc > 1 ? kMaxFanTaps * (n_other + 8) : 0), stride(n_other + 8) {}
+        idx(bc > 1 ? kMaxFanTaps * (n_other + 8) : 0), stride(n_other + 8), S(fan_fixed_shift(n_other)) {}
 };
 
 // One segment's rays onto one plane (float; bc channels, channels-last) through the AVX2
@@ -456,7 +457,7 @@ bool fan_bp_plane_avx2(float* row, int64_t bc, const FanPlane& fp, const double*
                        const float* c, bool wide, const float* c_cm = nullptr, int64_t cm_stride = 0,
                        const avx512::SplitLines* split = nullptr) {
   if (fp.ia >= fp.ib) return true;  // no ray of the segment reaches the plane's pixels
-  const int S = fan_fixed_shift(n_other);
+  const int S = scratch.S;
   int32_t* table = scratch.table.data();
 #ifdef ALARA_HAVE_AVX512_PATH
   const int64_t spacing =
@@ -468,7 +469,9 @@ bool fan_bp_plane_avx2(float* row, int64_t bc, const FanPlane& fp, const double*
   const int64_t spacing = avx2::fan_plane_table(table, al, be, n, fp.rising, plane, fp.ia, fp.ib, S);
 #endif
   if (spacing <= 0) return false;
-  const int64_t T = ((int64_t{2} << S) - 1) / spacing + 1;  // rays in an open interval of 2 pixels
+  // rays in an open interval of 2 pixels (in 32 bits: 2^(S+1) <= 2^30, spacing <= 2^30,
+  // and a 64-bit division cost as much as a plane's set-up)
+  const int64_t T = static_cast<int64_t>(static_cast<uint32_t>((2u << S) - 1) / static_cast<uint32_t>(spacing)) + 1;
   if (T > kMaxFanTaps) return false;
   const int jlo = std::max(0, table[fp.ia] >> S);
   const int jhi = std::min(n_other - 1, (table[fp.ib - 1] >> S) + 1);
@@ -546,9 +549,13 @@ void backproject_fan(const Geometry& g, const std::vector<double>& cs,
   // (the split lines in the same task set: every set ends in a join, which beside another
   // process can wait a time slice for a descheduled thread)
   for_each_chunk(n_views * K, 4096, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      const int64_t v = r / K;
-      const Ray ray = make_ray(g, cs[v], sn[v], g.s0 + g.ds * static_cast<int>(r - v * K));
+    // (the view and bin stepped along, not divided out per ray: a 64-bit division cost
+    // about a third of this loop)
+    int64_t v = r0 / K;
+    int k = static_cast<int>(r0 - v * K);
+    for (int64_t r = r0; r < r1; ++r, ++k) {
+      if (k == K) k = 0, ++v;
+      const Ray ray = make_ray(g, cs[v], sn[v], g.s0 + g.ds * k);
       const Joseph j = joseph(g, ray);
       alpha[r] = j.alpha;
       beta[r] = j.beta;

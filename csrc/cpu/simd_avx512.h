@@ -150,8 +150,8 @@ ALARA_AVX512 __attribute__((always_inline)) inline __m512 atan_poly_ps(__m512 x)
 // The lane map of fan_bp_lanes_t and fan_bp_lanes_multi_t (see avx2::FanLaneMap), 16
 // pixels per block: its constants broadcast once per plane.
 struct FanLanes16 {
-  __m512 lanes, u0, du, e0, de, va, vb, one, two, zero, inv_scale;
-  __m512i lanes_fix, via, vib, unit_minus_one, one_i;
+  __m512 lanes, u0, du, e0, de, va, vb, one, two, zero, inv_scale, sixteen;
+  __m512i lanes_fix, via, vib, unit_minus_one, one_i, sixteen_fix;
   int S;
   bool poly, newton;
 
@@ -177,14 +177,32 @@ struct FanLanes16 {
     zero = _mm512_setzero_ps();
     inv_scale = _mm512_set1_ps(1.0f / static_cast<float>(1 << S));
     one_i = _mm512_set1_epi32(1);
+    sixteen = _mm512_set1_ps(16.0f);
+    sixteen_fix = _mm512_set1_epi32(16 << S);
   }
 
-  // For the pixels j = j0 .. j0 + 15: each lane's first ray right of j - 1 (at most one
-  // short), clamped to [ia, ib]; jfix = j 2^S and thr1 = (j - 1) 2^S + 1.
+  // Where a block starts: t = j - 1 (float) and jfix = j 2^S for its 16 pixels j, stepped
+  // by 16 pixels per block (exact: small integers) instead of built from j0 each time.
+  struct Cursor {
+    __m512 t;
+    __m512i jfix;
+  };
+
+  ALARA_AVX512 __attribute__((always_inline)) inline Cursor start(int j0) const {
+    return {_mm512_add_ps(_mm512_set1_ps(static_cast<float>(j0 - 1)), lanes),
+            _mm512_add_epi32(_mm512_set1_epi32(j0 << S), lanes_fix)};
+  }
+
+  ALARA_AVX512 __attribute__((always_inline)) inline void advance(Cursor& at) const {
+    at.t = _mm512_add_ps(at.t, sixteen);
+    at.jfix = _mm512_add_epi32(at.jfix, sixteen_fix);
+  }
+
+  // For the block's pixels j: each lane's first ray right of j - 1 (at most one short),
+  // clamped to [ia, ib].
   template <bool kCurved>
-  ALARA_AVX512 __attribute__((always_inline)) inline __m512i first(int j0, __m512i& jfix, __m512i& thr1) const {
-    const __m512 t = _mm512_add_ps(_mm512_set1_ps(static_cast<float>(j0 - 1)), lanes);
-    const __m512 num = _mm512_fmadd_ps(t, du, u0), den = _mm512_fmadd_ps(t, de, e0);
+  ALARA_AVX512 __attribute__((always_inline)) inline __m512i first(const Cursor& at) const {
+    const __m512 num = _mm512_fmadd_ps(at.t, du, u0), den = _mm512_fmadd_ps(at.t, de, e0);
     __m512 rcp = _mm512_rcp14_ps(den);  // (the map's margin covers its error, unless `newton`)
     if (newton) rcp = _mm512_mul_ps(rcp, _mm512_fnmadd_ps(den, rcp, two));
     __m512 r = _mm512_mul_ps(num, rcp);
@@ -192,17 +210,18 @@ struct FanLanes16 {
       const __mmask16 beyond = _mm512_cmp_ps_mask(_mm512_abs_ps(r), one, _CMP_GT_OQ);
       r = poly && beyond == 0 ? atan_poly_ps(r) : atan_ps(r);
     }
-    const __m512i count = _mm512_cvttps_epi32(
-        _mm512_roundscale_ps(_mm512_fmadd_ps(r, va, vb), _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC));
-    jfix = _mm512_add_epi32(_mm512_set1_epi32(j0 << S), lanes_fix);
-    thr1 = _mm512_sub_epi32(jfix, unit_minus_one);
+    // (the floor in the conversion itself: one instruction instead of a round and a cvtt)
+    const __m512i count =
+        _mm512_cvt_roundps_epi32(_mm512_fmadd_ps(r, va, vb), _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
     return _mm512_min_epi32(_mm512_max_epi32(count, via), vib);
   }
 
   template <bool kCurved>
-  ALARA_AVX512 __attribute__((always_inline)) inline Block block(int j0) const {
+  ALARA_AVX512 __attribute__((always_inline)) inline Block block(const Cursor& at) const {
     Block b;
-    b.first = first<kCurved>(j0, b.jfix, b.thr1);
+    b.first = first<kCurved>(at);
+    b.jfix = at.jfix;
+    b.thr1 = _mm512_sub_epi32(at.jfix, unit_minus_one);
     b.f0 = _mm_cvtsi128_si32(_mm512_castsi512_si128(b.first));
     b.f15 = _mm_extract_epi32(_mm512_extracti32x4_epi32(b.first, 3), 3);
     return b;
@@ -244,8 +263,9 @@ ALARA_AVX512 inline void fan_bp_lanes_t(float* acc, int jlo, int jhi, const int3
                                         int ia, int ib, int S, int T, const avx2::FanLaneMap& m) {
   if (kT > 0) T = kT;
   const FanLanes16 map(ia, ib, S, m);
-  for (int j0 = jlo; j0 <= jhi; j0 += 16) {
-    const FanLanes16::Block b = map.block<kCurved>(j0);
+  FanLanes16::Cursor at = map.start(jlo);
+  for (int j0 = jlo; j0 <= jhi; j0 += 16, map.advance(at)) {
+    const FanLanes16::Block b = map.block<kCurved>(at);
     __m512 s = map.zero;
     if (map.fits(b, T)) {
       const __m512i rel = map.window_start(b, P);
@@ -330,8 +350,9 @@ ALARA_AVX512 inline void fan_bp_lanes_multi_t(float* acc, int jlo, int jhi, cons
   }
   const __mmask16* from_b = il.from_b;
   const FanLanes16 map(ia, ib, S, m);
-  for (int j0 = jlo; j0 <= jhi; j0 += 16) {
-    const FanLanes16::Block b = map.block<kCurved>(j0);
+  FanLanes16::Cursor at = map.start(jlo);
+  for (int j0 = jlo; j0 <= jhi; j0 += 16, map.advance(at)) {
+    const FanLanes16::Block b = map.block<kCurved>(at);
     __m512 s[4] = {map.zero, map.zero, map.zero, map.zero};
     if (map.fits(b, T)) {
       const __m512i rel = map.window_start(b, P);
@@ -469,27 +490,39 @@ ALARA_AVX512 inline int64_t fan_plane_table_split(int32_t* P, const SplitLines& 
                                     _mm512_mullo_epi32(_mm512_maskz_loadu_epi32(m, bi + (k)), vp)),         \
                    _mm512_cvtps_epi32(_mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, bf + (k)), vpf,              \
                                                       _mm512_maskz_loadu_ps(m, af + (k)))))
+  // The smallest spacing on the way (each step's positions against the step before,
+  // shifted in by one lane): reading the table back would wait on its own stores.
+  __m512i vmin = _mm512_set1_epi32(1 << 30), prev = _mm512_setzero_si512();
+  __mmask16 valid = 0xfffe;  // (the first position has no predecessor)
+#define ALARA_SPACINGS(cur, m)                                                                   \
+  vmin = _mm512_mask_min_epi32(vmin, valid & (m), vmin,                                          \
+                               _mm512_sub_epi32(cur, _mm512_alignr_epi32(cur, prev, 15)));       \
+  prev = cur;                                                                                    \
+  valid = 0xffff
   int i = ia;
   for (; i + 16 <= ib; i += 16) {
-    if (rising)
-      _mm512_storeu_si512(P + i, ALARA_LINES(i, 0xffff));
-    else  // positions i .. i + 15 are the lines n - 1 - i down to n - 16 - i
-      _mm512_storeu_si512(P + i, _mm512_permutexvar_epi32(rev, ALARA_LINES(n - 16 - i, 0xffff)));
+    const __m512i cur = rising ? ALARA_LINES(i, 0xffff)
+                               // positions i .. i + 15 are the lines n - 1 - i down to n - 16 - i
+                               : _mm512_permutexvar_epi32(rev, ALARA_LINES(n - 16 - i, 0xffff));
+    _mm512_storeu_si512(P + i, cur);
+    ALARA_SPACINGS(cur, 0xffff);
   }
   if (i < ib) {  // the last m positions, masked
     const int m = ib - i;
     const __mmask16 mask = static_cast<__mmask16>((1u << m) - 1);
-    if (rising)
-      _mm512_mask_storeu_epi32(P + i, mask, ALARA_LINES(i, mask));
-    else  // lines n - ib .. n - 1 - i in lanes 0 .. m - 1: lane m - 1 - j goes to i + j
-      _mm512_mask_storeu_epi32(P + i, mask, _mm512_permutexvar_epi32(_mm512_sub_epi32(rev, _mm512_set1_epi32(16 - m)),
-                                                                     ALARA_LINES(n - ib, mask)));
+    const __m512i cur = rising ? ALARA_LINES(i, mask)
+                               // lines n - ib .. n - 1 - i in lanes 0 .. m - 1: lane m - 1 - j goes to i + j
+                               : _mm512_permutexvar_epi32(_mm512_sub_epi32(rev, _mm512_set1_epi32(16 - m)),
+                                                          ALARA_LINES(n - ib, mask));
+    _mm512_mask_storeu_epi32(P + i, mask, cur);
+    ALARA_SPACINGS(cur, mask);
   }
 #undef ALARA_LINES
+#undef ALARA_SPACINGS
   const __m512i sentinel = _mm512_set1_epi32(1 << 29);
   _mm512_storeu_si512(P + ib, sentinel);
   _mm512_storeu_si512(P + ib + 16, sentinel);
-  return min_spacing(P, ia, ib);
+  return _mm512_reduce_min_epi32(vmin);
 }
 
 // avx2::ray_sum1 with 8 planes per 64-bit gather (each element the pixel pair (q, q + 1)
