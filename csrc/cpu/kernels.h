@@ -398,7 +398,11 @@ FanPlane fan_plane(const Geometry& g, double c, double sn, bool xd, double plane
   // kappa a function of r(t) = u(t) / e(t)
   auto count = [&](double r) {
     const double kappa = a * (curved ? std::atan(r) : r) + b0;
-    return static_cast<int>(std::min(std::max(std::floor(sigma * kappa + tau), -4.0), n + 4.0));
+    // (clamped, then floored by hand: without SSE4.1, std::floor is a library call, and
+    // this runs twice per plane)
+    const double x = std::min(std::max(sigma * kappa + tau, -4.0), n + 4.0);
+    const int i = static_cast<int>(x);
+    return i - (x < static_cast<double>(i) ? 1 : 0);
   };
   const double r_lo = (u0 - 1.5 * du) / (e0 - 1.5 * de);
   const double r_hi = (u0 + (n_other + 0.5) * du) / (e0 + (n_other + 0.5) * de);
@@ -426,6 +430,9 @@ FanPlane fan_plane(const Geometry& g, double c, double sn, bool xd, double plane
   return fp;
 }
 
+// Planes per task of the fan-beam backprojection.
+constexpr int kFanTaskPlanes = 4;
+
 #ifdef ALARA_HAVE_AVX2_PATH
 // Fixed-point scale of fan_bp_plane_avx2's positions: (n_other + 8) 2^S <= 2^29.
 inline int fan_fixed_shift(int n_other) {
@@ -440,35 +447,25 @@ constexpr int kMaxFanTaps = 24;
 // Scratch of one task for fan_bp_plane_avx2.
 struct FanScratch {
   std::vector<int32_t> table;  // positions (K + 64)
+  std::vector<int32_t> tables;  // a task's planes' positions, kFanTaskPlanes x (K + 64)
   std::vector<float> wt;       // tap weights, kMaxFanTaps x stride (channels only)
   std::vector<int32_t> idx;    // tap rays, likewise
   int stride;
   int S;  // fan_fixed_shift(n_other)
   FanScratch(int K, int n_other, int64_t bc)
-      : table(K + 64), wt(bc > 1 ? kMaxFanTaps * (n_other + 8) : 0),
+      : table(K + 64), tables(kFanTaskPlanes * (K + 64)), wt(bc > 1 ? kMaxFanTaps * (n_other + 8) : 0),
         idx(bc > 1 ? kMaxFanTaps * (n_other + 8) : 0), stride(n_other + 8), S(fan_fixed_shift(n_other)) {}
 };
 
-// One segment's rays onto one plane (float; bc channels, channels-last) through the AVX2
-// lanes (`wide`: the AVX-512 lanes, simd_avx512.h); false where the rays are too dense for
-// them (the generic path runs instead).
-bool fan_bp_plane_avx2(float* row, int64_t bc, const FanPlane& fp, const double* al,
-                       const double* be, int n, double plane, int n_other, FanScratch& scratch,
-                       const float* c, bool wide, const float* c_cm = nullptr, int64_t cm_stride = 0,
-                       const avx512::SplitLines* split = nullptr) {
-  if (fp.ia >= fp.ib) return true;  // no ray of the segment reaches the plane's pixels
-  const int S = scratch.S;
-  int32_t* table = scratch.table.data();
-#ifdef ALARA_HAVE_AVX512_PATH
-  const int64_t spacing =
-      split != nullptr ? avx512::fan_plane_table_split(table, *split, n,
-                                                       fp.rising, static_cast<int>(plane), fp.ia, fp.ib)
-      : wide ? avx512::fan_plane_table(table, al, be, n, fp.rising, plane, fp.ia, fp.ib, S)
-             : avx2::fan_plane_table(table, al, be, n, fp.rising, plane, fp.ia, fp.ib, S);
-#else
-  const int64_t spacing = avx2::fan_plane_table(table, al, be, n, fp.rising, plane, fp.ia, fp.ib, S);
-#endif
+// One segment's rays onto one plane through the AVX2 lanes (`wide`: the AVX-512 lanes,
+// simd_avx512.h), from the plane's position table (its 32 sentinels included) and smallest
+// spacing; false where the rays are too dense for the lanes (the generic path runs
+// instead).
+bool fan_bp_plane_lanes(float* row, int64_t bc, const FanPlane& fp, const int32_t* table, int64_t spacing,
+                        int n_other, FanScratch& scratch, const float* c, bool wide, const float* c_cm,
+                        int64_t cm_stride) {
   if (spacing <= 0) return false;
+  const int S = scratch.S;
   // rays in an open interval of 2 pixels (in 32 bits: 2^(S+1) <= 2^30, spacing <= 2^30,
   // and a 64-bit division cost as much as a plane's set-up)
   const int64_t T = static_cast<int64_t>(static_cast<uint32_t>((2u << S) - 1) / static_cast<uint32_t>(spacing)) + 1;
@@ -494,6 +491,40 @@ bool fan_bp_plane_avx2(float* row, int64_t bc, const FanPlane& fp, const double*
                           scratch.wt.data(), scratch.idx.data(), scratch.stride);
   return true;
 }
+
+// One segment's rays onto one plane (float; bc channels, channels-last): its position
+// table, then fan_bp_plane_lanes.
+bool fan_bp_plane_avx2(float* row, int64_t bc, const FanPlane& fp, const double* al,
+                       const double* be, int n, double plane, int n_other, FanScratch& scratch,
+                       const float* c, bool wide, const float* c_cm = nullptr, int64_t cm_stride = 0,
+                       const avx512::SplitLines* split = nullptr) {
+  if (fp.ia >= fp.ib) return true;  // no ray of the segment reaches the plane's pixels
+  const int S = scratch.S;
+  int32_t* table = scratch.table.data();
+#ifdef ALARA_HAVE_AVX512_PATH
+  const int64_t spacing =
+      split != nullptr ? avx512::fan_plane_table_split(table, *split, n,
+                                                       fp.rising, static_cast<int>(plane), fp.ia, fp.ib)
+      : wide ? avx512::fan_plane_table(table, al, be, n, fp.rising, plane, fp.ia, fp.ib, S)
+             : avx2::fan_plane_table(table, al, be, n, fp.rising, plane, fp.ia, fp.ib, S);
+#else
+  const int64_t spacing = avx2::fan_plane_table(table, al, be, n, fp.rising, plane, fp.ia, fp.ib, S);
+#endif
+  return fan_bp_plane_lanes(row, bc, fp, table, spacing, n_other, scratch, c, wide, c_cm, cm_stride);
+}
+
+#ifdef ALARA_HAVE_AVX512_PATH
+// fan_plane_tables_split for np = 1 .. 4 planes.
+inline void fan_plane_tables_split(int np, int32_t* const* P, int64_t* spacing, const avx512::SplitLines& L,
+                                   int n, bool rising, int p0, int ia, int ib) {
+  switch (np) {
+    case 1: return avx512::fan_plane_tables_split<1>(P, spacing, L, n, rising, p0, ia, ib);
+    case 2: return avx512::fan_plane_tables_split<2>(P, spacing, L, n, rising, p0, ia, ib);
+    case 3: return avx512::fan_plane_tables_split<3>(P, spacing, L, n, rising, p0, ia, ib);
+    default: return avx512::fan_plane_tables_split<4>(P, spacing, L, n, rising, p0, ia, ib);
+  }
+}
+#endif
 #endif
 
 // Fan-beam backprojection, pixel-driven per (view, plane), the exact adjoint of the
@@ -614,7 +645,7 @@ void backproject_fan(const Geometry& g, const std::vector<double>& cs,
     }
   }
 #endif
-  constexpr int kPlanes = 4;  // planes per task
+  constexpr int kPlanes = kFanTaskPlanes;
   // Both families' planes in one task set (one join at its end, as above).
   const int64_t tasks_x = (g.n0 + kPlanes - 1) / kPlanes, tasks_y = (g.n1 + kPlanes - 1) / kPlanes;
   for_each_task(tasks_x + tasks_y, [&](int64_t task) {
@@ -636,23 +667,53 @@ void backproject_fan(const Geometry& g, const std::vector<double>& cs,
       const int n = seg.k1 - seg.k0;
       const double* al = alpha.data() + base + seg.k0;
       const double* be = beta.data() + base + seg.k0;
+#ifdef ALARA_HAVE_AVX2_PATH
+      // The planes' lane maps, and for split lines (AVX-512) all the task's tables in one
+      // pass over the union of their ray ranges (fused): where every plane takes the lanes
+      // and the rays run the same way on each.  A plane's table then also holds rays
+      // beyond its own range; those lie past its pixels (weight 0), and the smallest
+      // spacing over the union can only add a tap.
+      FanPlane fps[kFanTaskPlanes];
+      int32_t* tables[kFanTaskPlanes];
+      int64_t spacings[kFanTaskPlanes];
+      bool fused = false;
+      const avx512::SplitLines lines{split_ai.data() + base + seg.k0, split_bi.data() + base + seg.k0,
+                                     split_af.data() + base + seg.k0, split_bf.data() + base + seg.k0};
+      if constexpr (std::is_same_v<scalar_t, float>) {
+        if (use_avx2) {
+          int ia = n, ib = 0;
+          fused = use_avx512 && seg.split;
+          for (int64_t p = pb; p < pe; ++p) {
+            FanPlane& fp = fps[p - pb];
+            fp = fan_plane(g, cs[seg.view], sn[seg.view], xd, static_cast<double>(p), seg.k0, seg.k1, n_other);
+            fused = fused && fp.ok && fp.rising == fps[0].rising;
+            if (fp.ia < fp.ib) ia = std::min(ia, fp.ia), ib = std::max(ib, fp.ib);
+            tables[p - pb] = scratch.tables.data() + (p - pb) * (K + 64);
+          }
+          if (fused && ia < ib)
+            fan_plane_tables_split(static_cast<int>(pe - pb), tables, spacings, lines, n, fps[0].rising,
+                                   static_cast<int>(pb), ia, ib);
+        }
+      }
+#endif
       for (int64_t p = pb; p < pe; ++p) {
         const double pp = static_cast<double>(p);
         scalar_t* row = acc + p * n_other * bc;
 #ifdef ALARA_HAVE_AVX2_PATH
         if constexpr (std::is_same_v<scalar_t, float>) {
           if (use_avx2) {
-            const FanPlane fp = fan_plane(g, cs[seg.view], sn[seg.view], xd, pp, seg.k0, seg.k1, n_other);
+            const FanPlane& fp = fps[p - pb];
             const float* c_cm = cw_cm.empty() ? nullptr
                                 : (fp.rising ? cw_cm : cw_rev_cm).data() + base + seg.k0;
-            // (the AVX-512 path's code exists wherever the AVX2 path's does: simd_avx512.h)
-            const avx512::SplitLines lines{split_ai.data() + base + seg.k0, split_bi.data() + base + seg.k0,
-                                           split_af.data() + base + seg.k0, split_bf.data() + base + seg.k0};
-            const avx512::SplitLines* split = seg.split ? &lines : nullptr;
-            if (fp.ok && fan_bp_plane_avx2(row, bc, fp, al, be, n, pp, n_other, scratch,
-                                           (fp.rising ? cw : cw_rev).data() + (base + seg.k0) * bc,
-                                           use_avx512, c_cm, cm_stride, split))
+            const float* c = (fp.rising ? cw : cw_rev).data() + (base + seg.k0) * bc;
+            if (fused) {
+              if (fp.ia >= fp.ib || fan_bp_plane_lanes(row, bc, fp, tables[p - pb], spacings[p - pb], n_other,
+                                                       scratch, c, true, c_cm, cm_stride))
+                continue;
+            } else if (fp.ok && fan_bp_plane_avx2(row, bc, fp, al, be, n, pp, n_other, scratch, c, use_avx512,
+                                                  c_cm, cm_stride, seg.split ? &lines : nullptr)) {
               continue;
+            }
           }
         }
 #endif
