@@ -430,8 +430,12 @@ FanPlane fan_plane(const Geometry& g, double c, double sn, bool xd, double plane
   return fp;
 }
 
-// Planes per task of the fan-beam backprojection.
-constexpr int kFanTaskPlanes = 4;
+// Planes per task of the fan-beam backprojection, and per pass of its AVX-512 position
+// tables.  A task streams every segment's lines and values of its family through the
+// cache (about 4 MB at 720 views of 513 bins), so it takes many planes: 4 per task made
+// the tables' pass wait on those loads.
+constexpr int kFanTaskPlanes = 16;
+constexpr int kFanTablePlanes = 4;
 
 #ifdef ALARA_HAVE_AVX2_PATH
 // Fixed-point scale of fan_bp_plane_avx2's positions: (n_other + 8) 2^S <= 2^29.
@@ -447,13 +451,13 @@ constexpr int kMaxFanTaps = 24;
 // Scratch of one task for fan_bp_plane_avx2.
 struct FanScratch {
   std::vector<int32_t> table;  // positions (K + 64)
-  std::vector<int32_t> tables;  // a task's planes' positions, kFanTaskPlanes x (K + 64)
+  std::vector<int32_t> tables;  // a task's planes' positions, kFanTablePlanes x (K + 64)
   std::vector<float> wt;       // tap weights, kMaxFanTaps x stride (channels only)
   std::vector<int32_t> idx;    // tap rays, likewise
   int stride;
   int S;  // fan_fixed_shift(n_other)
   FanScratch(int K, int n_other, int64_t bc)
-      : table(K + 64), tables(kFanTaskPlanes * (K + 64)), wt(bc > 1 ? kMaxFanTaps * (n_other + 8) : 0),
+      : table(K + 64), tables(kFanTablePlanes * (K + 64)), wt(bc > 1 ? kMaxFanTaps * (n_other + 8) : 0),
         idx(bc > 1 ? kMaxFanTaps * (n_other + 8) : 0), stride(n_other + 8), S(fan_fixed_shift(n_other)) {}
 };
 
@@ -667,74 +671,79 @@ void backproject_fan(const Geometry& g, const std::vector<double>& cs,
       const int n = seg.k1 - seg.k0;
       const double* al = alpha.data() + base + seg.k0;
       const double* be = beta.data() + base + seg.k0;
+      // (the task's planes in groups of kFanTablePlanes: a group's tables are built in one
+      // pass, and the segment's lines stay in L1 from one group to the next)
+      for (int64_t gb = pb; gb < pe; gb += kFanTablePlanes) {
+        const int64_t ge = std::min<int64_t>(pe, gb + kFanTablePlanes);
 #ifdef ALARA_HAVE_AVX2_PATH
-      // The planes' lane maps, and for split lines (AVX-512) all the task's tables in one
-      // pass over the union of their ray ranges (fused): where every plane takes the lanes
-      // and the rays run the same way on each.  A plane's table then also holds rays
-      // beyond its own range; those lie past its pixels (weight 0), and the smallest
-      // spacing over the union can only add a tap.
-      FanPlane fps[kFanTaskPlanes];
-      int32_t* tables[kFanTaskPlanes];
-      int64_t spacings[kFanTaskPlanes];
-      bool fused = false;
-      const avx512::SplitLines lines{split_ai.data() + base + seg.k0, split_bi.data() + base + seg.k0,
-                                     split_af.data() + base + seg.k0, split_bf.data() + base + seg.k0};
-      if constexpr (std::is_same_v<scalar_t, float>) {
-        if (use_avx2) {
-          int ia = n, ib = 0;
-          fused = use_avx512 && seg.split;
-          for (int64_t p = pb; p < pe; ++p) {
-            FanPlane& fp = fps[p - pb];
-            fp = fan_plane(g, cs[seg.view], sn[seg.view], xd, static_cast<double>(p), seg.k0, seg.k1, n_other);
-            fused = fused && fp.ok && fp.rising == fps[0].rising;
-            if (fp.ia < fp.ib) ia = std::min(ia, fp.ia), ib = std::max(ib, fp.ib);
-            tables[p - pb] = scratch.tables.data() + (p - pb) * (K + 64);
-          }
-          if (fused && ia < ib)
-            fan_plane_tables_split(static_cast<int>(pe - pb), tables, spacings, lines, n, fps[0].rising,
-                                   static_cast<int>(pb), ia, ib);
-        }
-      }
-#endif
-      for (int64_t p = pb; p < pe; ++p) {
-        const double pp = static_cast<double>(p);
-        scalar_t* row = acc + p * n_other * bc;
-#ifdef ALARA_HAVE_AVX2_PATH
+        // The group's lane maps, and for split lines (AVX-512) all its tables in one
+        // pass over the union of their ray ranges (fused): where every plane takes the lanes
+        // and the rays run the same way on each.  A plane's table then also holds rays
+        // beyond its own range; those lie past its pixels (weight 0), and the smallest
+        // spacing over the union can only add a tap.
+        FanPlane fps[kFanTablePlanes];
+        int32_t* tables[kFanTablePlanes];
+        int64_t spacings[kFanTablePlanes];
+        bool fused = false;
+        const avx512::SplitLines lines{split_ai.data() + base + seg.k0, split_bi.data() + base + seg.k0,
+                                       split_af.data() + base + seg.k0, split_bf.data() + base + seg.k0};
         if constexpr (std::is_same_v<scalar_t, float>) {
           if (use_avx2) {
-            const FanPlane& fp = fps[p - pb];
-            const float* c_cm = cw_cm.empty() ? nullptr
-                                : (fp.rising ? cw_cm : cw_rev_cm).data() + base + seg.k0;
-            const float* c = (fp.rising ? cw : cw_rev).data() + (base + seg.k0) * bc;
-            if (fused) {
-              if (fp.ia >= fp.ib || fan_bp_plane_lanes(row, bc, fp, tables[p - pb], spacings[p - pb], n_other,
-                                                       scratch, c, true, c_cm, cm_stride))
-                continue;
-            } else if (fp.ok && fan_bp_plane_avx2(row, bc, fp, al, be, n, pp, n_other, scratch, c, use_avx512,
-                                                  c_cm, cm_stride, seg.split ? &lines : nullptr)) {
-              continue;
+            int ia = n, ib = 0;
+            fused = use_avx512 && seg.split;
+            for (int64_t p = gb; p < ge; ++p) {
+              FanPlane& fp = fps[p - gb];
+              fp = fan_plane(g, cs[seg.view], sn[seg.view], xd, static_cast<double>(p), seg.k0, seg.k1, n_other);
+              fused = fused && fp.ok && fp.rising == fps[0].rising;
+              if (fp.ia < fp.ib) ia = std::min(ia, fp.ia), ib = std::max(ib, fp.ib);
+              tables[p - gb] = scratch.tables.data() + (p - gb) * (K + 64);
             }
+            if (fused && ia < ib)
+              fan_plane_tables_split(static_cast<int>(ge - gb), tables, spacings, lines, n, fps[0].rising,
+                                     static_cast<int>(gb), ia, ib);
           }
         }
 #endif
-        // positions in increasing order (they are monotone along a segment)
-        const bool rising = al[n - 1] + be[n - 1] * pp >= al[0] + be[0] * pp;
-        double* Pd = P.data();
-        if (rising) {
-          for (int i = 0; i < n; ++i) Pd[i] = al[i] + be[i] * pp;
-        } else {
-          for (int i = 0; i < n; ++i) Pd[i] = al[n - 1 - i] + be[n - 1 - i] * pp;
-        }
-        const scalar_t* ci = (rising ? cw : cw_rev).data() + (base + seg.k0) * bc;
-        if constexpr (DW) {
-          const double pc = pmin + (p + 0.5) * pd;
-          const double c_ = cs[seg.view], s_ = sn[seg.view];
-          for (int j = 0; j < n_other; ++j) {
-            const double oc = omin + (j + 0.5) * od;
-            dw[j] = xd ? distance_weight(g, c_, s_, pc, oc) : distance_weight(g, c_, s_, oc, pc);
+        for (int64_t p = gb; p < ge; ++p) {
+          const double pp = static_cast<double>(p);
+          scalar_t* row = acc + p * n_other * bc;
+#ifdef ALARA_HAVE_AVX2_PATH
+          if constexpr (std::is_same_v<scalar_t, float>) {
+            if (use_avx2) {
+              const FanPlane& fp = fps[p - gb];
+              const float* c_cm = cw_cm.empty() ? nullptr
+                                  : (fp.rising ? cw_cm : cw_rev_cm).data() + base + seg.k0;
+              const float* c = (fp.rising ? cw : cw_rev).data() + (base + seg.k0) * bc;
+              if (fused) {
+                if (fp.ia >= fp.ib || fan_bp_plane_lanes(row, bc, fp, tables[p - gb], spacings[p - gb], n_other,
+                                                         scratch, c, true, c_cm, cm_stride))
+                  continue;
+              } else if (fp.ok && fan_bp_plane_avx2(row, bc, fp, al, be, n, pp, n_other, scratch, c, use_avx512,
+                                                    c_cm, cm_stride, seg.split ? &lines : nullptr)) {
+                continue;
+              }
+            }
           }
+#endif
+          // positions in increasing order (they are monotone along a segment)
+          const bool rising = al[n - 1] + be[n - 1] * pp >= al[0] + be[0] * pp;
+          double* Pd = P.data();
+          if (rising) {
+            for (int i = 0; i < n; ++i) Pd[i] = al[i] + be[i] * pp;
+          } else {
+            for (int i = 0; i < n; ++i) Pd[i] = al[n - 1 - i] + be[n - 1 - i] * pp;
+          }
+          const scalar_t* ci = (rising ? cw : cw_rev).data() + (base + seg.k0) * bc;
+          if constexpr (DW) {
+            const double pc = pmin + (p + 0.5) * pd;
+            const double c_ = cs[seg.view], s_ = sn[seg.view];
+            for (int j = 0; j < n_other; ++j) {
+              const double oc = omin + (j + 0.5) * od;
+              dw[j] = xd ? distance_weight(g, c_, s_, pc, oc) : distance_weight(g, c_, s_, oc, pc);
+            }
+          }
+          fan_bp_row_generic(row, n_other, bc, P.data(), ci, n, DW ? dw.data() : nullptr);
         }
-        fan_bp_row_generic(row, n_other, bc, P.data(), ci, n, DW ? dw.data() : nullptr);
       }
     }
   });
