@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "../ops.h"
+#include "fan_rays.h"
 #include "parallel.h"
 #include "simd_avx2.h"
 #include "simd_avx512.h"
@@ -348,14 +349,6 @@ void fan_bp_row_generic(scalar_t* acc, int n, int64_t bc, const double* P, const
   }
 }
 
-// A run of consecutive bins of one view whose rays are all x- or all y-dominant and point
-// the same way along the family's axis.
-struct FanSegment {
-  int64_t view;
-  int k0, k1;          // bins [k0, k1)
-  bool split = false;  // its rays have split lines (avx512::SplitLines)
-};
-
 // A segment's rays on one plane of a fan-beam view, for the AVX2 lanes: the lane map
 // (see avx2::FanLaneMap), whether the rays' positions increase with the bin, and the range
 // [ia, ib) of positions (in increasing order) that can reach the plane's pixels.
@@ -438,13 +431,6 @@ constexpr int kFanTaskPlanes = 16;
 constexpr int kFanTablePlanes = 4;
 
 #ifdef ALARA_HAVE_AVX2_PATH
-// Fixed-point scale of fan_bp_plane_avx2's positions: (n_other + 8) 2^S <= 2^29.
-inline int fan_fixed_shift(int n_other) {
-  int S = 29;
-  while (S > 0 && (static_cast<int64_t>(n_other) + 8) << S > (int64_t{1} << 29)) --S;
-  return std::min(S, 23);
-}
-
 // Taps per pixel above which the rays are too dense for the AVX2 lanes (generic path).
 constexpr int kMaxFanTaps = 24;
 
@@ -550,16 +536,6 @@ void backproject_fan(const Geometry& g, const std::vector<double>& cs,
                      scalar_t* acc_x, scalar_t* acc_y) {
   const int64_t n_views = static_cast<int64_t>(cs.size());
   const int K = g.n_bins;
-  std::vector<double> alpha(n_views * K), beta(n_views * K);
-  // Each ray's family (x- or y-dominant) and the sign of its direction along the family's
-  // axis: 2 * (y-dominant) + (negative).  Rays of one code and view lie in a pencil that
-  // crosses every plane in bin order, so their positions on a plane are monotone.  A run
-  // of one family can hold both signs where the bins are coarse enough to skip the other
-  // family's wedge (very flat pixels): positions then fold back.
-  std::vector<uint8_t> code(n_views * K);
-  // ray weight * sinogram value, padded: the AVX2 lanes read up to kMaxFanTaps + 34 rays
-  // past a segment's end
-  std::vector<scalar_t> cw((n_views * K + kMaxFanTaps + 64) * bc + 16);
 #ifdef ALARA_HAVE_AVX2_PATH
   const bool use_avx2 = std::is_same_v<scalar_t, float> && !DW && avx2::supported();
 #ifdef ALARA_HAVE_AVX512_PATH
@@ -567,69 +543,25 @@ void backproject_fan(const Geometry& g, const std::vector<double>& cs,
 #else
   const bool use_avx512 = false;
 #endif
+#else
+  const bool use_avx512 = false;
 #endif
-#ifdef ALARA_HAVE_AVX512_PATH
-  // The AVX-512 position tables come from split lines (avx512::SplitLines) where every ray
-  // of a segment stays within +-2^30 units on every plane (so the 32-bit sums cannot
-  // overflow); other segments keep the double tables.
-  std::vector<int32_t> split_ai, split_bi;
-  std::vector<float> split_af, split_bf;
-  std::vector<uint8_t> split_fits;
-  if (use_avx512) {
-    const int64_t m = n_views * K + 16;  // (the tables' masked loads stay inside)
-    split_ai.assign(m, 0), split_bi.assign(m, 0), split_af.assign(m, 0.f), split_bf.assign(m, 0.f);
-    split_fits.assign(m, 0);
-  }
-#endif
-  // (the split lines in the same task set: every set ends in a join, which beside another
-  // process can wait a time slice for a descheduled thread)
+  const std::shared_ptr<const FanRays> rays = fan_rays(g, cs, sn, use_avx512);
+  const std::vector<double>& alpha = rays->alpha;
+  const std::vector<double>& beta = rays->beta;
+  const std::vector<FanSegment>* segments = rays->segments;
+  // ray weight * sinogram value, and the same with every segment's bins reversed; padded:
+  // the AVX2 lanes read up to kMaxFanTaps + 34 rays past a segment's end
+  std::vector<scalar_t> cw((n_views * K + kMaxFanTaps + 64) * bc + 16), cw_rev(cw.size());
   for_each_chunk(n_views * K, 4096, [&](int64_t r0, int64_t r1) {
-    // (the view and bin stepped along, not divided out per ray: a 64-bit division cost
-    // about a third of this loop)
-    int64_t v = r0 / K;
-    int k = static_cast<int>(r0 - v * K);
-    for (int64_t r = r0; r < r1; ++r, ++k) {
+    const int64_t v0 = r0 / K;
+    for (int64_t r = r0, v = v0, k = r0 - v0 * K; r < r1; ++r, ++k) {
       if (k == K) k = 0, ++v;
-      const Ray ray = make_ray(g, cs[v], sn[v], g.s0 + g.ds * k);
-      const Joseph j = joseph(g, ray);
-      alpha[r] = j.alpha;
-      beta[r] = j.beta;
-      code[r] = static_cast<uint8_t>((j.xdom ? 0 : 2) + ((j.xdom ? ray.vx : ray.vy) < 0 ? 1 : 0));
-      const scalar_t w = static_cast<scalar_t>(j.weight);
-      for (int64_t ch = 0; ch < bc; ++ch) cw[r * bc + ch] = w * y[r * bc + ch];
-#ifdef ALARA_HAVE_AVX512_PATH
-      if (!use_avx512) continue;
-      const int n_planes = j.xdom ? g.n0 : g.n1, n_other = j.xdom ? g.n1 : g.n0;
-      const double sc = static_cast<double>(1 << fan_fixed_shift(n_other)), lim = static_cast<double>(1 << 30);
-      const double A = j.alpha * sc, B = j.beta * sc;
-      if (!(std::fabs(A) <= lim && std::fabs(A + B * (n_planes - 1)) <= lim)) continue;
-      const double ai = std::nearbyint(A), bi = std::nearbyint(B);
-      split_ai[r] = static_cast<int32_t>(ai);
-      split_bi[r] = static_cast<int32_t>(bi);
-      split_af[r] = static_cast<float>(A - ai);
-      split_bf[r] = static_cast<float>(B - bi);
-      split_fits[r] = 1;
-#endif
+      const scalar_t w = static_cast<scalar_t>(rays->weight[r]);
+      const int64_t rr = v * K + rays->reversed[r];
+      for (int64_t ch = 0; ch < bc; ++ch) cw_rev[rr * bc + ch] = cw[r * bc + ch] = w * y[r * bc + ch];
     }
   });
-  std::vector<FanSegment> segments[2];  // per family, in view order
-  std::vector<scalar_t> cw_rev(cw.size());  // cw with every segment's bins reversed (padded)
-  for (int64_t v = 0; v < n_views; ++v) {
-    int k0 = 0;
-    for (int k = 1; k <= K; ++k) {
-      if (k == K || code[v * K + k] != code[v * K + k0]) {
-        bool split = false;
-#ifdef ALARA_HAVE_AVX512_PATH
-        if (use_avx512)
-          split = std::all_of(split_fits.begin() + v * K + k0, split_fits.begin() + v * K + k, [](uint8_t f) { return f != 0; });
-#endif
-        segments[code[v * K + k0] >> 1].push_back(FanSegment{v, k0, k, split});
-        for (int i = k0; i < k; ++i)
-          std::copy_n(cw.data() + (v * K + k0 + k - 1 - i) * bc, bc, cw_rev.data() + (v * K + i) * bc);
-        k0 = k;
-      }
-    }
-  }
   // 2 .. 4 channels through the AVX-512 lanes (a small orbit's or batch's channels share
   // each pixel's taps): the values channel-major, as the lanes' windows load them.
   const int64_t cm_stride = n_views * K + kMaxFanTaps + 64;
@@ -685,8 +617,8 @@ void backproject_fan(const Geometry& g, const std::vector<double>& cs,
         int32_t* tables[kFanTablePlanes];
         int64_t spacings[kFanTablePlanes];
         bool fused = false;
-        const avx512::SplitLines lines{split_ai.data() + base + seg.k0, split_bi.data() + base + seg.k0,
-                                       split_af.data() + base + seg.k0, split_bf.data() + base + seg.k0};
+        const avx512::SplitLines lines{rays->split_ai.data() + base + seg.k0, rays->split_bi.data() + base + seg.k0,
+                                       rays->split_af.data() + base + seg.k0, rays->split_bf.data() + base + seg.k0};
         if constexpr (std::is_same_v<scalar_t, float>) {
           if (use_avx2) {
             int ia = n, ib = 0;

@@ -146,3 +146,45 @@ def test_fan_lane_map_on_a_long_detector():
     gen = torch.Generator().manual_seed(3)
     y = torch.rand((1, 1) + g.sinogram_shape, generator=gen, dtype=torch.float64)
     assert _rel(native.backproject(y.float(), p, g.angles), _oracle_backproject(y, g)) < 2e-5
+
+
+def test_fan_ray_tables_follow_every_field_of_the_geometry():
+    """The fan BP keeps its per-ray tables (csrc/cpu/fan_rays.h) for the next calls with
+    the same geometry, at most four geometries.  Geometries that differ in one field only
+    (one angle, the source distance, the detector offset or spacing, the detector's shape,
+    the grid's placement), called in turn and round again past the cache's size, in float32
+    (split lines) and float64 (none), must each match the oracle: a key that missed a field
+    would hand one geometry another's tables."""
+    from alara.geometry import FanBeam, ImageGrid
+
+    grid = ImageGrid.square(32, 0.05)
+    # (views without the square's symmetries: every call takes the per-view kernel with
+    # all its views, rather than the symmetric path's subsets)
+    angles = torch.linspace(0.1, 6.0, 23, dtype=torch.float64)
+    moved = angles.clone()
+    moved[7] += 0.01
+
+    def fan(angles=angles, src=0.1, offset=0.0, ds=1.6e-3, detector="flat", grid=grid):
+        return FanBeam(grid, angles, 40, ds, src_radius=src, det_radius=src, detector=detector,
+                       bin_offset=offset)
+
+    variants = [fan(), fan(angles=moved), fan(src=0.11), fan(offset=4e-4), fan(ds=1.7e-3),
+                fan(detector="curved", ds=1.6e-2),
+                fan(grid=ImageGrid((32, 32), (-0.024, -0.025), (0.026, 0.025)))]
+    gen = torch.Generator().manual_seed(11)
+    y = torch.rand((1, 1) + variants[0].sinogram_shape, generator=gen, dtype=torch.float64)
+    expected = [_oracle_backproject(y, g) for g in variants]
+    assert all(_rel(bp, expected[0]) > 1e-3 for bp in expected[1:])  # each field matters
+
+    def check(i: int) -> None:
+        p = GeometryParams.of(variants[i])
+        assert _rel(native.backproject(y.float(), p, variants[i].angles), expected[i]) < 2e-5
+        assert _rel(native.backproject(y, p, variants[i].angles), expected[i]) < 1e-10
+
+    # each variant right after the first geometry, whose tables are then in the cache;
+    # then all in turn, round past the cache's size
+    for i in range(1, len(variants)):
+        check(0)
+        check(i)
+    for i in list(range(len(variants))) * 2:
+        check(i)
