@@ -504,14 +504,52 @@ bool fan_bp_plane_avx2(float* row, int64_t bc, const FanPlane& fp, const double*
 }
 
 #ifdef ALARA_HAVE_AVX512_PATH
-// fan_plane_tables_split for np = 1 .. 4 planes.
-inline void fan_plane_tables_split(int np, int32_t* const* P, int64_t* spacing, const avx512::SplitLines& L,
-                                   int n, bool rising, int p0, int ia, int ib) {
+// avx512::fan_plane_tables_split for np = 1 .. 4 planes.
+template <bool kSpacing, bool kRising>
+inline void fan_plane_tables_split_t(int np, int32_t* const* P, int64_t* spacing, const avx512::SplitLines& L,
+                                     int n, int p0, int ia, int ib) {
   switch (np) {
-    case 1: return avx512::fan_plane_tables_split<1>(P, spacing, L, n, rising, p0, ia, ib);
-    case 2: return avx512::fan_plane_tables_split<2>(P, spacing, L, n, rising, p0, ia, ib);
-    case 3: return avx512::fan_plane_tables_split<3>(P, spacing, L, n, rising, p0, ia, ib);
-    default: return avx512::fan_plane_tables_split<4>(P, spacing, L, n, rising, p0, ia, ib);
+    case 1: return avx512::fan_plane_tables_split<1, kSpacing, kRising>(P, spacing, L, n, p0, ia, ib);
+    case 2: return avx512::fan_plane_tables_split<2, kSpacing, kRising>(P, spacing, L, n, p0, ia, ib);
+    case 3: return avx512::fan_plane_tables_split<3, kSpacing, kRising>(P, spacing, L, n, p0, ia, ib);
+    default: return avx512::fan_plane_tables_split<4, kSpacing, kRising>(P, spacing, L, n, p0, ia, ib);
+  }
+}
+
+// How far a split table's smallest spacing can lie below the smaller of its two end
+// spacings on a flat detector (units of 2^-S pixel; see fan_plane_tables).  Each position
+// is within 1.5 units of the exact crossing (the double table's rounding, then the
+// split's one unit), so each spacing within 3 units of the exact one.
+constexpr int64_t kEndSpacingSlack = 8;
+
+// The position tables of one group of planes (fps[q] for plane p0 + q, np of them, all
+// rising or all falling) over the union [ia, ib) of their ray ranges, and each plane's
+// smallest spacing over its own range.  On a flat detector the rays meet a plane's line at
+// a projective function of the bin, (a + b k) / (c + d k), with c + d k of one sign along a
+// segment (its rays all cross the plane's line ahead of the source): its slope, hence the
+// spacing of consecutive rays, is monotone in k, and the smallest spacing is at an end of
+// the range (less kEndSpacingSlack for rounding).  That spares the pass a third of its
+// work; a curved detector's spacing is smallest inside the range (sec^2 of the angle), so
+// there the pass finds it.
+inline void fan_plane_tables(int np, const FanPlane* fps, int32_t* const* P, int64_t* spacing,
+                             const avx512::SplitLines& L, int n, int p0, int ia, int ib, bool flat) {
+  const bool rising = fps[0].rising;
+  if (!flat) {
+    (rising ? fan_plane_tables_split_t<true, true> : fan_plane_tables_split_t<true, false>)(np, P, spacing, L, n,
+                                                                                           p0, ia, ib);
+    return;
+  }
+  (rising ? fan_plane_tables_split_t<false, true> : fan_plane_tables_split_t<false, false>)(np, P, spacing, L, n,
+                                                                                           p0, ia, ib);
+  for (int q = 0; q < np; ++q) {
+    const int a = fps[q].ia, b = fps[q].ib;
+    if (b - a < 2) {
+      spacing[q] = 1 << 30;  // (as the pass: no two rays)
+      continue;
+    }
+    const int64_t ends = std::min<int64_t>(static_cast<int64_t>(P[q][a + 1]) - P[q][a],
+                                           static_cast<int64_t>(P[q][b - 1]) - P[q][b - 2]);
+    spacing[q] = ends - kEndSpacingSlack;
   }
 }
 #endif
@@ -631,8 +669,8 @@ void backproject_fan(const Geometry& g, const std::vector<double>& cs,
               tables[p - gb] = scratch.tables.data() + (p - gb) * (K + 64);
             }
             if (fused && ia < ib)
-              fan_plane_tables_split(static_cast<int>(ge - gb), tables, spacings, lines, n, fps[0].rising,
-                                     static_cast<int>(gb), ia, ib);
+              fan_plane_tables(static_cast<int>(ge - gb), fps, tables, spacings, lines, n, static_cast<int>(gb),
+                               ia, ib, g.kind == FAN_FLAT);
           }
         }
 #endif

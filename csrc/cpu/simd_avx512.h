@@ -528,10 +528,11 @@ ALARA_AVX512 inline int64_t fan_plane_table_split(int32_t* P, const SplitLines& 
 // fan_plane_table_split for the NP consecutive planes p0 .. p0 + NP - 1 of one task at
 // once, over one range [ia, ib) of rays: each step loads the lines once, and the integer
 // parts step by bi from plane to plane (one add instead of a multiply).  P[q] gets plane
-// p0 + q's positions and 32 sentinels, spacing[q] its smallest spacing over [ia, ib).
-template <int NP>
+// p0 + q's positions and 32 sentinels; with kSpacing, spacing[q] its smallest spacing over
+// [ia, ib) (without, the caller finds it: a flat detector's is at an end of the range).
+template <int NP, bool kSpacing, bool kRising>
 ALARA_AVX512 inline void fan_plane_tables_split(int32_t* const* P, int64_t* spacing, const SplitLines& L,
-                                                int n, bool rising, int p0, int ia, int ib) {
+                                                int n, int p0, int ia, int ib) {
   const int32_t* __restrict__ ai = L.ai;
   const int32_t* __restrict__ bi = L.bi;
   const float* __restrict__ af = L.af;
@@ -551,8 +552,7 @@ ALARA_AVX512 inline void fan_plane_tables_split(int32_t* const* P, int64_t* spac
     const __mmask16 mask = static_cast<__mmask16>((1u << m) - 1);
     // lines k .. k + m - 1; reversed segments: positions i .. i + m - 1 are the lines
     // n - 1 - i down to n - m - i, lane m - 1 - j going to i + j
-    const int k = rising ? i : n - m - i;
-    const __m512i perm = _mm512_sub_epi32(rev, _mm512_set1_epi32(16 - m));
+    const int k = kRising ? i : n - m - i;
     const __m512i b_int = _mm512_maskz_loadu_epi32(mask, bi + k);
     const __m512 a_f = _mm512_maskz_loadu_ps(mask, af + k), b_f = _mm512_maskz_loadu_ps(mask, bf + k);
     __m512i whole = _mm512_add_epi32(_mm512_maskz_loadu_epi32(mask, ai + k), _mm512_mullo_epi32(b_int, vp0));
@@ -560,11 +560,13 @@ ALARA_AVX512 inline void fan_plane_tables_split(int32_t* const* P, int64_t* spac
     for (int q = 0; q < NP; ++q) {
       if (q > 0) whole = _mm512_add_epi32(whole, b_int);
       __m512i cur = _mm512_add_epi32(whole, _mm512_cvtps_epi32(_mm512_fmadd_ps(b_f, vpf[q], a_f)));
-      if (!rising) cur = _mm512_permutexvar_epi32(perm, cur);
+      if (!kRising) cur = _mm512_permutexvar_epi32(_mm512_sub_epi32(rev, _mm512_set1_epi32(16 - m)), cur);
       _mm512_mask_storeu_epi32(P[q] + i, mask, cur);
-      vmin[q] = _mm512_mask_min_epi32(vmin[q], valid & mask, vmin[q],
-                                      _mm512_sub_epi32(cur, _mm512_alignr_epi32(cur, prev[q], 15)));
-      prev[q] = cur;
+      if (kSpacing) {
+        vmin[q] = _mm512_mask_min_epi32(vmin[q], valid & mask, vmin[q],
+                                        _mm512_sub_epi32(cur, _mm512_alignr_epi32(cur, prev[q], 15)));
+        prev[q] = cur;
+      }
     }
     valid = 0xffff;
   }
@@ -572,7 +574,7 @@ ALARA_AVX512 inline void fan_plane_tables_split(int32_t* const* P, int64_t* spac
   for (int q = 0; q < NP; ++q) {
     _mm512_storeu_si512(P[q] + ib, sentinel);
     _mm512_storeu_si512(P[q] + ib + 16, sentinel);
-    spacing[q] = _mm512_reduce_min_epi32(vmin[q]);
+    if (kSpacing) spacing[q] = _mm512_reduce_min_epi32(vmin[q]);
   }
 }
 
