@@ -150,7 +150,7 @@ ALARA_AVX512 __attribute__((always_inline)) inline __m512 atan_poly_ps(__m512 x)
 // The lane map of fan_bp_lanes_t and fan_bp_lanes_multi_t (see avx2::FanLaneMap), 16
 // pixels per block: its constants broadcast once per plane.
 struct FanLanes16 {
-  __m512 lanes, u0, du, e0, de, va, vb, one, two, zero, inv_scale, sixteen;
+  __m512 lanes, u0, du, e0, de, va, vb, one, two, zero, inv_scale, unit, sixteen;
   __m512i lanes_fix, via, vib, unit_minus_one, one_i, sixteen_fix;
   int S;
   bool poly, newton;
@@ -176,6 +176,7 @@ struct FanLanes16 {
     two = _mm512_set1_ps(2.0f);
     zero = _mm512_setzero_ps();
     inv_scale = _mm512_set1_ps(1.0f / static_cast<float>(1 << S));
+    unit = _mm512_set1_ps(static_cast<float>(1 << S));
     one_i = _mm512_set1_epi32(1);
     sixteen = _mm512_set1_ps(16.0f);
     sixteen_fix = _mm512_set1_epi32(16 << S);
@@ -246,10 +247,18 @@ struct FanLanes16 {
                                  b.first, one_i);
   }
 
-  // The taps' weights max(0, 1 - |P - j|) from positions p (times 2^S).
+  // The taps' weights times 2^S, 2^S - min(|P - j|, 2^S), from positions p (times 2^S):
+  // exact integers in float, and one range instruction (the smaller magnitude, sign
+  // cleared) does the absolute value and the clamp.  The block's sum takes the 2^-S at
+  // its store (to_acc), an exact power-of-two scaling.
   ALARA_AVX512 __attribute__((always_inline)) inline __m512 weight(__m512i p, const Block& b) const {
-    const __m512 dist = _mm512_abs_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(p, b.jfix)));
-    return _mm512_max_ps(zero, _mm512_fnmadd_ps(dist, inv_scale, one));
+    const __m512 dist = _mm512_range_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(p, b.jfix)), unit, 0x0A);
+    return _mm512_sub_ps(unit, dist);
+  }
+
+  // acc + s 2^-S (s a sum of weight() products).
+  ALARA_AVX512 __attribute__((always_inline)) inline __m512 to_acc(__m512 s, __m512 acc) const {
+    return _mm512_fmadd_ps(s, inv_scale, acc);
   }
 };
 
@@ -286,7 +295,7 @@ ALARA_AVX512 inline void fan_bp_lanes_t(float* acc, int jlo, int jhi, const int3
       }
     }
     const __mmask16 msk = jhi + 1 - j0 >= 16 ? __mmask16(0xffff) : __mmask16((1u << (jhi + 1 - j0)) - 1);
-    _mm512_mask_storeu_ps(acc + j0, msk, _mm512_add_ps(_mm512_maskz_loadu_ps(msk, acc + j0), s));
+    _mm512_mask_storeu_ps(acc + j0, msk, map.to_acc(s, _mm512_maskz_loadu_ps(msk, acc + j0)));
   }
 }
 
@@ -385,7 +394,7 @@ ALARA_AVX512 inline void fan_bp_lanes_multi_t(float* acc, int jlo, int jhi, cons
       const __m512 v = C == 2 ? va_
                               : _mm512_mask_blend_ps(from_b[k], va_,
                                                      _mm512_permutex2var_ps(s[2], idx_b[k], s[C == 4 ? 3 : 2]));
-      _mm512_mask_storeu_ps(a + 16 * k, msk, _mm512_add_ps(_mm512_maskz_loadu_ps(msk, a + 16 * k), v));
+      _mm512_mask_storeu_ps(a + 16 * k, msk, map.to_acc(v, _mm512_maskz_loadu_ps(msk, a + 16 * k)));
     }
   }
 }
