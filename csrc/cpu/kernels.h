@@ -623,6 +623,9 @@ void backproject_fan(const Geometry& g, const std::vector<double>& cs,
   // Both families' planes in one task set (one join at its end, as above).
   const int64_t tasks_x = (g.n0 + kPlanes - 1) / kPlanes, tasks_y = (g.n1 + kPlanes - 1) / kPlanes;
   for_each_task(tasks_x + tasks_y, [&](int64_t task) {
+    // (a local copy: the table and row stores could alias a reference, so the compiler
+    // would reload the geometry and redo fan_plane's per-geometry divisions every plane)
+    const Geometry gl = g;
     const int f = task < tasks_x ? 0 : 1;
     const bool xd = f == 0;
     const int n_planes = xd ? g.n0 : g.n1, n_other = xd ? g.n1 : g.n0;
@@ -641,6 +644,19 @@ void backproject_fan(const Geometry& g, const std::vector<double>& cs,
       const int n = seg.k1 - seg.k0;
       const double* al = alpha.data() + base + seg.k0;
       const double* be = beta.data() + base + seg.k0;
+#ifdef ALARA_HAVE_AVX2_PATH
+      // The lane maps of all the task's planes first: each is a chain of dependent
+      // divisions and roundings, and side by side they overlap instead of each stalling
+      // its group's tables.
+      FanPlane fps_all[kFanTaskPlanes];
+      if constexpr (std::is_same_v<scalar_t, float>) {
+        if (use_avx2) {
+          for (int64_t p = pb; p < pe; ++p)
+            fps_all[p - pb] = fan_plane(gl, cs[seg.view], sn[seg.view], xd, static_cast<double>(p), seg.k0, seg.k1,
+                                        n_other);
+        }
+      }
+#endif
       // (the task's planes in groups of kFanTablePlanes: a group's tables are built in one
       // pass, and the segment's lines stay in L1 from one group to the next)
       for (int64_t gb = pb; gb < pe; gb += kFanTablePlanes) {
@@ -651,7 +667,7 @@ void backproject_fan(const Geometry& g, const std::vector<double>& cs,
         // and the rays run the same way on each.  A plane's table then also holds rays
         // beyond its own range; those lie past its pixels (weight 0), and the smallest
         // spacing over the union can only add a tap.
-        FanPlane fps[kFanTablePlanes];
+        const FanPlane* fps = fps_all + (gb - pb);
         int32_t* tables[kFanTablePlanes];
         int64_t spacings[kFanTablePlanes];
         bool fused = false;
@@ -662,8 +678,7 @@ void backproject_fan(const Geometry& g, const std::vector<double>& cs,
             int ia = n, ib = 0;
             fused = use_avx512 && seg.split;
             for (int64_t p = gb; p < ge; ++p) {
-              FanPlane& fp = fps[p - gb];
-              fp = fan_plane(g, cs[seg.view], sn[seg.view], xd, static_cast<double>(p), seg.k0, seg.k1, n_other);
+              const FanPlane& fp = fps[p - gb];
               fused = fused && fp.ok && fp.rising == fps[0].rising;
               if (fp.ia < fp.ib) ia = std::min(ia, fp.ia), ib = std::max(ib, fp.ib);
               tables[p - gb] = scratch.tables.data() + (p - gb) * (K + 64);
