@@ -55,18 +55,19 @@ at::Tensor in_groups(const at::Tensor& t, const std::vector<int64_t>& sizes, con
 // at most a single image, and at most 0.6 of it from 8 images on):
 // - below `whole_from` images, one at a time through the batch-1 kernels: the
 //   channels-last kernels pay off only from about a block of kChannelBlock channels;
-// - above `max_group` images, groups of kChannelBlock: the forward projection's masked
-//   last block costs as much as a full one, and its channels-last image copies of 32
-//   images (17 MB each) stream from memory (single-thread CPU time per image relative to
-//   batch 1, whole / in groups of 8: 9 images 0.85 / 0.51, 32 images 0.83 / 0.49);
+// - above `max_group` images, groups of min(max_group, kChannelBlock): the forward
+//   projection's masked last block costs as much as a full one, and its channels-last
+//   image copies of 32 images (17 MB each) stream from memory (single-thread CPU time per
+//   image relative to batch 1, whole / in groups of 8: 9 images 0.85 / 0.51, 32 images
+//   0.83 / 0.49); the AVX-512 fan BP's lanes take at most 4 channels;
 // - a last block of 1-3 channels after full ones (`split_tail`) one at a time: a masked
 //   block of 8 costs as much as a full one (parallel BP at 9 images: 0.7-0.8 of batch 1).
 std::vector<int64_t> batch_groups(int64_t bc, int64_t whole_from, int64_t max_group, bool split_tail) {
   if (bc > 1 && bc < whole_from) return std::vector<int64_t>(bc, 1);
   std::vector<int64_t> sizes;
   if (bc > max_group) {
-    for (int64_t left = bc; left > 0; left -= kChannelBlock)
-      sizes.push_back(std::min<int64_t>(left, kChannelBlock));
+    const int64_t step = std::min<int64_t>(max_group, kChannelBlock);
+    for (int64_t left = bc; left > 0; left -= step) sizes.push_back(std::min<int64_t>(left, step));
     return sizes;
   }
   const int64_t tail = bc % kChannelBlock;
