@@ -430,9 +430,11 @@ FanPlane fan_plane(const Geometry& g, double c, double sn, bool xd, double plane
 constexpr int kFanTaskPlanes = 16;
 constexpr int kFanTablePlanes = 4;
 
-#ifdef ALARA_HAVE_AVX2_PATH
-// Taps per pixel above which the rays are too dense for the AVX2 lanes (generic path).
+// Taps per pixel above which the rays are too dense for the AVX2 lanes (generic path); the
+// values' padding leaves room for them past a segment's end on every build.
 constexpr int kMaxFanTaps = 24;
+
+#ifdef ALARA_HAVE_AVX2_PATH
 
 // Scratch of one task for fan_bp_plane_avx2.
 struct FanScratch {
@@ -602,7 +604,7 @@ void backproject_fan(const Geometry& g, const std::vector<double>& cs,
   });
   // 2 .. 4 channels through the AVX-512 lanes (a small orbit's or batch's channels share
   // each pixel's taps): the values channel-major, as the lanes' windows load them.
-  const int64_t cm_stride = n_views * K + kMaxFanTaps + 64;
+  [[maybe_unused]] const int64_t cm_stride = n_views * K + kMaxFanTaps + 64;
   std::vector<float> cw_cm, cw_rev_cm;
 #ifdef ALARA_HAVE_AVX512_PATH
   if constexpr (std::is_same_v<scalar_t, float>) {
@@ -625,7 +627,7 @@ void backproject_fan(const Geometry& g, const std::vector<double>& cs,
   for_each_task(tasks_x + tasks_y, [&](int64_t task) {
     // (a local copy: the table and row stores could alias a reference, so the compiler
     // would reload the geometry and redo fan_plane's per-geometry divisions every plane)
-    const Geometry gl = g;
+    [[maybe_unused]] const Geometry gl = g;
     const int f = task < tasks_x ? 0 : 1;
     const bool xd = f == 0;
     const int n_planes = xd ? g.n0 : g.n1, n_other = xd ? g.n1 : g.n0;
@@ -662,11 +664,11 @@ void backproject_fan(const Geometry& g, const std::vector<double>& cs,
       for (int64_t gb = pb; gb < pe; gb += kFanTablePlanes) {
         const int64_t ge = std::min<int64_t>(pe, gb + kFanTablePlanes);
 #ifdef ALARA_HAVE_AVX2_PATH
-        // The group's lane maps, and for split lines (AVX-512) all its tables in one
-        // pass over the union of their ray ranges (fused): where every plane takes the lanes
-        // and the rays run the same way on each.  A plane's table then also holds rays
-        // beyond its own range; those lie past its pixels (weight 0), and the smallest
-        // spacing over the union can only add a tap.
+        // For split lines (AVX-512), all the group's tables in one pass over the union of
+        // their ray ranges (fused): where every plane takes the lanes and the rays run the
+        // same way on each.  A plane's table then also holds rays beyond its own range;
+        // those lie past its pixels (weight 0), and the smallest spacing over the union
+        // can only add a tap.
         const FanPlane* fps = fps_all + (gb - pb);
         int32_t* tables[kFanTablePlanes];
         int64_t spacings[kFanTablePlanes];

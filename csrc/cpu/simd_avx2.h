@@ -5,7 +5,7 @@
 // interpolation weights in float.
 #pragma once
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(ALARA_PORTABLE_ONLY)
 #define ALARA_HAVE_AVX2_PATH 1
 #include <immintrin.h>
 
