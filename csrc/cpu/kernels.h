@@ -484,27 +484,6 @@ bool fan_bp_plane_lanes(float* row, int64_t bc, const FanPlane& fp, const int32_
   return true;
 }
 
-// One segment's rays onto one plane (float; bc channels, channels-last): its position
-// table, then fan_bp_plane_lanes.
-bool fan_bp_plane_avx2(float* row, int64_t bc, const FanPlane& fp, const double* al,
-                       const double* be, int n, double plane, int n_other, FanScratch& scratch,
-                       const float* c, bool wide, const float* c_cm = nullptr, int64_t cm_stride = 0,
-                       const avx512::SplitLines* split = nullptr) {
-  if (fp.ia >= fp.ib) return true;  // no ray of the segment reaches the plane's pixels
-  const int S = scratch.S;
-  int32_t* table = scratch.table.data();
-#ifdef ALARA_HAVE_AVX512_PATH
-  const int64_t spacing =
-      split != nullptr ? avx512::fan_plane_table_split(table, *split, n,
-                                                       fp.rising, static_cast<int>(plane), fp.ia, fp.ib)
-      : wide ? avx512::fan_plane_table(table, al, be, n, fp.rising, plane, fp.ia, fp.ib, S)
-             : avx2::fan_plane_table(table, al, be, n, fp.rising, plane, fp.ia, fp.ib, S);
-#else
-  const int64_t spacing = avx2::fan_plane_table(table, al, be, n, fp.rising, plane, fp.ia, fp.ib, S);
-#endif
-  return fan_bp_plane_lanes(row, bc, fp, table, spacing, n_other, scratch, c, wide, c_cm, cm_stride);
-}
-
 #ifdef ALARA_HAVE_AVX512_PATH
 // avx512::fan_plane_tables_split for np = 1 .. 4 planes.
 template <bool kSpacing, bool kRising>
@@ -518,6 +497,36 @@ inline void fan_plane_tables_split_t(int np, int32_t* const* P, int64_t* spacing
   }
 }
 
+// One plane's split table and its smallest spacing (fan_plane_tables_split for one plane).
+inline int64_t split_table(int32_t* P, const avx512::SplitLines& L, int n, bool rising, int plane, int ia, int ib) {
+  int64_t spacing = 0;
+  (rising ? fan_plane_tables_split_t<true, true> : fan_plane_tables_split_t<true, false>)(1, &P, &spacing, L, n,
+                                                                                         plane, ia, ib);
+  return spacing;
+}
+#endif
+
+// One segment's rays onto one plane (float; bc channels, channels-last): its position
+// table, then fan_bp_plane_lanes.
+bool fan_bp_plane_avx2(float* row, int64_t bc, const FanPlane& fp, const double* al,
+                       const double* be, int n, double plane, int n_other, FanScratch& scratch,
+                       const float* c, bool wide, const float* c_cm = nullptr, int64_t cm_stride = 0,
+                       const avx512::SplitLines* split = nullptr) {
+  if (fp.ia >= fp.ib) return true;  // no ray of the segment reaches the plane's pixels
+  const int S = scratch.S;
+  int32_t* table = scratch.table.data();
+#ifdef ALARA_HAVE_AVX512_PATH
+  const int64_t spacing =
+      split != nullptr ? split_table(table, *split, n, fp.rising, static_cast<int>(plane), fp.ia, fp.ib)
+      : wide ? avx512::fan_plane_table(table, al, be, n, fp.rising, plane, fp.ia, fp.ib, S)
+             : avx2::fan_plane_table(table, al, be, n, fp.rising, plane, fp.ia, fp.ib, S);
+#else
+  const int64_t spacing = avx2::fan_plane_table(table, al, be, n, fp.rising, plane, fp.ia, fp.ib, S);
+#endif
+  return fan_bp_plane_lanes(row, bc, fp, table, spacing, n_other, scratch, c, wide, c_cm, cm_stride);
+}
+
+#ifdef ALARA_HAVE_AVX512_PATH
 // How far a split table's smallest spacing can lie below the smaller of its two end
 // spacings on a flat detector (units of 2^-S pixel; see fan_plane_tables).  Each position
 // is within 1.5 units of the exact crossing (the double table's rounding, then the
@@ -640,6 +649,8 @@ void backproject_fan(const Geometry& g, const std::vector<double>& cs,
     std::vector<double> P(2 * K + 16), dw(DW ? n_other : 0);
 #ifdef ALARA_HAVE_AVX2_PATH
     FanScratch scratch(K, n_other, use_avx2 ? bc : 1);
+    int32_t* tables[kFanTablePlanes];  // a group's plane tables
+    for (int q = 0; q < kFanTablePlanes; ++q) tables[q] = scratch.tables.data() + q * (K + 64);
 #endif
     for (const FanSegment& seg : segments[f]) {
       const int64_t base = seg.view * K;
@@ -651,6 +662,8 @@ void backproject_fan(const Geometry& g, const std::vector<double>& cs,
       // divisions and roundings, and side by side they overlap instead of each stalling
       // its group's tables.
       FanPlane fps_all[kFanTaskPlanes];
+      const avx512::SplitLines lines{rays->split_ai.data() + base + seg.k0, rays->split_bi.data() + base + seg.k0,
+                                     rays->split_af.data() + base + seg.k0, rays->split_bf.data() + base + seg.k0};
       if constexpr (std::is_same_v<scalar_t, float>) {
         if (use_avx2) {
           for (int64_t p = pb; p < pe; ++p)
@@ -670,11 +683,8 @@ void backproject_fan(const Geometry& g, const std::vector<double>& cs,
         // those lie past its pixels (weight 0), and the smallest spacing over the union
         // can only add a tap.
         const FanPlane* fps = fps_all + (gb - pb);
-        int32_t* tables[kFanTablePlanes];
         int64_t spacings[kFanTablePlanes];
         bool fused = false;
-        const avx512::SplitLines lines{rays->split_ai.data() + base + seg.k0, rays->split_bi.data() + base + seg.k0,
-                                       rays->split_af.data() + base + seg.k0, rays->split_bf.data() + base + seg.k0};
         if constexpr (std::is_same_v<scalar_t, float>) {
           if (use_avx2) {
             int ia = n, ib = 0;
@@ -683,7 +693,6 @@ void backproject_fan(const Geometry& g, const std::vector<double>& cs,
               const FanPlane& fp = fps[p - gb];
               fused = fused && fp.ok && fp.rising == fps[0].rising;
               if (fp.ia < fp.ib) ia = std::min(ia, fp.ia), ib = std::max(ib, fp.ib);
-              tables[p - gb] = scratch.tables.data() + (p - gb) * (K + 64);
             }
             if (fused && ia < ib)
               fan_plane_tables(static_cast<int>(ge - gb), fps, tables, spacings, lines, n, static_cast<int>(gb),

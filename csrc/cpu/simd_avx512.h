@@ -467,7 +467,7 @@ ALARA_AVX512 inline int64_t fan_plane_table(int32_t* P, const double* alpha, con
   return min_spacing(P, ia, ib);
 }
 
-// A segment's rays for fan_plane_table_split: each ray's line alpha + beta p times 2^S as
+// A segment's rays for fan_plane_tables_split: each ray's line alpha + beta p times 2^S as
 // A + B p, split into the nearest integers and float remainders, A = ai + af and
 // B = bi + bf (|af|, |bf| <= 1/2).  Then A + B p = (ai + bi p) + (af + bf p): the first
 // part is exact in int32 (the caller checks the range), the second is at most p / 2 + 1/2
@@ -480,65 +480,13 @@ struct SplitLines {
   const float* bf;
 };
 
-// fan_plane_table from SplitLines, 16 positions per step in 32-bit lanes instead of 8 in
-// double (plane < 2^24); the positions are not clamped, the caller guarantees them within
-// +-2^30.
-ALARA_AVX512 inline int64_t fan_plane_table_split(int32_t* P, const SplitLines& L, int n, bool rising,
-                                                  int plane, int ia, int ib) {
-  const __m512i vp = _mm512_set1_epi32(plane);
-  const __m512 vpf = _mm512_set1_ps(static_cast<float>(plane));
-  // (local copies: the stores to P could otherwise alias L's fields, reloaded every step)
-  const int32_t* __restrict__ ai = L.ai;
-  const int32_t* __restrict__ bi = L.bi;
-  const float* __restrict__ af = L.af;
-  const float* __restrict__ bf = L.bf;
-  const __m512i rev = _mm512_setr_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
-  // (a macro, not a lambda: a lambda would not inherit the AVX-512 target)
-#define ALARA_LINES(k, m)                                                                                    \
-  _mm512_add_epi32(_mm512_add_epi32(_mm512_maskz_loadu_epi32(m, ai + (k)),                                  \
-                                    _mm512_mullo_epi32(_mm512_maskz_loadu_epi32(m, bi + (k)), vp)),         \
-                   _mm512_cvtps_epi32(_mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, bf + (k)), vpf,              \
-                                                      _mm512_maskz_loadu_ps(m, af + (k)))))
-  // The smallest spacing on the way (each step's positions against the step before,
-  // shifted in by one lane): reading the table back would wait on its own stores.
-  __m512i vmin = _mm512_set1_epi32(1 << 30), prev = _mm512_setzero_si512();
-  __mmask16 valid = 0xfffe;  // (the first position has no predecessor)
-#define ALARA_SPACINGS(cur, m)                                                                   \
-  vmin = _mm512_mask_min_epi32(vmin, valid & (m), vmin,                                          \
-                               _mm512_sub_epi32(cur, _mm512_alignr_epi32(cur, prev, 15)));       \
-  prev = cur;                                                                                    \
-  valid = 0xffff
-  int i = ia;
-  for (; i + 16 <= ib; i += 16) {
-    const __m512i cur = rising ? ALARA_LINES(i, 0xffff)
-                               // positions i .. i + 15 are the lines n - 1 - i down to n - 16 - i
-                               : _mm512_permutexvar_epi32(rev, ALARA_LINES(n - 16 - i, 0xffff));
-    _mm512_storeu_si512(P + i, cur);
-    ALARA_SPACINGS(cur, 0xffff);
-  }
-  if (i < ib) {  // the last m positions, masked
-    const int m = ib - i;
-    const __mmask16 mask = static_cast<__mmask16>((1u << m) - 1);
-    const __m512i cur = rising ? ALARA_LINES(i, mask)
-                               // lines n - ib .. n - 1 - i in lanes 0 .. m - 1: lane m - 1 - j goes to i + j
-                               : _mm512_permutexvar_epi32(_mm512_sub_epi32(rev, _mm512_set1_epi32(16 - m)),
-                                                          ALARA_LINES(n - ib, mask));
-    _mm512_mask_storeu_epi32(P + i, mask, cur);
-    ALARA_SPACINGS(cur, mask);
-  }
-#undef ALARA_LINES
-#undef ALARA_SPACINGS
-  const __m512i sentinel = _mm512_set1_epi32(1 << 29);
-  _mm512_storeu_si512(P + ib, sentinel);
-  _mm512_storeu_si512(P + ib + 16, sentinel);
-  return _mm512_reduce_min_epi32(vmin);
-}
-
-// fan_plane_table_split for the NP consecutive planes p0 .. p0 + NP - 1 of one task at
-// once, over one range [ia, ib) of rays: each step loads the lines once, and the integer
-// parts step by bi from plane to plane (one add instead of a multiply).  P[q] gets plane
-// p0 + q's positions and 32 sentinels; with kSpacing, spacing[q] its smallest spacing over
-// [ia, ib) (without, the caller finds it: a flat detector's is at an end of the range).
+// The position tables of fan_bp_lanes from SplitLines for the NP consecutive planes
+// p0 .. p0 + NP - 1 of one task at once (plane < 2^24), over one range [ia, ib) of rays,
+// 16 positions per step in 32-bit lanes: each step loads the lines once, and the integer
+// parts step by bi from plane to plane (one add instead of a multiply).  The positions are
+// not clamped; the caller guarantees them within +-2^30.  P[q] gets plane p0 + q's
+// positions and 32 sentinels; with kSpacing, spacing[q] its smallest spacing over [ia, ib)
+// (without, the caller finds it: a flat detector's is at an end of the range).
 template <int NP, bool kSpacing, bool kRising>
 ALARA_AVX512 inline void fan_plane_tables_split(int32_t* const* P, int64_t* spacing, const SplitLines& L,
                                                 int n, int p0, int ia, int ib) {
@@ -562,6 +510,7 @@ ALARA_AVX512 inline void fan_plane_tables_split(int32_t* const* P, int64_t* spac
     // lines k .. k + m - 1; reversed segments: positions i .. i + m - 1 are the lines
     // n - 1 - i down to n - m - i, lane m - 1 - j going to i + j
     const int k = kRising ? i : n - m - i;
+    const __m512i perm = _mm512_sub_epi32(rev, _mm512_set1_epi32(16 - m));
     const __m512i b_int = _mm512_maskz_loadu_epi32(mask, bi + k);
     const __m512 a_f = _mm512_maskz_loadu_ps(mask, af + k), b_f = _mm512_maskz_loadu_ps(mask, bf + k);
     __m512i whole = _mm512_add_epi32(_mm512_maskz_loadu_epi32(mask, ai + k), _mm512_mullo_epi32(b_int, vp0));
@@ -569,7 +518,7 @@ ALARA_AVX512 inline void fan_plane_tables_split(int32_t* const* P, int64_t* spac
     for (int q = 0; q < NP; ++q) {
       if (q > 0) whole = _mm512_add_epi32(whole, b_int);
       __m512i cur = _mm512_add_epi32(whole, _mm512_cvtps_epi32(_mm512_fmadd_ps(b_f, vpf[q], a_f)));
-      if (!kRising) cur = _mm512_permutexvar_epi32(_mm512_sub_epi32(rev, _mm512_set1_epi32(16 - m)), cur);
+      if (!kRising) cur = _mm512_permutexvar_epi32(perm, cur);
       _mm512_mask_storeu_epi32(P[q] + i, mask, cur);
       if (kSpacing) {
         vmin[q] = _mm512_mask_min_epi32(vmin[q], valid & mask, vmin[q],
