@@ -357,12 +357,13 @@ struct FanPlane {
   bool rising;
   int ia, ib;
 #ifdef ALARA_HAVE_AVX2_PATH
+  double margin;  // bins the lane map is lowered by (it errs by less than that)
   avx2::FanLaneMap map;
 #endif
 };
 
 // Safety margin (in bins) of the lane map's float arithmetic: its error is ~1e-4 bins.
-constexpr double kLaneMargin = 0.05;
+constexpr double kLaneMargin = 0.01;
 // Relative error bound of the AVX-512 lane map's ratio, the reciprocal estimate without a
 // Newton step (vrcp14ps: 2^-14), doubled for the product's rounding.
 constexpr double kLaneRatioError = 1.0 / 8192.0;
@@ -416,6 +417,7 @@ FanPlane fan_plane(const Geometry& g, double c, double sn, bool xd, double plane
     fp.ok = false;
     return fp;
   }
+  fp.margin = margin;
   fp.map = avx2::FanLaneMap{static_cast<float>(u0), static_cast<float>(du), static_cast<float>(e0),
                             static_cast<float>(de), static_cast<float>(sigma * a),
                             static_cast<float>(sigma * b0 + tau - margin), curved, poly, newton};
@@ -453,9 +455,29 @@ struct FanScratch {
 // simd_avx512.h), from the plane's position table (its 32 sentinels included) and smallest
 // spacing; false where the rays are too dense for the lanes (the generic path runs
 // instead).
+// Whether T taps from a start one ray short still reach every ray of the pixel (so the
+// lanes can skip the step past it: a window read, a compare and an add per 16 pixels).
+// The lane map is lowered by fp.margin bins and errs by less than that, so where it is
+// short, its first ray f lies less than 2 margin bins left of j - 1: at most 2 margin
+// spacing_max pixels (a flat detector's crossings are projective in the bin; 5 % covers
+// the change of slope within one bin), less 1.5 units for the table's rounding.  Rays f
+// .. last then lie in [j 2^S - 2^S - R, j 2^S + 2^S - 1], at most (2^(S+1) + R - 1) /
+// spacing + 1 of them; that is T where 2^(S+1) + R - 1 < T spacing.  spacing_max <= 0:
+// unknown (always step).
+inline bool fan_short_start_fits(const FanPlane& fp, int S, int64_t T, int64_t spacing, int64_t spacing_max) {
+#ifdef ALARA_HAVE_AVX2_PATH
+  if (spacing_max <= 0) return false;
+  const int64_t R = static_cast<int64_t>(2.1 * fp.margin * static_cast<double>(spacing_max)) + 4;
+  return (int64_t{2} << S) + R - 1 < T * spacing;
+#else
+  (void)fp, (void)S, (void)T, (void)spacing, (void)spacing_max;
+  return false;
+#endif
+}
+
 bool fan_bp_plane_lanes(float* row, int64_t bc, const FanPlane& fp, const int32_t* table, int64_t spacing,
                         int n_other, FanScratch& scratch, const float* c, bool wide, const float* c_cm,
-                        int64_t cm_stride) {
+                        int64_t cm_stride, int64_t spacing_max = 0) {
   if (spacing <= 0) return false;
   const int S = scratch.S;
   // rays in an open interval of 2 pixels (in 32 bits: 2^(S+1) <= 2^30, spacing <= 2^30,
@@ -466,13 +488,14 @@ bool fan_bp_plane_lanes(float* row, int64_t bc, const FanPlane& fp, const int32_
   const int jhi = std::min(n_other - 1, (table[fp.ib - 1] >> S) + 1);
   if (jlo > jhi) return true;
 #ifdef ALARA_HAVE_AVX512_PATH
+  const bool step = !fan_short_start_fits(fp, S, T, spacing, spacing_max);
   if (bc == 1 && wide) {
-    avx512::fan_bp_lanes(row, jlo, jhi, table, c, fp.ia, fp.ib, S, static_cast<int>(T), fp.map);
+    avx512::fan_bp_lanes(row, jlo, jhi, table, c, fp.ia, fp.ib, S, static_cast<int>(T), fp.map, step);
     return true;
   }
   if (c_cm != nullptr) {  // 2 .. 4 channels, channel-major values
     avx512::fan_bp_lanes_multi(row, static_cast<int>(bc), jlo, jhi, table, c_cm, cm_stride, fp.ia, fp.ib,
-                               S, static_cast<int>(T), fp.map);
+                               S, static_cast<int>(T), fp.map, step);
     return true;
   }
 #endif
@@ -543,9 +566,11 @@ constexpr int64_t kEndSpacingSlack = 8;
 // work; a curved detector's spacing is smallest inside the range (sec^2 of the angle), so
 // there the pass finds it.
 inline void fan_plane_tables(int np, const FanPlane* fps, int32_t* const* P, int64_t* spacing,
-                             const avx512::SplitLines& L, int n, int p0, int ia, int ib, bool flat) {
+                             int64_t* spacing_max, const avx512::SplitLines& L, int n, int p0, int ia, int ib,
+                             bool flat) {
   const bool rising = fps[0].rising;
   if (!flat) {
+    for (int q = 0; q < np; ++q) spacing_max[q] = 0;  // (not found: the lanes step)
     (rising ? fan_plane_tables_split_t<true, true> : fan_plane_tables_split_t<true, false>)(np, P, spacing, L, n,
                                                                                            p0, ia, ib);
     return;
@@ -556,11 +581,13 @@ inline void fan_plane_tables(int np, const FanPlane* fps, int32_t* const* P, int
     const int a = fps[q].ia, b = fps[q].ib;
     if (b - a < 2) {
       spacing[q] = 1 << 30;  // (as the pass: no two rays)
+      spacing_max[q] = 0;
       continue;
     }
-    const int64_t ends = std::min<int64_t>(static_cast<int64_t>(P[q][a + 1]) - P[q][a],
-                                           static_cast<int64_t>(P[q][b - 1]) - P[q][b - 2]);
-    spacing[q] = ends - kEndSpacingSlack;
+    const int64_t first = static_cast<int64_t>(P[q][a + 1]) - P[q][a];
+    const int64_t last = static_cast<int64_t>(P[q][b - 1]) - P[q][b - 2];
+    spacing[q] = std::min(first, last) - kEndSpacingSlack;
+    spacing_max[q] = std::max(first, last) + kEndSpacingSlack;
   }
 }
 #endif
@@ -683,7 +710,7 @@ void backproject_fan(const Geometry& g, const std::vector<double>& cs,
         // those lie past its pixels (weight 0), and the smallest spacing over the union
         // can only add a tap.
         const FanPlane* fps = fps_all + (gb - pb);
-        int64_t spacings[kFanTablePlanes];
+        int64_t spacings[kFanTablePlanes], spacings_max[kFanTablePlanes];
         bool fused = false;
         if constexpr (std::is_same_v<scalar_t, float>) {
           if (use_avx2) {
@@ -695,7 +722,8 @@ void backproject_fan(const Geometry& g, const std::vector<double>& cs,
               if (fp.ia < fp.ib) ia = std::min(ia, fp.ia), ib = std::max(ib, fp.ib);
             }
             if (fused && ia < ib)
-              fan_plane_tables(static_cast<int>(ge - gb), fps, tables, spacings, lines, n, static_cast<int>(gb),
+              fan_plane_tables(static_cast<int>(ge - gb), fps, tables, spacings, spacings_max, lines, n,
+                               static_cast<int>(gb),
                                ia, ib, g.kind == FAN_FLAT);
           }
         }
@@ -712,7 +740,8 @@ void backproject_fan(const Geometry& g, const std::vector<double>& cs,
               const float* c = (fp.rising ? cw : cw_rev).data() + (base + seg.k0) * bc;
               if (fused) {
                 if (fp.ia >= fp.ib || fan_bp_plane_lanes(row, bc, fp, tables[p - gb], spacings[p - gb], n_other,
-                                                         scratch, c, true, c_cm, cm_stride))
+                                                         scratch, c, true, c_cm, cm_stride,
+                                                         spacings_max[p - gb]))
                   continue;
               } else if (fp.ok && fan_bp_plane_avx2(row, bc, fp, al, be, n, pp, n_other, scratch, c, use_avx512,
                                                     c_cm, cm_stride, seg.split ? &lines : nullptr)) {

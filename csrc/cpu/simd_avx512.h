@@ -233,16 +233,22 @@ struct FanLanes16 {
     return b.f15 - b.f0 + 1 + T <= 32;
   }
 
-  // Each lane's first tap relative to f0, past the map's margin: one step over the first
-  // ray if it lies at or left of j - 1 (a window read; see fits()).
+  // Each lane's first tap relative to f0, past the map's margin: with kStep, one step over
+  // the first ray if it lies at or left of j - 1 (a window read; see fits()); without, the
+  // map's first ray as it is (the caller's tap count has room for a ray short: see
+  // fan_bp_plane_lanes).
+  template <bool kStep>
   ALARA_AVX512 __attribute__((always_inline)) inline __m512i window_start(const Block& b, const int32_t* P) const {
     const __m512i rel = _mm512_sub_epi32(b.first, _mm512_set1_epi32(b.f0));
+    if (!kStep) return rel;
     const __m512i p = _mm512_permutex2var_epi32(_mm512_loadu_si512(P + b.f0), rel, _mm512_loadu_si512(P + b.f0 + 16));
     return _mm512_mask_add_epi32(rel, _mm512_cmpgt_epi32_mask(b.thr1, p), rel, one_i);
   }
 
   // The same as a ray index (a gather; where the taps do not fit the window).
+  template <bool kStep>
   ALARA_AVX512 __attribute__((always_inline)) inline __m512i gather_start(const Block& b, const int32_t* P) const {
+    if (!kStep) return b.first;
     return _mm512_mask_add_epi32(b.first, _mm512_cmpgt_epi32_mask(b.thr1, _mm512_i32gather_epi32(b.first, P, 4)),
                                  b.first, one_i);
   }
@@ -267,7 +273,7 @@ struct FanLanes16 {
 // the positions and the values; otherwise they are gathered.  The lane map's ratio uses
 // the reciprocal estimate (relative error 2^-14, which fan_plane adds to the map's margin;
 // where that would take much of it, with one Newton step) instead of a division.
-template <bool kCurved, int kT>
+template <bool kCurved, bool kStep, int kT>
 ALARA_AVX512 inline void fan_bp_lanes_t(float* acc, int jlo, int jhi, const int32_t* P, const float* c,
                                         int ia, int ib, int S, int T, const avx2::FanLaneMap& m) {
   if (kT > 0) T = kT;
@@ -277,7 +283,7 @@ ALARA_AVX512 inline void fan_bp_lanes_t(float* acc, int jlo, int jhi, const int3
     const FanLanes16::Block b = map.block<kCurved>(at);
     __m512 s = map.zero;
     if (map.fits(b, T)) {
-      const __m512i rel = map.window_start(b, P);
+      const __m512i rel = map.template window_start<kStep>(b, P);
       // tap k reads the windows loaded k entries further on (loads are cheap; the index
       // stays put, one vector instruction less per tap)
 #pragma GCC unroll 8
@@ -288,7 +294,7 @@ ALARA_AVX512 inline void fan_bp_lanes_t(float* acc, int jlo, int jhi, const int3
         s = _mm512_fmadd_ps(map.weight(p, b), cc, s);
       }
     } else {
-      __m512i idx = map.gather_start(b, P);
+      __m512i idx = map.template gather_start<kStep>(b, P);
       for (int k = 0; k < (kT > 0 ? kT : T); ++k) {
         s = _mm512_fmadd_ps(map.weight(_mm512_i32gather_epi32(idx, P, 4), b), _mm512_i32gather_ps(idx, c, 4), s);
         idx = _mm512_add_epi32(idx, map.one_i);
@@ -299,25 +305,27 @@ ALARA_AVX512 inline void fan_bp_lanes_t(float* acc, int jlo, int jhi, const int3
   }
 }
 
-template <bool kCurved>
+template <bool kCurved, bool kStep>
 ALARA_AVX512 inline void fan_bp_lanes_c(float* acc, int jlo, int jhi, const int32_t* P, const float* c,
                                         int ia, int ib, int S, int T, const avx2::FanLaneMap& m) {
   switch (T) {
-    case 1: return fan_bp_lanes_t<kCurved, 1>(acc, jlo, jhi, P, c, ia, ib, S, T, m);
-    case 2: return fan_bp_lanes_t<kCurved, 2>(acc, jlo, jhi, P, c, ia, ib, S, T, m);
-    case 3: return fan_bp_lanes_t<kCurved, 3>(acc, jlo, jhi, P, c, ia, ib, S, T, m);
-    case 4: return fan_bp_lanes_t<kCurved, 4>(acc, jlo, jhi, P, c, ia, ib, S, T, m);
-    default: return fan_bp_lanes_t<kCurved, 0>(acc, jlo, jhi, P, c, ia, ib, S, T, m);
+    case 1: return fan_bp_lanes_t<kCurved, kStep, 1>(acc, jlo, jhi, P, c, ia, ib, S, T, m);
+    case 2: return fan_bp_lanes_t<kCurved, kStep, 2>(acc, jlo, jhi, P, c, ia, ib, S, T, m);
+    case 3: return fan_bp_lanes_t<kCurved, kStep, 3>(acc, jlo, jhi, P, c, ia, ib, S, T, m);
+    case 4: return fan_bp_lanes_t<kCurved, kStep, 4>(acc, jlo, jhi, P, c, ia, ib, S, T, m);
+    default: return fan_bp_lanes_t<kCurved, kStep, 0>(acc, jlo, jhi, P, c, ia, ib, S, T, m);
   }
 }
 
-// One channel: accumulates into acc[jlo .. jhi] (see avx2::fan_bp_lanes).
+// One channel: accumulates into acc[jlo .. jhi] (see avx2::fan_bp_lanes).  `step`: each
+// lane steps past a first ray at or left of j - 1; false where T taps cover a start one ray
+// short (fan_bp_plane_lanes).
 ALARA_AVX512 inline void fan_bp_lanes(float* acc, int jlo, int jhi, const int32_t* P, const float* c,
-                                      int ia, int ib, int S, int T, const avx2::FanLaneMap& m) {
+                                      int ia, int ib, int S, int T, const avx2::FanLaneMap& m, bool step) {
   if (m.curved)
-    fan_bp_lanes_c<true>(acc, jlo, jhi, P, c, ia, ib, S, T, m);
+    (step ? fan_bp_lanes_c<true, true> : fan_bp_lanes_c<true, false>)(acc, jlo, jhi, P, c, ia, ib, S, T, m);
   else
-    fan_bp_lanes_c<false>(acc, jlo, jhi, P, c, ia, ib, S, T, m);
+    (step ? fan_bp_lanes_c<false, true> : fan_bp_lanes_c<false, false>)(acc, jlo, jhi, P, c, ia, ib, S, T, m);
 }
 
 // fan_bp_lanes_t for C = 2..4 channels at once (the few channels of a small orbit or
@@ -326,7 +334,7 @@ ALARA_AVX512 inline void fan_bp_lanes(float* acc, int jlo, int jhi, const int32_
 // values channel-major (channel ch at c + ch * c_stride, the same ray order as the
 // table); acc is channels-last ([pixel, C]) as everywhere else: the channels' sums are
 // interleaved into it (two permutes and a blend per 16 floats).
-template <bool kCurved, int kT, int C>
+template <bool kCurved, bool kStep, int kT, int C>
 ALARA_AVX512 inline void fan_bp_lanes_multi_t(float* acc, int jlo, int jhi, const int32_t* P, const float* c,
                                               int64_t c_stride, int ia, int ib, int S, int T,
                                               const avx2::FanLaneMap& m) {
@@ -364,7 +372,7 @@ ALARA_AVX512 inline void fan_bp_lanes_multi_t(float* acc, int jlo, int jhi, cons
     const FanLanes16::Block b = map.block<kCurved>(at);
     __m512 s[4] = {map.zero, map.zero, map.zero, map.zero};
     if (map.fits(b, T)) {
-      const __m512i rel = map.window_start(b, P);
+      const __m512i rel = map.template window_start<kStep>(b, P);
 #pragma GCC unroll 8
       for (int k = 0; k < (kT > 0 ? kT : T); ++k) {  // (windows k entries on, as in fan_bp_lanes_t)
         const __m512 w = map.weight(_mm512_permutex2var_epi32(_mm512_loadu_si512(P + b.f0 + k), rel,
@@ -375,7 +383,7 @@ ALARA_AVX512 inline void fan_bp_lanes_multi_t(float* acc, int jlo, int jhi, cons
         }
       }
     } else {
-      __m512i idx = map.gather_start(b, P);
+      __m512i idx = map.template gather_start<kStep>(b, P);
       for (int k = 0; k < (kT > 0 ? kT : T); ++k) {
         const __m512 w = map.weight(_mm512_i32gather_epi32(idx, P, 4), b);
         for (int ch = 0; ch < C; ++ch)
@@ -399,25 +407,28 @@ ALARA_AVX512 inline void fan_bp_lanes_multi_t(float* acc, int jlo, int jhi, cons
   }
 }
 
-template <bool kCurved, int C>
+template <bool kCurved, bool kStep, int C>
 ALARA_AVX512 inline void fan_bp_lanes_multi_c(float* acc, int jlo, int jhi, const int32_t* P, const float* c,
                                               int64_t cs, int ia, int ib, int S, int T,
                                               const avx2::FanLaneMap& m) {
   switch (T) {
-    case 1: return fan_bp_lanes_multi_t<kCurved, 1, C>(acc, jlo, jhi, P, c, cs, ia, ib, S, T, m);
-    case 2: return fan_bp_lanes_multi_t<kCurved, 2, C>(acc, jlo, jhi, P, c, cs, ia, ib, S, T, m);
-    case 3: return fan_bp_lanes_multi_t<kCurved, 3, C>(acc, jlo, jhi, P, c, cs, ia, ib, S, T, m);
-    default: return fan_bp_lanes_multi_t<kCurved, 0, C>(acc, jlo, jhi, P, c, cs, ia, ib, S, T, m);
+    case 1: return fan_bp_lanes_multi_t<kCurved, kStep, 1, C>(acc, jlo, jhi, P, c, cs, ia, ib, S, T, m);
+    case 2: return fan_bp_lanes_multi_t<kCurved, kStep, 2, C>(acc, jlo, jhi, P, c, cs, ia, ib, S, T, m);
+    case 3: return fan_bp_lanes_multi_t<kCurved, kStep, 3, C>(acc, jlo, jhi, P, c, cs, ia, ib, S, T, m);
+    default: return fan_bp_lanes_multi_t<kCurved, kStep, 0, C>(acc, jlo, jhi, P, c, cs, ia, ib, S, T, m);
   }
 }
 
-// Channels 2..4 (bc), channels-last acc, channel-major c (stride c_stride).
+// Channels 2..4 (bc), channels-last acc, channel-major c (stride c_stride); `step` as in
+// fan_bp_lanes.
 ALARA_AVX512 inline void fan_bp_lanes_multi(float* acc, int bc, int jlo, int jhi, const int32_t* P,
                                             const float* c, int64_t c_stride, int ia, int ib, int S,
-                                            int T, const avx2::FanLaneMap& m) {
-#define ALARA_MULTI(C)                                                                    \
-  return m.curved ? fan_bp_lanes_multi_c<true, C>(acc, jlo, jhi, P, c, c_stride, ia, ib, S, T, m) \
-                  : fan_bp_lanes_multi_c<false, C>(acc, jlo, jhi, P, c, c_stride, ia, ib, S, T, m)
+                                            int T, const avx2::FanLaneMap& m, bool step) {
+#define ALARA_MULTI(C)                                                                                    \
+  return m.curved ? (step ? fan_bp_lanes_multi_c<true, true, C> : fan_bp_lanes_multi_c<true, false, C>)(  \
+                        acc, jlo, jhi, P, c, c_stride, ia, ib, S, T, m)                                   \
+                  : (step ? fan_bp_lanes_multi_c<false, true, C> : fan_bp_lanes_multi_c<false, false, C>)( \
+                        acc, jlo, jhi, P, c, c_stride, ia, ib, S, T, m)
   switch (bc) {
     case 2: ALARA_MULTI(2);
     case 3: ALARA_MULTI(3);
