@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "../ops.h"
+#include "fan_plane.h"
 #include "fan_rays.h"
 #include "parallel.h"
 #include "simd_avx2.h"
@@ -349,82 +350,6 @@ void fan_bp_row_generic(scalar_t* acc, int n, int64_t bc, const double* P, const
   }
 }
 
-// A segment's rays on one plane of a fan-beam view, for the AVX2 lanes: the lane map
-// (see avx2::FanLaneMap), whether the rays' positions increase with the bin, and the range
-// [ia, ib) of positions (in increasing order) that can reach the plane's pixels.
-struct FanPlane {
-  bool ok;  // false: the plane's pixel range comes near the source (use the generic path)
-  bool rising;
-  int ia, ib;
-#ifdef ALARA_HAVE_AVX2_PATH
-  double margin;  // bins the lane map is lowered by (it errs by less than that)
-  avx2::FanLaneMap map;
-#endif
-};
-
-// Safety margin (in bins) of the lane map's float arithmetic: its error is ~1e-4 bins.
-constexpr double kLaneMargin = 0.01;
-// Relative error bound of the AVX-512 lane map's ratio, the reciprocal estimate without a
-// Newton step (vrcp14ps: 2^-14), doubled for the product's rounding.
-constexpr double kLaneRatioError = 1.0 / 8192.0;
-// The most margin (bins) spent on that error before the lanes take a Newton step instead.
-constexpr double kLaneRatioMargin = 0.1;
-
-FanPlane fan_plane(const Geometry& g, double c, double sn, bool xd, double plane, int k0,
-                   int k1, int n_other) {
-  FanPlane fp{};
-  // the pixel centre at position t on the plane: (px0 + t dpx, py0 + t dpy)
-  const double px0 = xd ? g.x0 + (plane + 0.5) * g.dx : g.x0 + 0.5 * g.dx;
-  const double py0 = xd ? g.y0 + 0.5 * g.dy : g.y0 + (plane + 0.5) * g.dy;
-  const double dpx = xd ? 0.0 : g.dx, dpy = xd ? g.dy : 0.0;
-  const double u0 = px0 * c + py0 * sn, du = dpx * c + dpy * sn;
-  const double e0 = g.src_radius - px0 * sn + py0 * c, de = -dpx * sn + dpy * c;
-  const double slope = du * e0 - u0 * de;  // sign of d(u / e) / dt, constant along the plane
-  const double e_min = 1e-3 * g.src_radius;
-  if (e0 - 2 * de <= e_min || e0 + (n_other + 8) * de <= e_min || slope == 0) return fp;
-  fp.ok = true;
-  fp.rising = slope > 0;
-  const double a = g.src_det / g.ds, b0 = -g.s0 / g.ds;
-  const double sigma = fp.rising ? 1.0 : -1.0, tau = fp.rising ? 1.0 - k0 : static_cast<double>(k1);
-  const int n = k1 - k0;
-  const bool curved = g.kind == FAN_CURVED;
-  // rays (in increasing position order) at or left of position t: floor(sigma kappa(t) + tau),
-  // kappa a function of r(t) = u(t) / e(t)
-  auto count = [&](double r) {
-    const double kappa = a * (curved ? std::atan(r) : r) + b0;
-    // (clamped, then floored by hand: without SSE4.1, std::floor is a library call, and
-    // this runs twice per plane)
-    const double x = std::min(std::max(sigma * kappa + tau, -4.0), n + 4.0);
-    const int i = static_cast<int>(x);
-    return i - (x < static_cast<double>(i) ? 1 : 0);
-  };
-  const double r_lo = (u0 - 1.5 * du) / (e0 - 1.5 * de);
-  const double r_hi = (u0 + (n_other + 0.5) * du) / (e0 + (n_other + 0.5) * de);
-  fp.ia = std::clamp(count(r_lo) - 2, 0, n);
-  fp.ib = std::clamp(count(r_hi) + 2, 0, n);
-#ifdef ALARA_HAVE_AVX2_PATH
-  // the curved map's polynomial atan moves kappa by up to a * kAtanPolyError bins; the
-  // ratio's relative error e moves it by up to a |r| e (flat) or a e |r| / (1 + r^2) <=
-  // a e |r| (curved), |r| largest at an end of the plane (u / e is monotone along it)
-  const bool poly = curved && a * avx2::kAtanPolyError < 0.25;
-  // (a long detector, many bins per unit of r: the AVX-512 lanes take a Newton step, and
-  // the ratio is then exact to ~1e-7, inside kLaneMargin)
-  const double ratio_error = a * std::max(std::fabs(r_lo), std::fabs(r_hi)) * kLaneRatioError;
-  const bool newton = ratio_error > kLaneRatioMargin;
-  const double margin = kLaneMargin + (poly ? a * avx2::kAtanPolyError : 0.0) + (newton ? 0.0 : ratio_error);
-  // the map must stay at most one ray short: beyond half a bin, take the generic path
-  if (margin > 0.5) {
-    fp.ok = false;
-    return fp;
-  }
-  fp.margin = margin;
-  fp.map = avx2::FanLaneMap{static_cast<float>(u0), static_cast<float>(du), static_cast<float>(e0),
-                            static_cast<float>(de), static_cast<float>(sigma * a),
-                            static_cast<float>(sigma * b0 + tau - margin), curved, poly, newton};
-#endif
-  return fp;
-}
-
 // Planes per task of the fan-beam backprojection, and per pass of its AVX-512 position
 // tables.  A task streams every segment's lines and values of its family through the
 // cache (about 4 MB at 720 views of 513 bins), so it takes many planes: 4 per task made
@@ -692,7 +617,10 @@ void backproject_fan(const Geometry& g, const std::vector<double>& cs,
       const avx512::SplitLines lines{rays->split_ai.data() + base + seg.k0, rays->split_bi.data() + base + seg.k0,
                                      rays->split_af.data() + base + seg.k0, rays->split_bf.data() + base + seg.k0};
       if constexpr (std::is_same_v<scalar_t, float>) {
-        if (use_avx2) {
+        if (use_avx512) {
+          fan_planes_avx512(gl, cs[seg.view], sn[seg.view], xd, static_cast<int>(pb), static_cast<int>(pe - pb),
+                            seg.k0, seg.k1, n_other, fps_all);
+        } else if (use_avx2) {
           for (int64_t p = pb; p < pe; ++p)
             fps_all[p - pb] = fan_plane(gl, cs[seg.view], sn[seg.view], xd, static_cast<double>(p), seg.k0, seg.k1,
                                         n_other);

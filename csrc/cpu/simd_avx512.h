@@ -587,7 +587,7 @@ ALARA_AVX512 inline float ray_sum1(const float* base, int64_t stride, double alp
   return avx2::ray_sum1_tail(base, stride, alpha, beta, p, p1, acc);
 }
 
-#undef ALARA_AVX512
+// (ALARA_AVX512 stays defined: fan_plane.h's eight-plane lane maps use it)
 
 }  // namespace avx512
 }  // namespace alara
