@@ -141,10 +141,11 @@ at::Tensor backproject_impl(const at::Tensor& sino, const at::Tensor& angles, co
   // the symmetric fan (orbits of 8) at 1 image 58 against 79, at 2 images 64 against 59.
 #ifdef ALARA_HAVE_AVX512_PATH
   const int64_t max_group = fan_lanes_multi && B * C < 16 ? avx512::kMaxMultiChannels : INT64_MAX;
+  const int64_t tail_group = fan_lanes_multi ? avx512::kMaxMultiChannels : 0;
 #else
-  const int64_t max_group = INT64_MAX;
+  const int64_t max_group = INT64_MAX, tail_group = 0;
 #endif
-  const auto groups = batch_groups(B * C, whole_from, max_group, kind == PARALLEL);
+  const auto groups = batch_groups(B * C, whole_from, max_group, kind == PARALLEL, tail_group);
   if (!groups.empty()) {
     return in_groups(sino, groups, [&](const at::Tensor& s) {
       return backproject_impl(s, angles, call, false, rows);

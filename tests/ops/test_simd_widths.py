@@ -44,7 +44,8 @@ WIDTHS = ["avx2", pytest.param("auto", marks=pytest.mark.skipif(
 def test_batch_one_kernels_match_the_oracle(name, batch, simd, monkeypatch):
     """Fan beams: 2 to 4 images run together through the AVX-512 lanes that share each
     pixel's taps between channels (so do the 2 channels of the prime view count's orbits
-    of 2 views, at batch 1), 5 as a padded block of 8 channels; parallel beams: up to 5
+    of 2 views, at batch 1), 5 as groups of 4 and 1 (AVX2: a padded block of 8 channels);
+    parallel beams: up to 5
     images one at a time through the batch-1 rows.  The 48-pixel rows are 3 blocks of 16,
     the non-square grid's 30-pixel rows a block of 16 and a masked one."""
     monkeypatch.setenv("ALARA_SIMD", simd)
@@ -54,6 +55,21 @@ def test_batch_one_kernels_match_the_oracle(name, batch, simd, monkeypatch):
     assert _rel(native.backproject(y.float(), p, g.angles), bp) < 2e-5
     # float64 takes neither SIMD path: exact
     assert _rel(native.backproject(y, p, g.angles), bp) < 1e-10
+
+
+@pytest.mark.parametrize("batch", [10, 19])
+@pytest.mark.parametrize("name", ["fan-short-scan", "fan-prime-97", "fan-curved-quarter-bin-offset"])
+def test_fan_batches_past_whole_blocks_match_the_oracle(name, batch):
+    """From 16 channels the fan BP runs whole blocks of 8 channels (the AVX2 channel
+    blocks), and on AVX-512 the channels past them in groups of at most 4 through the lanes
+    (csrc/cpu/batching.h, batch_groups' tail_group): 10 images of the short scan are groups
+    4, 4, 2; 19 are 16 and 3; the prime view count's orbits of 2 views make 20 channels
+    (16, 4) and 38 (32, 4, 2)."""
+    g, x, y, fp, bp = _case(name, batch)
+    out = native.backproject(y.float(), GeometryParams.of(g), g.angles)
+    assert _rel(out, bp) < 2e-5
+    for i in (0, batch - 1):  # the first image and the last group's
+        assert _rel(out[i:i + 1], bp[i:i + 1]) < 2e-5
 
 
 @pytest.mark.skipif(not _has_avx512(), reason="the CPU has no AVX-512")
