@@ -1,14 +1,19 @@
 """Scheduling of the native CPU operators (csrc/cpu/parallel.h): one parallel region per
-operator call, results independent of the thread count, errors raised inside the region
-(issue 23)."""
+operator call on the calling thread's pool of helpers, results independent of the thread
+count, errors raised inside the region, the pool's life with its thread and across a
+fork (issue 23)."""
 
 from __future__ import annotations
 
 import math
+import os
+import select
 import shutil
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 
 import pytest
 import torch
@@ -109,8 +114,11 @@ _COUNT = textwrap.dedent("""
 
 @pytest.mark.skipif(shutil.which("cc") is None or not sys.platform.startswith("linux"),
                     reason="needs a C compiler on Linux to count OpenMP regions")
-def test_one_parallel_region_per_operator_call(tmp_path):
-    """Counted with a shim over libgomp's GOMP_parallel (each region's entry)."""
+def test_no_openmp_region_per_operator_call(tmp_path):
+    """The operators' tasks run on the calling thread's pool of helpers (csrc/cpu/parallel.h)
+    and the ATen ops inside an operator call run serially on it: a call opens no OpenMP
+    region, whose end would be a barrier waiting for every thread of the team.  Counted
+    with a shim over libgomp's GOMP_parallel (each region's entry)."""
     (tmp_path / "count.c").write_text(_COUNTER)
     lib = tmp_path / "libcount.so"
     subprocess.run(["cc", "-shared", "-fPIC", "-O1", str(tmp_path / "count.c"), "-o", str(lib),
@@ -127,4 +135,67 @@ def test_one_parallel_region_per_operator_call(tmp_path):
     if int(lines[0][1]) < 1:
         pytest.skip("torch's threads are not libgomp's here (the shim counts nothing)")
     for name, batch, fp, bp in lines[1:]:
-        assert (int(fp), int(bp)) == (1, 1), f"{name} batch {batch}: {fp} / {bp} regions"
+        assert (int(fp), int(bp)) == (0, 0), f"{name} batch {batch}: {fp} / {bp} regions"
+
+
+def _threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs /proc to count threads")
+def test_pool_helpers_live_and_end_with_their_thread(two_threads):
+    """A thread's first operator call on 2 threads starts one helper for it, later calls
+    reuse it, and the helper ends with the thread (joined, not leaked)."""
+    g = geometries()["fan-curved-offset"]
+    y = torch.rand((1, 1) + g.sinogram_shape)
+    expected = ops.backproject(y, g, "native")
+    seen = {}
+
+    def caller():
+        seen["before"] = _threads()
+        seen["first"] = ops.backproject(y, g, "native")
+        seen["after_first"] = _threads()
+        ops.backproject(y, g, "native")
+        seen["after_second"] = _threads()
+
+    baseline = _threads()
+    t = threading.Thread(target=caller)
+    t.start()
+    t.join()
+    assert torch.equal(seen["first"], expected)
+    assert seen["after_first"] == seen["before"] + 1 == seen["after_second"]
+    # (join() returns before the thread's C++ thread-locals, the pool among them, are
+    # destroyed: give its exit a moment)
+    for _ in range(200):
+        if _threads() == baseline:
+            break
+        time.sleep(0.01)
+    assert _threads() == baseline
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_runs_the_operators(two_threads):
+    """A child forked after the parent's pool started (as DataLoader workers are) has none
+    of its helper threads: it must build its own, not wait on the parent's."""
+    g = geometries()["parallel-97-views"]
+    y = torch.rand((2, 1) + g.sinogram_shape)
+    expected = ops.backproject(y, g, "native")  # (the parent's pool exists now)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report whether its result matches, then leave at once
+        ok = False
+        try:
+            ok = torch.equal(ops.backproject(y, g, "native"), expected)
+        finally:
+            os.write(write, b"1" if ok else b"0")
+            os._exit(0)
+    os.close(write)
+    try:
+        ready, _, _ = select.select([read], [], [], 120)
+        answer = os.read(read, 1) if ready else b""
+    finally:
+        if not ready:
+            os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        os.close(read)
+    assert answer == b"1", "the forked child hung" if not answer else "the child's result differs"
