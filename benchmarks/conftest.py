@@ -16,7 +16,20 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 
 _RESULTS: dict[str, dict[str, float]] = {}
+_NOTES: list[tuple[str, str]] = []
 REFERENCE = "astra-line"
+
+
+@pytest.fixture
+def note():
+    """``note(title, text)``: a section printed at the end of the session (a table a
+    benchmark makes itself).  (A fixture: a module importing this file by name would get
+    a second copy of it, whose notes the summary never sees.)"""
+
+    def add(title: str, text: str) -> None:
+        _NOTES.append((title, text))
+
+    return add
 
 
 def record(group: str, name: str, benchmark) -> None:
@@ -40,9 +53,13 @@ def timed(benchmark, request):
 
 
 def pytest_terminal_summary(terminalreporter):
+    tr = terminalreporter
+    for title, text in _NOTES:
+        tr.section(title)
+        for line in text.splitlines():
+            tr.write_line(line)
     if not _RESULTS:
         return
-    tr = terminalreporter
     tr.section("alara: ratios to the reference in each group (lower is faster)")
     for group in sorted(_RESULTS):
         times = _RESULTS[group]

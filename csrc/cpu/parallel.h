@@ -196,7 +196,10 @@ class Pool {
   explicit Pool(int64_t workers) : workers_(workers) {
     for (int64_t i = 1; i < workers; ++i)
       helpers_.emplace_back([this] {
-        OmpThreads serial(1);  // (ATen inside a task stays on this thread)
+        // (ATen inside a task stays on this thread; ATen sets a thread's OpenMP count on
+        // its first call there, so that call comes first)
+        (void)at::get_num_threads();
+        OmpThreads serial(1);
         region_.serve();
       });
   }
