@@ -73,9 +73,12 @@ class Region {
     while (claim_and_run()) {
     }
     // tasks still running on helpers: spin a little (they usually end within
-    // microseconds of each other), then yield the core to them
-    if (spin_while([&] { return done_.load() < n; }))
-      while (done_.load() < n) std::this_thread::yield();
+    // microseconds of each other), then sleep until the last one ends (woken then, where
+    // a yield would wait out another process's time slice)
+    if (spin_while([&] { return done_.load() < n; })) {
+      std::unique_lock<std::mutex> lock(mutex_);
+      all_done_.wait(lock, [&] { return done_.load() >= n; });
+    }
     fn_.store(nullptr);
     if (error_) {
       std::exception_ptr e = error_;
@@ -147,7 +150,10 @@ class Region {
         } catch (...) {
           if (!error_flag_.test_and_set()) error_ = std::current_exception();
         }
-        done_.fetch_add(1);
+        if (done_.fetch_add(1) + 1 == n) {  // the set's last task: wake a sleeping leader
+          { std::lock_guard<std::mutex> lock(mutex_); }
+          all_done_.notify_all();
+        }
         return true;
       }
     }
@@ -162,7 +168,7 @@ class Region {
   std::atomic_flag error_flag_ = ATOMIC_FLAG_INIT;
   std::exception_ptr error_;
   std::mutex mutex_;
-  std::condition_variable wakeup_;
+  std::condition_variable wakeup_, all_done_;
 };
 
 // The OpenMP thread count of the calling thread (an ICV, per thread) set to n for a
