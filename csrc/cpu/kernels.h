@@ -376,10 +376,6 @@ struct FanScratch {
         idx(bc > 1 ? kMaxFanTaps * (n_other + 8) : 0), stride(n_other + 8), S(fan_fixed_shift(n_other)) {}
 };
 
-// One segment's rays onto one plane through the AVX2 lanes (`wide`: the AVX-512 lanes,
-// simd_avx512.h), from the plane's position table (its 32 sentinels included) and smallest
-// spacing; false where the rays are too dense for the lanes (the generic path runs
-// instead).
 // Whether T taps from a start one ray short still reach every ray of the pixel (so the
 // lanes can skip the step past it: a window read, a compare and an add per 16 pixels).
 // The lane map is lowered by fp.margin bins and errs by less than that, so where it is
@@ -390,16 +386,15 @@ struct FanScratch {
 // spacing + 1 of them; that is T where 2^(S+1) + R - 1 < T spacing.  spacing_max <= 0:
 // unknown (always step).
 inline bool fan_short_start_fits(const FanPlane& fp, int S, int64_t T, int64_t spacing, int64_t spacing_max) {
-#ifdef ALARA_HAVE_AVX2_PATH
   if (spacing_max <= 0) return false;
   const int64_t R = static_cast<int64_t>(2.1 * fp.margin * static_cast<double>(spacing_max)) + 4;
   return (int64_t{2} << S) + R - 1 < T * spacing;
-#else
-  (void)fp, (void)S, (void)T, (void)spacing, (void)spacing_max;
-  return false;
-#endif
 }
 
+// One segment's rays onto one plane through the AVX2 lanes (`wide`: the AVX-512 lanes,
+// simd_avx512.h), from the plane's position table (its 32 sentinels included) and smallest
+// spacing; false where the rays are too dense for the lanes (the generic path runs
+// instead).
 bool fan_bp_plane_lanes(float* row, int64_t bc, const FanPlane& fp, const int32_t* table, int64_t spacing,
                         int n_other, FanScratch& scratch, const float* c, bool wide, const float* c_cm,
                         int64_t cm_stride, int64_t spacing_max = 0) {

@@ -43,6 +43,7 @@
 #include <exception>
 #include <functional>
 #include <mutex>
+#include <system_error>
 #include <thread>
 #include <type_traits>
 #include <utility>
@@ -200,14 +201,19 @@ class OmpThreads {
 class Pool {
  public:
   explicit Pool(int64_t workers) : workers_(workers) {
-    for (int64_t i = 1; i < workers; ++i)
-      helpers_.emplace_back([this] {
-        // (ATen inside a task stays on this thread; ATen sets a thread's OpenMP count on
-        // its first call there, so that call comes first)
-        (void)at::get_num_threads();
-        OmpThreads serial(1);
-        region_.serve();
-      });
+    for (int64_t i = 1; i < workers; ++i) {
+      try {
+        helpers_.emplace_back([this] {
+          // (ATen inside a task stays on this thread; ATen sets a thread's OpenMP count
+          // on its first call there, so that call comes first)
+          (void)at::get_num_threads();
+          OmpThreads serial(1);
+          region_.serve();
+        });
+      } catch (const std::system_error&) {
+        break;  // (no more threads to be had: the tasks are shared by those there are)
+      }
+    }
   }
   ~Pool() {
     region_.stop();
