@@ -199,3 +199,26 @@ def test_a_forked_child_runs_the_operators(two_threads):
         os.waitpid(pid, 0)
         os.close(read)
     assert answer == b"1", "the forked child hung" if not answer else "the child's result differs"
+
+
+def test_threads_calling_at_once_each_get_their_own_pool(two_threads):
+    """Three Python threads calling the operators at the same time (each with its own pool
+    of helpers) get the results of calls made one after another."""
+    g = geometries()["fan-curved-offset"]
+    gen = torch.Generator().manual_seed(5)
+    ys = [torch.rand((2, 1) + g.sinogram_shape, generator=gen) for _ in range(3)]
+    expected = [ops.backproject(y, g, "native") for y in ys]
+    got: dict[int, list[torch.Tensor]] = {}
+    start = threading.Barrier(3)
+
+    def caller(i):
+        start.wait()
+        got[i] = [ops.backproject(ys[i], g, "native") for _ in range(4)]
+
+    threads = [threading.Thread(target=caller, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in range(3):
+        assert all(torch.equal(r, expected[i]) for r in got[i]), i
