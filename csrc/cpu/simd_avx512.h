@@ -236,7 +236,7 @@ struct FanLanes16 {
   // Each lane's first tap relative to f0, past the map's margin: with kStep, one step over
   // the first ray if it lies at or left of j - 1 (a window read; see fits()); without, the
   // map's first ray as it is (the caller's tap count has room for a ray short: see
-  // fan_bp_plane_lanes).
+  // fan_short_start_fits in kernels.h).
   template <bool kStep>
   ALARA_AVX512 __attribute__((always_inline)) inline __m512i window_start(const Block& b, const int32_t* P) const {
     const __m512i rel = _mm512_sub_epi32(b.first, _mm512_set1_epi32(b.f0));
