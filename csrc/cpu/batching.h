@@ -59,27 +59,30 @@ at::Tensor in_groups(const at::Tensor& t, const std::vector<int64_t>& sizes, con
 //   projection's masked last block costs as much as a full one, and its channels-last
 //   image copies of 32 images (17 MB each) stream from memory (single-thread CPU time per
 //   image relative to batch 1, whole / in groups of 8: 9 images 0.85 / 0.51, 32 images
-//   0.83 / 0.49); the AVX-512 fan BP's lanes take at most 4 channels;
+//   0.83 / 0.49);
 // - a last block of 1-3 channels after full ones (`split_tail`) one at a time: a masked
 //   block of 8 costs as much as a full one (parallel BP at 9 images: 0.7-0.8 of batch 1);
-// - or, with `tail_group` (the AVX-512 fan BP), the channels past the full blocks in
-//   groups of at most tail_group, which the lanes take unpadded (fan-offset, orbits of 4
+// - with `lanes_group` (the AVX-512 fan BP, whose lanes take up to lanes_group channels
+//   unpadded), groups of lanes_group below 2 kChannelBlock channels, and from there whole
+//   blocks with the channels past them in groups of lanes_group (fan-offset, orbits of 4
 //   views, at 5 images: 20 channels padded to 24 cost 1.02-1.12 of batch 1 per image).
 std::vector<int64_t> batch_groups(int64_t bc, int64_t whole_from, int64_t max_group, bool split_tail,
-                                  int64_t tail_group = 0) {
+                                  int64_t lanes_group = 0) {
   if (bc > 1 && bc < whole_from) return std::vector<int64_t>(bc, 1);
   std::vector<int64_t> sizes;
+  if (lanes_group > 0) {
+    const int64_t whole = bc >= 2 * kChannelBlock ? bc - bc % kChannelBlock : 0;
+    if (whole > 0) sizes.push_back(whole);
+    for (int64_t left = bc - whole; left > 0; left -= lanes_group) sizes.push_back(std::min(left, lanes_group));
+    if (sizes.size() == 1) sizes.clear();  // (one group: the batch as it is)
+    return sizes;
+  }
   if (bc > max_group) {
     const int64_t step = std::min<int64_t>(max_group, kChannelBlock);
     for (int64_t left = bc; left > 0; left -= step) sizes.push_back(std::min<int64_t>(left, step));
     return sizes;
   }
   const int64_t tail = bc % kChannelBlock;
-  if (tail_group > 0 && bc > kChannelBlock && tail > 0) {
-    sizes.push_back(bc - tail);
-    for (int64_t left = tail; left > 0; left -= tail_group) sizes.push_back(std::min(left, tail_group));
-    return sizes;
-  }
   if (split_tail && bc > kChannelBlock && tail > 0 && tail < 4) {
     sizes.push_back(bc - tail);
     sizes.push_back(tail);

@@ -144,7 +144,8 @@ inline std::shared_ptr<const FanRays> fan_rays(const Geometry& g, const std::vec
     std::lock_guard<std::mutex> lock(cache_mutex);
     for (size_t i = 0; i < cache.size(); ++i) {
       Entry& e = cache[i];
-      if (e.with_split == with_split && same_geometry(e.g, g) && e.cs == cs && e.sn == sn) {
+      // (tables with split lines also serve a call that does not need them)
+      if ((e.with_split || !with_split) && same_geometry(e.g, g) && e.cs == cs && e.sn == sn) {
         std::rotate(cache.begin() + i, cache.begin() + i + 1, cache.end());  // now the most recent
         return cache.back().rays;
       }

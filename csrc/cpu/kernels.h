@@ -365,14 +365,13 @@ constexpr int kMaxFanTaps = 24;
 
 // Scratch of one task for fan_bp_plane_avx2.
 struct FanScratch {
-  std::vector<int32_t> table;  // positions (K + 64)
-  std::vector<int32_t> tables;  // a task's planes' positions, kFanTablePlanes x (K + 64)
+  std::vector<int32_t> tables;  // a group's planes' positions, kFanTablePlanes x (K + 64)
   std::vector<float> wt;       // tap weights, kMaxFanTaps x stride (channels only)
   std::vector<int32_t> idx;    // tap rays, likewise
   int stride;
   int S;  // fan_fixed_shift(n_other)
   FanScratch(int K, int n_other, int64_t bc)
-      : table(K + 64), tables(kFanTablePlanes * (K + 64)), wt(bc > 1 ? kMaxFanTaps * (n_other + 8) : 0),
+      : tables(kFanTablePlanes * (K + 64)), wt(bc > 1 ? kMaxFanTaps * (n_other + 8) : 0),
         idx(bc > 1 ? kMaxFanTaps * (n_other + 8) : 0), stride(n_other + 8), S(fan_fixed_shift(n_other)) {}
 };
 
@@ -457,7 +456,7 @@ bool fan_bp_plane_avx2(float* row, int64_t bc, const FanPlane& fp, const double*
                        const avx512::SplitLines* split = nullptr) {
   if (fp.ia >= fp.ib) return true;  // no ray of the segment reaches the plane's pixels
   const int S = scratch.S;
-  int32_t* table = scratch.table.data();
+  int32_t* table = scratch.tables.data();  // (an unfused group's tables are free)
 #ifdef ALARA_HAVE_AVX512_PATH
   const int64_t spacing =
       split != nullptr ? split_table(table, *split, n, fp.rising, static_cast<int>(plane), fp.ia, fp.ib)

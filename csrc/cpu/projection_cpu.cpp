@@ -140,12 +140,11 @@ at::Tensor backproject_impl(const at::Tensor& sino, const at::Tensor& angles, co
   // against 98, at 7 images (14 channels) 57 against 64, at 8 (16 channels) 59 against 53;
   // the symmetric fan (orbits of 8) at 1 image 58 against 79, at 2 images 64 against 59.
 #ifdef ALARA_HAVE_AVX512_PATH
-  const int64_t max_group = fan_lanes_multi && B * C < 16 ? avx512::kMaxMultiChannels : INT64_MAX;
-  const int64_t tail_group = fan_lanes_multi ? avx512::kMaxMultiChannels : 0;
+  const int64_t lanes_group = fan_lanes_multi ? avx512::kMaxMultiChannels : 0;
 #else
-  const int64_t max_group = INT64_MAX, tail_group = 0;
+  const int64_t lanes_group = 0;
 #endif
-  const auto groups = batch_groups(B * C, whole_from, max_group, kind == PARALLEL, tail_group);
+  const auto groups = batch_groups(B * C, whole_from, INT64_MAX, kind == PARALLEL, lanes_group);
   if (!groups.empty()) {
     return in_groups(sino, groups, [&](const at::Tensor& s) {
       return backproject_impl(s, angles, call, false, rows);

@@ -319,7 +319,7 @@ ALARA_AVX512 inline void fan_bp_lanes_c(float* acc, int jlo, int jhi, const int3
 
 // One channel: accumulates into acc[jlo .. jhi] (see avx2::fan_bp_lanes).  `step`: each
 // lane steps past a first ray at or left of j - 1; false where T taps cover a start one ray
-// short (fan_bp_plane_lanes).
+// short (fan_short_start_fits in kernels.h).
 ALARA_AVX512 inline void fan_bp_lanes(float* acc, int jlo, int jhi, const int32_t* P, const float* c,
                                       int ia, int ib, int S, int T, const avx2::FanLaneMap& m, bool step) {
   if (m.curved)

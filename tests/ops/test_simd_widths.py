@@ -62,7 +62,7 @@ def test_batch_one_kernels_match_the_oracle(name, batch, simd, monkeypatch):
 def test_fan_batches_past_whole_blocks_match_the_oracle(name, batch):
     """From 16 channels the fan BP runs whole blocks of 8 channels (the AVX2 channel
     blocks), and on AVX-512 the channels past them in groups of at most 4 through the lanes
-    (csrc/cpu/batching.h, batch_groups' tail_group): 10 images of the short scan are groups
+    (csrc/cpu/batching.h, batch_groups' lanes_group): 10 images of the short scan are groups
     4, 4, 2; 19 are 16 and 3; the prime view count's orbits of 2 views make 20 channels
     (16, 4) and 38 (32, 4, 2)."""
     g, x, y, fp, bp = _case(name, batch)
@@ -208,6 +208,17 @@ def test_fan_ray_tables_follow_every_field_of_the_geometry():
         check(i)
 
 
+def _flat_fan(grid, angles, src, rays_per_pixel, offset):
+    """A flat-detector fan whose detector covers the grid, with `rays_per_pixel` rays per
+    pixel width at the grid's centre and the detector shifted by `offset` bins."""
+    from alara.geometry import FanBeam
+
+    half = math.tan(math.asin(min(grid.radius / src, 0.95)))
+    ds = 2 * grid.spacing[0] / rays_per_pixel  # (at the detector, twice the source's distance)
+    n_bins = max(8, math.ceil(2.04 * half * 2 * src / ds))
+    return FanBeam(grid, angles, n_bins, ds, src_radius=src, det_radius=src, bin_offset=offset * ds)
+
+
 @pytest.mark.skipif(not _has_avx512(), reason="the CPU has no AVX-512")
 @settings(max_examples=25, deadline=None)
 @given(src=st.floats(0.16, 0.6), rays_per_pixel=st.floats(0.4, 4.0), start=st.floats(0.0, 6.3),
@@ -219,14 +230,10 @@ def test_flat_fan_taps_from_the_end_spacings(src, rays_per_pixel, start, span, o
     of scanning them all.  Across source distances and ray densities that put planes on
     both sides of every tap-count threshold, no pixel may miss a ray: each pixel of the
     float32 result within 1e-4 of the largest, against the float64 oracle."""
-    from alara.geometry import FanBeam, ImageGrid
+    from alara.geometry import ImageGrid
 
     grid = ImageGrid((40, 33), (-0.1, -0.08), (0.1, 0.085))
-    half = math.tan(math.asin(min(grid.radius / src, 0.95)))
-    ds = 2 * grid.spacing[0] / rays_per_pixel  # (at the detector, twice the source's distance)
-    n_bins = max(8, math.ceil(2.04 * half * 2 * src / ds))
-    angles = start + torch.linspace(0, span, 17, dtype=torch.float64)
-    g = FanBeam(grid, angles, n_bins, ds, src_radius=src, det_radius=src, bin_offset=offset * ds)
+    g = _flat_fan(grid, start + torch.linspace(0, span, 17, dtype=torch.float64), src, rays_per_pixel, offset)
     gen = torch.Generator().manual_seed(seed)
     y = torch.rand((1, 1) + g.sinogram_shape, generator=gen, dtype=torch.float64)
     bp = _oracle_backproject(y, g)
@@ -246,16 +253,12 @@ def test_flat_fan_short_starts_keep_every_ray(src, rays_per_pixel, start, offset
     at a time, where a single ray's share is visible: every pixel within 1e-5 of the
     largest, against the float64 oracle, over densities that put planes on both sides of
     every tap count; one channel and the 2 .. 4 channel lanes."""
-    from alara.geometry import FanBeam, ImageGrid
+    from alara.geometry import ImageGrid
 
     grid = ImageGrid((44, 37), (-0.1, -0.09), (0.1, 0.078))
-    half = math.tan(math.asin(min(grid.radius / src, 0.95)))
-    ds = 2 * grid.spacing[0] / rays_per_pixel
-    n_bins = max(8, math.ceil(2.04 * half * 2 * src / ds))
     gen = torch.Generator().manual_seed(seed)
     for a, channels in ((start, 1), (start + 1.1, 1), (start + 2.3, 3)):
-        g = FanBeam(grid, torch.tensor([a], dtype=torch.float64), n_bins, ds, src_radius=src, det_radius=src,
-                    bin_offset=offset * ds)
+        g = _flat_fan(grid, torch.tensor([a], dtype=torch.float64), src, rays_per_pixel, offset)
         y = torch.rand((1, channels) + g.sinogram_shape, generator=gen, dtype=torch.float64)
         bp = _oracle_backproject(y, g)
         out = native.backproject(y.float(), GeometryParams.of(g), g.angles).double()
